@@ -85,3 +85,9 @@ pub const MAX_ROSTER_FILE_LEN: u64 = 4 * 1024 * 1024;
 
 /// Largest secret key file accepted (bytes).
 pub const MAX_SECRET_FILE_LEN: u64 = 64 * 1024;
+
+/// The 4 bytes a client writes first on the session stream, before reading
+/// `Hello`. QUIC announces a peer-opened stream only once data arrives on it,
+/// so the client must send something before the relay can send `Hello`; a
+/// fixed magic also lets the relay drop non-Tallinn traffic early.
+pub const SESSION_PREAMBLE: [u8; 4] = *b"TLN1";

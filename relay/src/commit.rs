@@ -1,0 +1,222 @@
+//! Group commit: one writer thread appends messages and cursor updates to the
+//! store and makes them durable with one flush per batch.
+//!
+//! ```text
+//! sessions ──Append/Ack──▶ [channel] ──▶ writer thread:
+//!                                         take everything queued (a batch)
+//!                                         append each (dedupe, seq) / ack each
+//!                                         store.flush()            ← one fsync
+//!                                         reply Accepted to each sender
+//!                                         router.deliver(each new message)
+//! ```
+//! Because one thread applies writes in arrival order and flushes before it
+//! answers, `Accepted` always means durable, and live deliveries leave in seq
+//! order. While a flush runs, new requests queue up and form the next batch:
+//! the busier the relay, the more messages share a flush.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tallinn_common::message::MsgId;
+use tokio::sync::oneshot;
+
+use crate::metrics::Metrics;
+use crate::router::Router;
+use crate::store::{Appended, LogEntry, Store, StoreError, StoredMessage};
+
+/// Largest number of requests taken into one batch (bounds the latency of the
+/// first request in a very long queue).
+const MAX_BATCH: usize = 4096;
+
+/// The outcome of an append, sent once it is durable.
+pub type AppendResult = Result<Appended, StoreError>;
+
+enum Request {
+    Append {
+        msg_id: MsgId,
+        entry: LogEntry,
+        reply: oneshot::Sender<AppendResult>,
+    },
+    Ack {
+        participant: String,
+        device: String,
+        up_to: u64,
+        now_ms: u64,
+    },
+    Flush {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Finish the current batch and exit.
+    Stop,
+}
+
+/// Handle to the writer thread. Dropping every handle (and calling
+/// [`Committer::join`]) drains the queue, flushes and stops the thread.
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Request>,
+}
+
+/// Owner of the writer thread.
+pub struct CommitterThread {
+    handle: JoinHandle<()>,
+}
+
+impl CommitterThread {
+    /// Waits for the thread to finish its last batch (after every
+    /// [`Committer`] was dropped).
+    pub fn join(self) {
+        let _ = self.handle.join();
+    }
+}
+
+impl Committer {
+    /// Starts the writer thread.
+    ///
+    /// # Errors
+    /// If the OS refuses to create a thread.
+    pub fn start(
+        store: Arc<dyn Store>,
+        router: Arc<Router>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Self, CommitterThread)> {
+        let (tx, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("tallinn-commit".into())
+            .spawn(move || writer(rx, store.as_ref(), &router, &metrics))?;
+        Ok((Self { tx }, CommitterThread { handle }))
+    }
+
+    /// Queues an append; the receiver resolves after the flush that made it
+    /// durable (or with the error that prevented it).
+    pub fn append(&self, msg_id: MsgId, entry: LogEntry) -> oneshot::Receiver<AppendResult> {
+        let (reply, rx) = oneshot::channel();
+        // A send error means the writer is gone (shutdown); the dropped reply
+        // makes the receiver fail, which the caller reports as `shutting_down`.
+        let _ = self.tx.send(Request::Append {
+            msg_id,
+            entry,
+            reply,
+        });
+        rx
+    }
+
+    /// Queues a cursor advance, made durable with the next flush.
+    pub fn ack(&self, participant: &str, device: &str, up_to: u64, now_ms: u64) {
+        let _ = self.tx.send(Request::Ack {
+            participant: participant.into(),
+            device: device.into(),
+            up_to,
+            now_ms,
+        });
+    }
+
+    /// Asks the thread to finish its current batch and exit; later requests
+    /// are dropped (their senders see `shutting_down`).
+    pub fn stop(&self) {
+        let _ = self.tx.send(Request::Stop);
+    }
+
+    /// Resolves once everything queued before it is durable.
+    pub fn flush(&self) -> oneshot::Receiver<Result<(), StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.tx.send(Request::Flush { reply });
+        rx
+    }
+}
+
+/// A processed append awaiting the batch's flush: reply, result, and the
+/// message with its recipients to route if it is new.
+type Done = (
+    oneshot::Sender<AppendResult>,
+    AppendResult,
+    Option<StoredMessage>,
+    Vec<String>,
+);
+
+fn writer(rx: mpsc::Receiver<Request>, store: &dyn Store, router: &Router, metrics: &Metrics) {
+    let mut batch = Vec::new();
+    let mut stopping = false;
+    while !stopping {
+        let Ok(first) = rx.recv() else { break };
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        // Apply every write of the batch.
+        let mut done: Vec<Done> = Vec::new();
+        let mut flush_waiters = Vec::new();
+        let mut new_messages = 0u64;
+        for req in batch.drain(..) {
+            match req {
+                Request::Append {
+                    msg_id,
+                    entry,
+                    reply,
+                } => match store.append(msg_id, &entry) {
+                    Ok(Appended::New(seq)) => {
+                        new_messages += 1;
+                        let msg = StoredMessage {
+                            seq,
+                            received_at_ms: entry.received_at_ms,
+                            envelope: entry.envelope,
+                        };
+                        done.push((reply, Ok(Appended::New(seq)), Some(msg), entry.recipients));
+                    }
+                    other => done.push((reply, other, None, Vec::new())),
+                },
+                Request::Ack {
+                    participant,
+                    device,
+                    up_to,
+                    now_ms,
+                } => {
+                    if let Err(e) = store.ack(&participant, &device, up_to, now_ms) {
+                        tracing::error!(error = %e, "storing ack failed");
+                    }
+                }
+                Request::Flush { reply } => flush_waiters.push(reply),
+                Request::Stop => stopping = true,
+            }
+        }
+        // One durable flush for all of them.
+        let started = Instant::now();
+        let flushed = store.flush();
+        metrics.flush_seconds.observe(started.elapsed());
+        metrics.flushes.fetch_add(1, Relaxed);
+        metrics
+            .flush_batch_messages
+            .observe_value(new_messages as f64);
+        match flushed {
+            Ok(()) => {
+                for (reply, result, msg, recipients) in done {
+                    if let Some(msg) = msg {
+                        router.deliver(Arc::new(msg), &recipients);
+                    }
+                    let _ = reply.send(result);
+                }
+                for w in flush_waiters {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                // Nothing in this batch may be reported durable. The writes
+                // may still reach disk later; the senders will retry and be
+                // answered `duplicate`, which clients treat as accepted.
+                tracing::error!(error = %e, "store flush failed");
+                for (reply, _, _, _) in done {
+                    let _ = reply.send(Err(StoreError::Flush(e.to_string())));
+                }
+                for w in flush_waiters {
+                    let _ = w.send(Err(StoreError::Flush(e.to_string())));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Default limits of the relay, each with the reason for its value. Every one
+//! can be changed in `relay.toml` (see `config/relay.toml`).
+
+use std::time::Duration;
+
+/// Largest frame accepted on a session stream (bytes, length prefix excluded):
+/// the protocol default of `tallinn_common`, room for a 1 MiB envelope.
+pub const MAX_FRAME_LEN: u32 = tallinn_common::defaults::MAX_FRAME_LEN;
+
+/// Largest envelope accepted in a `Send` (bytes). A coordination message with
+/// a few attached documents fits; a bulk transfer belongs elsewhere.
+pub const MAX_MESSAGE_LEN: usize = tallinn_common::defaults::MAX_ENVELOPE_LEN;
+
+/// Sustained sends per second per participant (token bucket refill rate).
+/// A human point of contact sends a few messages a minute; scripts syncing
+/// an outbox after an outage send bursts, covered by [`SEND_BURST`].
+pub const SEND_RATE_PER_SEC: f64 = 50.0;
+
+/// Token bucket size per participant: an outbox of this many messages drains
+/// at once after a reconnect without hitting `rate_limited`.
+pub const SEND_BURST: u32 = 500;
+
+/// Connections per participant (all devices together). Twelve nations with a
+/// front and back office and a few scripts each stay well below it.
+pub const MAX_CONNECTIONS_PER_PARTICIPANT: usize = 16;
+
+/// Connections in total, refused at QUIC accept time beyond this. Each idle
+/// connection costs tens of KiB; 10 000 stay within a few hundred MiB.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// Time from the first QUIC packet to `Welcome`. An honest client needs one
+/// round trip after the handshake; ten seconds covers satellite links.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// QUIC idle timeout. Clients send keep-alives every 10 s, so 60 s of silence
+/// means the peer is gone.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Deliveries sent to one connection and not yet acknowledged. Bounds the
+/// relay's per-connection work and the client's unflushed archive writes;
+/// 256 x 1 KiB keeps a 100 ms RTT link busy at over 2 MB/s.
+pub const MAX_INFLIGHT_DELIVERIES: usize = 256;
+
+/// Queue of live deliveries per connection. When it is full the relay stops
+/// queueing and the connection catches up by reading from the store.
+pub const DELIVERY_QUEUE: usize = 512;
+
+/// `Send` frames one connection may have awaiting their durable flush.
+/// Pipelining lets one client share flushes (group commit) with itself.
+pub const MAX_INFLIGHT_SENDS: usize = 128;
+
+/// Allowed difference between a sender's `sent_at_ms` and the relay clock.
+/// Bounds how long a captured envelope can be replayed (with the seen-id
+/// window, see [`RETENTION`]) while tolerating badly set laptop clocks.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// How long an unacknowledged message, a seen msg_id and an unseen device
+/// cursor are kept: 30 days, long enough for a POC's leave.
+pub const RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How often acknowledged and expired messages are removed from the store.
+pub const GC_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Time allowed for in-flight flushes and session closes on shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Operator-visible relay name sent in `Hello`.
+pub const RELAY_NAME: &str = "tallinn-relay";

@@ -1,0 +1,308 @@
+//! `tallinn-relay`: run the relay, check its configuration, create a
+//! certificate, or enrol a participant into a roster file.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use tallinn_common::roster::{ParticipantEntry, Role, Roster, RosterFile};
+use tallinn_relay::{tls, FileConfig, Server};
+
+/// Tallinn Relay server.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay until SIGTERM or Ctrl-C (SIGHUP reloads the roster).
+    Run {
+        /// The relay configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate the configuration and roster and print a summary.
+    CheckConfig {
+        /// The relay configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Create a self-signed certificate and key, and print the client pin.
+    GenCert {
+        /// Certificate output (PEM).
+        #[arg(long, default_value = "relay-cert.pem")]
+        cert: PathBuf,
+        /// Private key output (PEM, mode 0600).
+        #[arg(long, default_value = "relay-key.pem")]
+        key: PathBuf,
+        /// DNS names / IP addresses the certificate is valid for.
+        #[arg(long = "san", default_values_t = vec!["localhost".to_string()])]
+        sans: Vec<String>,
+    },
+    /// Print the SPKI pin of an existing certificate.
+    Pin {
+        /// Certificate (PEM).
+        #[arg(long, default_value = "relay-cert.pem")]
+        cert: PathBuf,
+    },
+    /// Add a participant to a roster file, or replace its keys, from the
+    /// public entry printed by `tallinn keygen`. The result is validated
+    /// before the file is replaced; then send SIGHUP to the relay.
+    Enrol {
+        /// The roster file to edit.
+        #[arg(long)]
+        roster: PathBuf,
+        /// File with the participant's `[[participant]]` entry (TOML).
+        #[arg(long)]
+        entry: PathBuf,
+        /// Add the participant to these channels as a member (or observer, by role).
+        #[arg(long = "channel")]
+        channels: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn base_dir(config: &Path) -> PathBuf {
+    config
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn real_main(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run { config } => {
+            let file = FileConfig::read(&config)?;
+            let cfg = file.load(&base_dir(&config))?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(run(cfg))
+        }
+        Command::CheckConfig { config } => check_config(&config),
+        Command::GenCert { cert, key, sans } => {
+            if cert.exists() || key.exists() {
+                bail!(
+                    "{} or {} already exists; refusing to overwrite (delete them first to rotate)",
+                    cert.display(),
+                    key.display()
+                );
+            }
+            let id = tls::generate_self_signed(&sans)?;
+            id.write_pem(&cert, &key)?;
+            println!("certificate: {}", cert.display());
+            println!("private key: {} (mode 0600)", key.display());
+            println!("relay_pin = \"{}\"", id.spki_pin_hex());
+            println!("Put the relay_pin line into every client.toml.");
+            Ok(())
+        }
+        Command::Pin { cert } => {
+            let certs: Vec<_> = {
+                use rustls_pki_types::pem::PemObject;
+                rustls_pki_types::CertificateDer::pem_file_iter(&cert)
+                    .with_context(|| format!("reading {}", cert.display()))?
+                    .collect::<Result<_, _>>()
+                    .with_context(|| format!("parsing {}", cert.display()))?
+            };
+            let first = certs.first().context("no certificate in the file")?;
+            println!("relay_pin = \"{}\"", hex::encode(tls::spki_pin(first)?));
+            Ok(())
+        }
+        Command::Enrol {
+            roster,
+            entry,
+            channels,
+        } => enrol(&roster, &entry, &channels),
+    }
+}
+
+async fn run(cfg: tallinn_relay::RelayConfig) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let server = Server::spawn(cfg).await?;
+    eprintln!(
+        "tallinn-relay listening on {} (pin {})",
+        server.local_addr(),
+        hex::encode(server.spki_pin())
+    );
+    if let Some(m) = server.metrics_addr() {
+        eprintln!("metrics on http://{m}/metrics, health on http://{m}/healthz");
+    }
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => {
+                match server.reload_roster() {
+                    Ok(n) => tracing::info!(sessions_closed = n, "roster reloaded"),
+                    Err(e) => tracing::error!(error = %e, "roster reload refused"),
+                }
+            }
+        }
+    }
+    server.shutdown().await;
+    Ok(())
+}
+
+fn check_config(config: &Path) -> Result<()> {
+    let file = FileConfig::read(config)?;
+    let base = base_dir(config);
+    let limits = file.limits()?;
+    let roster_path = FileConfig::resolve(&base, &file.roster);
+    let roster = tallinn_relay::config::load_roster(&roster_path)?;
+    println!("config: {} OK", config.display());
+    println!("listen: {}", file.listen);
+    println!(
+        "data_dir: {}",
+        FileConfig::resolve(&base, &file.data_dir).display()
+    );
+    println!(
+        "roster: {} (fingerprint {})",
+        roster_path.display(),
+        roster.fingerprint_hex()
+    );
+    if let Some(b) = roster.beneficiary() {
+        println!("beneficiary: {b}");
+    }
+    println!("participants:");
+    for p in roster.participants() {
+        println!(
+            "  {:<8} {:<9} {}  {}",
+            p.id(),
+            p.role.to_string(),
+            p.fingerprint(),
+            p.name
+        );
+    }
+    println!("channels:");
+    for c in roster.channels() {
+        let members: Vec<&str> = c.members.iter().map(|m| m.as_str()).collect();
+        let observers: Vec<&str> = c.observers.iter().map(|m| m.as_str()).collect();
+        println!(
+            "  {:<20} members [{}] observers [{}]",
+            c.id.as_str(),
+            members.join(", "),
+            observers.join(", ")
+        );
+    }
+    let cert = FileConfig::resolve(&base, &file.tls.cert);
+    let key = FileConfig::resolve(&base, &file.tls.key);
+    if cert.exists() {
+        let id = tallinn_relay::TlsIdentity::from_pem_files(&cert, &key)?;
+        println!("relay_pin = \"{}\"", id.spki_pin_hex());
+    } else if file.tls.generate_self_signed {
+        println!(
+            "tls: {} missing; a self-signed certificate will be created at first start",
+            cert.display()
+        );
+    } else {
+        bail!(
+            "certificate {} does not exist and generate_self_signed is false",
+            cert.display()
+        );
+    }
+    println!(
+        "limits: max_message {} B, rate {}/s burst {}, connections {} total / {} per participant",
+        limits.max_message_len,
+        limits.send_rate_per_sec,
+        limits.send_burst,
+        limits.max_connections,
+        limits.max_connections_per_participant
+    );
+    Ok(())
+}
+
+fn enrol(roster_path: &Path, entry_path: &Path, channels: &[String]) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct EntryFile {
+        participant: Vec<ParticipantEntry>,
+    }
+    let text = std::fs::read_to_string(roster_path)
+        .with_context(|| format!("reading {}", roster_path.display()))?;
+    let mut file: RosterFile =
+        toml::from_str(&text).with_context(|| format!("parsing {}", roster_path.display()))?;
+    let entry_text = std::fs::read_to_string(entry_path)
+        .with_context(|| format!("reading {}", entry_path.display()))?;
+    let entry: EntryFile = toml::from_str(&entry_text)
+        .with_context(|| format!("parsing the entry in {}", entry_path.display()))?;
+    let [new] = <[ParticipantEntry; 1]>::try_from(entry.participant).map_err(|v| {
+        anyhow::anyhow!(
+            "the entry file must hold exactly one [[participant]], found {}",
+            v.len()
+        )
+    })?;
+    let replaced = match file.participants.iter_mut().find(|p| p.id == new.id) {
+        Some(p) => {
+            *p = new.clone();
+            true
+        }
+        None => {
+            file.participants.push(new.clone());
+            false
+        }
+    };
+    for ch in channels {
+        let c = file
+            .channels
+            .iter_mut()
+            .find(|c| &c.id == ch)
+            .with_context(|| format!("no channel {ch:?} in the roster"))?;
+        let list = match new.role {
+            Role::Member => &mut c.members,
+            Role::Observer => &mut c.observers,
+        };
+        if !list.iter().any(|m| m == "*" || m == &new.id) {
+            list.push(new.id.clone());
+        }
+    }
+    // Validate the result before touching the file.
+    let roster = Roster::from_file(file.clone())
+        .context("the roster would be invalid after this change; nothing was written")?;
+    let tmp = roster_path.with_extension("toml.tmp");
+    std::fs::write(&tmp, file.to_toml()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, roster_path)
+        .with_context(|| format!("replacing {}", roster_path.display()))?;
+    let p = roster
+        .participant(&new.id)
+        .context("participant missing after enrolment")?;
+    println!(
+        "{} {} ({}) fingerprint {}",
+        if replaced {
+            "replaced keys of"
+        } else {
+            "added"
+        },
+        p.id(),
+        p.role,
+        p.fingerprint()
+    );
+    println!("roster fingerprint {}", roster.fingerprint_hex());
+    println!(
+        "Compare the fingerprint with the participant out of band, then send SIGHUP to the relay."
+    );
+    Ok(())
+}

@@ -1,0 +1,375 @@
+//! The relay server: QUIC endpoint, accept loop with admission control,
+//! background garbage collection, metrics endpoint, roster reload and
+//! graceful shutdown. Every task belongs to the [`Server`] handle.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use quinn::{Endpoint, IdleTimeout, TransportConfig, VarInt};
+use tallinn_common::roster::Roster;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{error, info, warn};
+
+use crate::commit::{Committer, CommitterThread};
+use crate::config::RelayConfig;
+use crate::metrics::{self, Metrics};
+use crate::router::Router;
+use crate::session::{self, Shared};
+use crate::store::{SledStore, Store, StoreError};
+use crate::tls::{self, TlsError};
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The store could not be opened.
+    #[error("opening the store in {path}: {source}")]
+    Store {
+        /// Data directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+    /// TLS configuration failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A socket could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A transport parameter is out of range.
+    #[error("transport configuration: {0}")]
+    Transport(String),
+    /// The commit thread could not be started.
+    #[error("starting the commit thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Why a roster reload was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The server was started without a roster path.
+    #[error("no roster file configured")]
+    NoPath,
+    /// The new roster is invalid; the old one stays in force.
+    #[error(transparent)]
+    Invalid(#[from] crate::config::ConfigError),
+}
+
+/// A running relay. Drop it only after [`Server::shutdown`] to drain cleanly.
+pub struct Server {
+    endpoint: Endpoint,
+    local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    pin: [u8; 32],
+    shared: Arc<Shared>,
+    roster_path: Option<std::path::PathBuf>,
+    shutdown_tx: watch::Sender<bool>,
+    accept_task: JoinHandle<()>,
+    gc_task: JoinHandle<()>,
+    metrics_task: Option<JoinHandle<()>>,
+    committer_thread: CommitterThread,
+}
+
+/// Decrements the open-connection gauge however a session task ends.
+struct OpenGuard(Arc<Shared>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::SeqCst);
+        self.0
+            .metrics
+            .connections_closed
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Server {
+    /// Opens the store, binds the endpoint (and the metrics address) and
+    /// starts serving. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`SpawnError`].
+    pub async fn spawn(config: RelayConfig) -> Result<Server, SpawnError> {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir).map_err(
+            |source| SpawnError::Store {
+                path: config.data_dir.clone(),
+                source,
+            },
+        )?);
+        let metrics = Arc::new(Metrics::default());
+        let router = Arc::new(Router::new(metrics.clone()));
+        let (committer, committer_thread) =
+            Committer::start(store.clone(), router.clone(), metrics.clone())
+                .map_err(SpawnError::Thread)?;
+
+        let mut transport = TransportConfig::default();
+        transport
+            .max_concurrent_bidi_streams(VarInt::from_u32(1))
+            .max_concurrent_uni_streams(VarInt::from_u32(0))
+            .max_idle_timeout(Some(
+                IdleTimeout::try_from(config.limits.idle_timeout)
+                    .map_err(|e| SpawnError::Transport(e.to_string()))?,
+            ));
+        let crypto = tls::server_crypto(&config.tls)?;
+        let pin = config.tls.pin()?;
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server_config.transport_config(Arc::new(transport));
+        let endpoint =
+            Endpoint::server(server_config, config.listen).map_err(|source| SpawnError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = endpoint.local_addr().map_err(|source| SpawnError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            relay_name: config.name.clone(),
+            limits: config.limits.clone(),
+            roster: RwLock::new(config.roster.clone()),
+            store: store.clone(),
+            committer,
+            router,
+            metrics: metrics.clone(),
+            buckets: Mutex::new(HashMap::new()),
+            shutdown: shutdown_rx.clone(),
+            open_connections: AtomicU64::new(0),
+        });
+
+        let (metrics_addr, metrics_task) = match config.metrics_listen {
+            Some(addr) => {
+                let listener = metrics::bind(addr)
+                    .await
+                    .map_err(|source| SpawnError::Bind { addr, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| SpawnError::Bind { addr, source })?;
+                let s1 = shared.clone();
+                let render = Arc::new(move || {
+                    s1.metrics.render(
+                        s1.store.as_ref(),
+                        s1.open_connections.load(Ordering::SeqCst),
+                    )
+                });
+                let s2 = shared.clone();
+                let healthy = Arc::new(move || !*s2.shutdown.borrow() && s2.store.stats().is_ok());
+                (
+                    Some(bound),
+                    Some(tokio::spawn(metrics::serve_http(listener, render, healthy))),
+                )
+            }
+            None => (None, None),
+        };
+
+        let accept_task = tokio::spawn(accept_loop(
+            endpoint.clone(),
+            shared.clone(),
+            shutdown_rx.clone(),
+        ));
+        let gc_task = tokio::spawn(gc_loop(
+            shared.clone(),
+            config.retention,
+            config.gc_interval,
+        ));
+        info!(addr = %local_addr, pin = %hex::encode(pin), participants = config.roster.participants().count(), "relay listening");
+        Ok(Server {
+            endpoint,
+            local_addr,
+            metrics_addr,
+            pin,
+            shared,
+            roster_path: config.roster_path,
+            shutdown_tx,
+            accept_task,
+            gc_task,
+            metrics_task,
+            committer_thread,
+        })
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The bound metrics/health HTTP address, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// SHA-256 of the certificate's SubjectPublicKeyInfo (the client pin).
+    pub fn spki_pin(&self) -> [u8; 32] {
+        self.pin
+    }
+
+    /// The live metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Prometheus text of the current metrics.
+    pub fn render_metrics(&self) -> String {
+        self.shared.metrics.render(
+            self.shared.store.as_ref(),
+            self.shared.open_connections.load(Ordering::SeqCst),
+        )
+    }
+
+    /// Number of open sessions of a participant.
+    pub fn sessions_of(&self, participant: &str) -> usize {
+        self.shared.router.sessions_of(participant)
+    }
+
+    /// Replaces the roster. Sessions of participants no longer in it, or
+    /// whose keys changed, are closed. Returns how many were closed.
+    pub fn set_roster(&self, roster: Roster) -> usize {
+        let old = self.shared.roster();
+        let kicked =
+            self.shared
+                .router
+                .kick_where(|p| match (old.participant(p), roster.participant(p)) {
+                    (Some(a), Some(b)) => a.public != b.public,
+                    _ => true,
+                });
+        *self
+            .shared
+            .roster
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(roster);
+        self.shared
+            .metrics
+            .roster_reloads
+            .fetch_add(1, Ordering::Relaxed);
+        info!(sessions_closed = kicked, "roster replaced");
+        kicked
+    }
+
+    /// Re-reads the roster file (SIGHUP). An invalid roster is refused and
+    /// the old one kept.
+    ///
+    /// # Errors
+    /// [`ReloadError`].
+    pub fn reload_roster(&self) -> Result<usize, ReloadError> {
+        let path = self.roster_path.as_ref().ok_or(ReloadError::NoPath)?;
+        match crate::config::load_roster(path) {
+            Ok(r) => Ok(self.set_roster(r)),
+            Err(e) => {
+                self.shared
+                    .metrics
+                    .roster_reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                error!(error = %e, "roster reload refused; keeping the old roster");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Graceful shutdown: stop accepting, let sessions finish pending
+    /// flushes and close with `shutting_down`, flush the store, stop.
+    pub async fn shutdown(self) {
+        info!("shutting down");
+        let _ = self.shutdown_tx.send(true);
+        let _ = self.accept_task.await;
+        self.gc_task.abort();
+        if let Some(t) = &self.metrics_task {
+            t.abort();
+        }
+        let flushed = self.shared.committer.flush();
+        let _ = tokio::time::timeout(self.shared.limits.drain_timeout, flushed).await;
+        self.shared.committer.stop();
+        let thread = self.committer_thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        self.endpoint.close(VarInt::from_u32(0), b"shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        info!("shut down");
+    }
+}
+
+async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let open = shared.open_connections.load(Ordering::SeqCst);
+                if open >= shared.limits.max_connections as u64 {
+                    shared.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    warn!(remote = %incoming.remote_address(), open, "connection limit reached; refusing");
+                    incoming.refuse();
+                    continue;
+                }
+                shared.open_connections.fetch_add(1, Ordering::SeqCst);
+                shared.metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
+                let guard = OpenGuard(shared.clone());
+                let s = shared.clone();
+                conns.spawn(async move {
+                    session::run(incoming, s).await;
+                    drop(guard);
+                });
+            }
+        }
+    }
+    // Refuse whatever arrives from now on; sessions see the shutdown signal
+    // and close themselves after their pending flushes.
+    endpoint.set_server_config(None);
+    let drain = shared.limits.drain_timeout + Duration::from_secs(2);
+    if tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        warn!(
+            remaining = conns.len(),
+            "sessions did not close in time; aborting them"
+        );
+        conns.abort_all();
+    }
+}
+
+async fn gc_loop(shared: Arc<Shared>, retention: Duration, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        tick.tick().await;
+        let store = shared.store.clone();
+        let now = session::now_ms();
+        match tokio::task::spawn_blocking(move || store.gc(now, retention_ms)).await {
+            Ok(Ok(s)) => {
+                shared
+                    .metrics
+                    .messages_acked_removed
+                    .fetch_add(s.acked_removed, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .messages_expired
+                    .fetch_add(s.expired, Ordering::Relaxed);
+                if s != Default::default() {
+                    info!(
+                        acked = s.acked_removed,
+                        expired = s.expired,
+                        seen_pruned = s.seen_pruned,
+                        devices_forgotten = s.devices_forgotten,
+                        "store gc"
+                    );
+                }
+            }
+            Ok(Err(e)) => error!(error = %e, "store gc failed"),
+            Err(e) => error!(error = %e, "store gc task failed"),
+        }
+    }
+}

@@ -1,0 +1,976 @@
+//! One client session: authentication, the send path, delivery and acks.
+//!
+//! The protocol decisions are plain functions ([`check_auth`],
+//! [`check_send`], [`TokenBucket`]) unit-tested without a socket; the async
+//! driver ([`run`]) only reads frames, calls them, talks to the store through
+//! the [`Committer`](crate::commit::Committer) and writes frames.
+//!
+//! ```text
+//!            ┌──────── reader (this task) ───────┐
+//!  stream ──▶│ Send → check_send → committer ────┼──▶ waiter task → Accepted/Rejected ─┐
+//!            │ Ack  → committer.ack, wake ───────┼──▶ delivery task ─ Deliver ─────────┤
+//!            └───────────────────────────────────┘      ▲ live queue (router)            ▼
+//!                                                        └ store (backlog, catch-up)   writer task ──▶ stream
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+use rand::Rng as _;
+use tallinn_common::defaults::{AUTH_EXPORTER_LABEL, AUTH_EXPORTER_LEN, SESSION_PREAMBLE};
+use tallinn_common::envelope::{EnvelopeError, UntrustedEnvelope, VerifiedEnvelope};
+use tallinn_common::identity::DeviceId;
+use tallinn_common::message::MsgId;
+use tallinn_common::roster::Roster;
+use tallinn_common::wire::{self, ErrorCode, Frame, WireError};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::commit::Committer;
+use crate::config::Limits;
+use crate::metrics::Metrics;
+use crate::router::{ConnHandle, Router};
+use crate::store::{Appended, LogEntry, Store, StoredMessage};
+
+/// Largest frame accepted before authentication: an `Auth` is under 200 bytes.
+const MAX_AUTH_FRAME: u32 = 1024;
+
+/// Time allowed to write a final `Error` frame before closing anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> u64 {
+    tallinn_common::unix_ms(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+/// State shared by every session of a server.
+pub(crate) struct Shared {
+    pub relay_name: String,
+    pub limits: Limits,
+    pub roster: RwLock<Arc<Roster>>,
+    pub store: Arc<dyn Store>,
+    pub committer: Committer,
+    pub router: Arc<Router>,
+    pub metrics: Arc<Metrics>,
+    pub buckets: Mutex<HashMap<String, TokenBucket>>,
+    pub shutdown: watch::Receiver<bool>,
+    pub open_connections: AtomicU64,
+}
+
+impl Shared {
+    pub fn roster(&self) -> Arc<Roster> {
+        self.roster
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn take_token(&self, participant: &str) -> bool {
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        b.entry(participant.to_string())
+            .or_insert_with(|| TokenBucket::new(self.limits.send_burst))
+            .take(
+                Instant::now(),
+                self.limits.send_rate_per_sec,
+                self.limits.send_burst,
+            )
+    }
+}
+
+/// A token bucket: `burst` tokens, refilled at `rate` per second.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(burst: u32) -> Self {
+        Self {
+            tokens: f64::from(burst),
+            last: None,
+        }
+    }
+
+    /// Takes one token at time `now`; false if none is left.
+    pub fn take(&mut self, now: Instant, rate: f64, burst: u32) -> bool {
+        if let Some(last) = self.last {
+            let dt = now.saturating_duration_since(last).as_secs_f64();
+            self.tokens = (self.tokens + dt * rate).min(f64::from(burst));
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A refusal: the code and a reason for the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The msg_id concerned (zero when unknown).
+    pub msg_id: MsgId,
+    /// Error code.
+    pub code: ErrorCode,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+impl Refusal {
+    fn new(msg_id: MsgId, code: ErrorCode, reason: impl Into<String>) -> Self {
+        Self {
+            msg_id,
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Checks an `Auth` frame against the roster and the connection's nonce and
+/// exporter value. Returns the authenticated participant and device.
+///
+/// # Errors
+/// `(code, reason)`: `unauthenticated` (not an Auth), `unknown_participant`,
+/// `malformed` (bad device label), `bad_signature`.
+pub fn check_auth(
+    roster: &Roster,
+    frame: &Frame,
+    nonce: &[u8; 32],
+    exporter: &[u8; 32],
+) -> Result<(String, String), (ErrorCode, String)> {
+    let Frame::Auth {
+        participant,
+        device,
+        signature,
+    } = frame
+    else {
+        return Err((
+            ErrorCode::Unauthenticated,
+            format!("expected Auth, got {}", frame.name()),
+        ));
+    };
+    let Some(p) = roster.participant(participant) else {
+        return Err((
+            ErrorCode::UnknownParticipant,
+            format!("unknown participant {participant:?}"),
+        ));
+    };
+    let device =
+        DeviceId::new(device.as_str()).map_err(|e| (ErrorCode::Malformed, e.to_string()))?;
+    wire::verify_auth(
+        &p.public.sign_key,
+        device.as_str(),
+        nonce,
+        exporter,
+        signature,
+    )
+    .map_err(|_| {
+        (
+            ErrorCode::BadSignature,
+            "auth signature does not verify".into(),
+        )
+    })?;
+    Ok((participant.clone(), device.to_string()))
+}
+
+/// Every check of the send path that needs no storage, in DESIGN.md order:
+/// size, decode, sender == authenticated participant, signature, channel,
+/// posting rights, recipients. (The duplicate check needs the store and the
+/// clock-skew check comes after it: see [`check_skew`].)
+///
+/// # Errors
+/// A [`Refusal`] with the matching code.
+pub fn check_send(
+    roster: &Roster,
+    authenticated: &str,
+    envelope: &[u8],
+    max_message_len: usize,
+) -> Result<VerifiedEnvelope, Refusal> {
+    let zero = MsgId([0; 16]);
+    if envelope.len() > max_message_len {
+        return Err(Refusal::new(
+            zero,
+            ErrorCode::TooLarge,
+            format!(
+                "envelope of {} bytes exceeds {max_message_len}",
+                envelope.len()
+            ),
+        ));
+    }
+    let untrusted = UntrustedEnvelope::decode(envelope)
+        .map_err(|e| Refusal::new(zero, e.code(), e.to_string()))?;
+    let msg_id = untrusted.claimed_header().msg_id;
+    if untrusted.claimed_header().sender != authenticated {
+        return Err(Refusal::new(
+            msg_id,
+            ErrorCode::Unauthenticated,
+            format!(
+                "envelope sender {:?} is not the authenticated participant {authenticated:?}",
+                untrusted.claimed_header().sender
+            ),
+        ));
+    }
+    untrusted
+        .verify(roster)
+        .map_err(|e: EnvelopeError| Refusal::new(msg_id, e.code(), e.to_string()))
+}
+
+/// The clock-skew check: `sent_at_ms` within `max_skew` of `now_ms`.
+///
+/// # Errors
+/// A `clock_skew` [`Refusal`].
+pub fn check_skew(v: &VerifiedEnvelope, now_ms: u64, max_skew: Duration) -> Result<(), Refusal> {
+    let sent = v.header().sent_at_ms;
+    let skew = now_ms.abs_diff(sent);
+    let max = u64::try_from(max_skew.as_millis()).unwrap_or(u64::MAX);
+    if skew > max {
+        return Err(Refusal::new(
+            v.msg_id(),
+            ErrorCode::ClockSkew,
+            format!("sent_at is {skew} ms from the relay clock (max {max} ms); check the sender's clock"),
+        ));
+    }
+    Ok(())
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+struct Close {
+    code: Option<ErrorCode>,
+    reason: String,
+}
+
+impl Close {
+    fn err(code: ErrorCode, reason: impl Into<String>) -> Self {
+        Self {
+            code: Some(code),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Reads one frame, refusing one over `max` before reading its payload.
+async fn read_frame(recv: &mut RecvStream, max: u32) -> Result<Option<Frame>, Close> {
+    let mut prefix = [0u8; 4];
+    match recv.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => {
+            return Err(Close {
+                code: None,
+                reason: format!("stream closed: {e}"),
+            })
+        }
+    }
+    let len = wire::frame_len(prefix, max).map_err(|e| Close::err(e.code(), e.to_string()))?;
+    let mut payload = vec![0u8; len];
+    recv.read_exact(&mut payload).await.map_err(|e| Close {
+        code: None,
+        reason: format!("stream closed: {e}"),
+    })?;
+    wire::decode_frame(&payload)
+        .map(Some)
+        .map_err(|e: WireError| Close::err(e.code(), e.to_string()))
+}
+
+/// Writes an `Error` frame (best effort, bounded) and closes the connection
+/// with the code.
+async fn close_with(
+    conn: &Connection,
+    send: Option<&mut SendStream>,
+    code: ErrorCode,
+    reason: &str,
+) {
+    if let Some(send) = send {
+        let frame = wire::encode_frame(&Frame::Error {
+            code,
+            reason: reason.to_string(),
+        });
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            if send.write_all(&frame).await.is_ok() && send.finish().is_ok() {
+                let _ = send.stopped().await;
+            }
+        })
+        .await;
+    }
+    conn.close(VarInt::from_u32(code.close_code()), reason.as_bytes());
+}
+
+/// Drives one accepted QUIC connection to its end.
+pub(crate) async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
+    let remote = incoming.remote_address();
+    let span = tracing::info_span!("conn", %remote, participant = tracing::field::Empty);
+    async move {
+        let deadline = tokio::time::Instant::now() + shared.limits.handshake_timeout;
+        let connecting = match incoming.accept() {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(error = %e, "accept failed");
+                return;
+            }
+        };
+        let conn = match tokio::time::timeout_at(deadline, connecting).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                debug!(error = %e, "handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!("TLS handshake timed out");
+                return;
+            }
+        };
+        let authed = tokio::time::timeout_at(deadline, authenticate(&conn, &shared, remote)).await;
+        let (send, recv, handle, rx, acked) = match authed {
+            Ok(Ok(s)) => s,
+            Ok(Err((mut send, code, reason))) => {
+                shared.metrics.auth_failures.inc(code);
+                close_with(&conn, send.as_mut(), code, &reason).await;
+                return;
+            }
+            Err(_) => {
+                shared.metrics.auth_failures.inc(ErrorCode::Unauthenticated);
+                warn!("authentication timed out");
+                close_with(
+                    &conn,
+                    None,
+                    ErrorCode::Unauthenticated,
+                    "authentication timed out",
+                )
+                .await;
+                return;
+            }
+        };
+        tracing::Span::current().record("participant", handle.participant.as_str());
+        let (close, mut send) = session(&shared, send, recv, &handle, rx, acked).await;
+        shared.router.unregister(&handle);
+        match close.code {
+            Some(code) => {
+                info!(code = %code, reason = %close.reason, "session closed");
+                close_with(&conn, send.as_mut(), code, &close.reason).await;
+            }
+            None => {
+                debug!(reason = %close.reason, "session ended by peer");
+                conn.close(VarInt::from_u32(0), b"");
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+type AuthOk = (
+    SendStream,
+    RecvStream,
+    Arc<ConnHandle>,
+    mpsc::Receiver<Arc<StoredMessage>>,
+    u64,
+);
+type AuthErr = (Option<SendStream>, ErrorCode, String);
+
+async fn authenticate(
+    conn: &Connection,
+    shared: &Shared,
+    remote: SocketAddr,
+) -> Result<AuthOk, AuthErr> {
+    let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| {
+        (
+            None,
+            ErrorCode::Unauthenticated,
+            format!("no session stream: {e}"),
+        )
+    })?;
+    let mut preamble = [0u8; 4];
+    if recv.read_exact(&mut preamble).await.is_err() || preamble != SESSION_PREAMBLE {
+        return Err((
+            Some(send),
+            ErrorCode::Malformed,
+            "bad session preamble".into(),
+        ));
+    }
+    let mut nonce = [0u8; 32];
+    rand::rng().fill_bytes(&mut nonce);
+    let mut exporter = [0u8; AUTH_EXPORTER_LEN];
+    if conn
+        .export_keying_material(&mut exporter, AUTH_EXPORTER_LABEL, &nonce)
+        .is_err()
+    {
+        return Err((
+            Some(send),
+            ErrorCode::Internal,
+            "TLS exporter unavailable".into(),
+        ));
+    }
+    let hello = wire::encode_frame(&Frame::Hello {
+        relay_name: shared.relay_name.clone(),
+        nonce,
+    });
+    if let Err(e) = send.write_all(&hello).await {
+        return Err((None, ErrorCode::Internal, format!("writing Hello: {e}")));
+    }
+    let frame = match read_frame(&mut recv, MAX_AUTH_FRAME).await {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            return Err((
+                Some(send),
+                ErrorCode::Unauthenticated,
+                "stream ended before Auth".into(),
+            ))
+        }
+        Err(c) => {
+            return Err((
+                Some(send),
+                c.code.unwrap_or(ErrorCode::Unauthenticated),
+                c.reason,
+            ))
+        }
+    };
+    let roster = shared.roster();
+    let (participant, device) = match check_auth(&roster, &frame, &nonce, &exporter) {
+        Ok(ok) => ok,
+        Err((code, reason)) => {
+            let claimed = match &frame {
+                Frame::Auth { participant, .. } => participant.as_str(),
+                _ => "",
+            };
+            warn!(code = %code, claimed = %claimed.escape_debug(), %remote, "authentication failed");
+            return Err((Some(send), code, reason));
+        }
+    };
+    let Some((handle, rx)) = shared.router.register(
+        &participant,
+        &device,
+        shared.limits.delivery_queue,
+        shared.limits.max_connections_per_participant,
+    ) else {
+        warn!(%participant, "too many connections for participant");
+        return Err((
+            Some(send),
+            ErrorCode::RateLimited,
+            format!(
+                "{participant} already has {} connections",
+                shared.limits.max_connections_per_participant
+            ),
+        ));
+    };
+    let registered = (|| {
+        let acked = shared.store.touch_device(&participant, &device, now_ms())?;
+        let pending = shared.store.pending(&participant, acked)?;
+        Ok::<_, crate::store::StoreError>((acked, pending))
+    })();
+    let (acked, pending) = match registered {
+        Ok(v) => v,
+        Err(e) => {
+            shared.router.unregister(&handle);
+            tracing::error!(error = %e, "store failure during auth");
+            return Err((Some(send), ErrorCode::Internal, "storage failure".into()));
+        }
+    };
+    let welcome = wire::encode_frame(&Frame::Welcome {
+        participant: participant.clone(),
+        device: device.clone(),
+        pending,
+    });
+    if let Err(e) = send.write_all(&welcome).await {
+        shared.router.unregister(&handle);
+        return Err((None, ErrorCode::Internal, format!("writing Welcome: {e}")));
+    }
+    shared
+        .metrics
+        .sessions_authenticated
+        .fetch_add(1, Ordering::Relaxed);
+    info!(%participant, %device, pending, "authenticated");
+    Ok((send, recv, handle, rx, acked))
+}
+
+/// Delivery progress shared by the reader (acks) and the delivery task.
+struct Progress {
+    last_sent: AtomicU64,
+    acked: AtomicU64,
+}
+
+async fn session(
+    shared: &Arc<Shared>,
+    send: SendStream,
+    mut recv: RecvStream,
+    handle: &Arc<ConnHandle>,
+    rx: mpsc::Receiver<Arc<StoredMessage>>,
+    acked: u64,
+) -> (Close, Option<SendStream>) {
+    let limits = &shared.limits;
+    let (out_tx, mut out_rx) =
+        mpsc::channel::<Vec<u8>>(limits.max_inflight_sends + limits.max_inflight_deliveries + 8);
+    // The writer owns the send half and hands it back when every sender of
+    // `out_tx` is gone, so the final Error frame follows everything queued.
+    let mut send = send;
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = out_rx.recv().await {
+            if send.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        send
+    });
+    let progress = Arc::new(Progress {
+        last_sent: AtomicU64::new(acked),
+        acked: AtomicU64::new(acked),
+    });
+    let delivery = tokio::spawn(deliver_loop(
+        shared.clone(),
+        handle.clone(),
+        rx,
+        out_tx.clone(),
+        progress.clone(),
+    ));
+    let mut waiters = JoinSet::new();
+    let sends = Arc::new(Semaphore::new(limits.max_inflight_sends));
+    let mut shutdown = shared.shutdown.clone();
+
+    let close = loop {
+        // Only the read is cancelled by the other branches, and only when the
+        // session ends anyway: a frame is never half-read and then resumed.
+        let frame = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break Close::err(ErrorCode::ShuttingDown, "relay is shutting down"),
+            _ = handle.kick.notified() => {
+                if handle.kicked.load(Ordering::SeqCst) {
+                    break Close::err(ErrorCode::UnknownParticipant, "removed from the roster");
+                }
+                continue;
+            }
+            frame = read_frame(&mut recv, limits.max_frame_len) => frame,
+        };
+        let frame = match frame {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                break Close {
+                    code: None,
+                    reason: "peer finished the stream".into(),
+                }
+            }
+            Err(c) => break c,
+        };
+        match frame {
+            Frame::Send { envelope } => {
+                let Ok(permit) = sends.clone().acquire_owned().await else {
+                    break Close::err(ErrorCode::Internal, "send limiter closed");
+                };
+                let received = Instant::now();
+                match handle_send(shared, &handle.participant, envelope) {
+                    Ok((msg_id, waiter)) => {
+                        let out = out_tx.clone();
+                        let metrics = shared.metrics.clone();
+                        waiters.spawn(async move {
+                            let frame = accept_frame(waiter.await, msg_id, &metrics, received);
+                            let _ = out.send(wire::encode_frame(&frame)).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(r) => {
+                        shared.metrics.sends_rejected.inc(r.code);
+                        warn!(code = %r.code, msg_id = %r.msg_id, reason = %r.reason, "rejected send");
+                        if r.code == ErrorCode::Malformed {
+                            break Close::err(ErrorCode::Malformed, r.reason);
+                        }
+                        let frame = Frame::Rejected {
+                            msg_id: r.msg_id,
+                            code: r.code,
+                            reason: r.reason,
+                        };
+                        if out_tx.send(wire::encode_frame(&frame)).await.is_err() {
+                            break Close {
+                                code: None,
+                                reason: "writer stopped".into(),
+                            };
+                        }
+                    }
+                }
+                // Reap finished waiters so the set stays small.
+                while waiters.try_join_next().is_some() {}
+            }
+            Frame::Ack { up_to_seq } => {
+                shared.metrics.acks.fetch_add(1, Ordering::Relaxed);
+                // Never let a client acknowledge what it was not sent.
+                let up_to = up_to_seq.min(progress.last_sent.load(Ordering::SeqCst));
+                if up_to_seq > up_to {
+                    warn!(
+                        up_to_seq,
+                        last_sent = up_to,
+                        "ack beyond last delivery clamped"
+                    );
+                }
+                if progress.acked.fetch_max(up_to, Ordering::SeqCst) < up_to {
+                    shared
+                        .committer
+                        .ack(&handle.participant, &handle.device, up_to, now_ms());
+                    handle.wake.notify_one();
+                }
+            }
+            Frame::Error { code, reason } => {
+                info!(code = %code, reason = %reason.escape_debug(), "peer reported an error");
+                break Close {
+                    code: None,
+                    reason: format!("peer error {code}"),
+                };
+            }
+            other => {
+                break Close::err(
+                    ErrorCode::Malformed,
+                    format!("unexpected {} frame from client", other.name()),
+                );
+            }
+        }
+    };
+
+    // Accepted is owed for every send already queued for commit: wait for
+    // them (bounded), then stop delivering and take the stream back.
+    delivery.abort();
+    let _ = tokio::time::timeout(shared.limits.drain_timeout, async {
+        while waiters.join_next().await.is_some() {}
+    })
+    .await;
+    waiters.abort_all();
+    drop(out_tx);
+    let _ = delivery.await;
+    let send = tokio::time::timeout(shared.limits.drain_timeout, writer)
+        .await
+        .ok()
+        .and_then(Result::ok);
+    (close, send)
+}
+
+/// The frame answering a send once its commit resolved.
+fn accept_frame(
+    result: Result<crate::commit::AppendResult, tokio::sync::oneshot::error::RecvError>,
+    msg_id: MsgId,
+    metrics: &Metrics,
+    received: Instant,
+) -> Frame {
+    match result {
+        Ok(Ok(Appended::New(seq))) => {
+            metrics.sends_accepted.fetch_add(1, Ordering::Relaxed);
+            metrics.send_to_accept_seconds.observe(received.elapsed());
+            debug!(%msg_id, seq, "accepted");
+            Frame::Accepted { msg_id, seq }
+        }
+        Ok(Ok(Appended::Duplicate(seq))) => {
+            metrics.sends_rejected.inc(ErrorCode::Duplicate);
+            Frame::Rejected {
+                msg_id,
+                code: ErrorCode::Duplicate,
+                reason: format!("already accepted as seq {seq}"),
+            }
+        }
+        Ok(Err(e)) => {
+            metrics.sends_rejected.inc(ErrorCode::Internal);
+            tracing::error!(error = %e, "append failed");
+            Frame::Rejected {
+                msg_id,
+                code: ErrorCode::Internal,
+                reason: "storage failure; retry later".into(),
+            }
+        }
+        Err(_) => {
+            metrics.sends_rejected.inc(ErrorCode::ShuttingDown);
+            Frame::Rejected {
+                msg_id,
+                code: ErrorCode::ShuttingDown,
+                reason: "relay is shutting down".into(),
+            }
+        }
+    }
+}
+
+/// Runs the synchronous send checks and queues the append.
+fn handle_send(
+    shared: &Shared,
+    participant: &str,
+    envelope: Vec<u8>,
+) -> Result<
+    (
+        MsgId,
+        tokio::sync::oneshot::Receiver<crate::commit::AppendResult>,
+    ),
+    Refusal,
+> {
+    let limits = &shared.limits;
+    if envelope.len() > limits.max_message_len {
+        return Err(Refusal::new(
+            MsgId([0; 16]),
+            ErrorCode::TooLarge,
+            format!(
+                "envelope of {} bytes exceeds {}",
+                envelope.len(),
+                limits.max_message_len
+            ),
+        ));
+    }
+    if !shared.take_token(participant) {
+        return Err(Refusal::new(
+            MsgId([0; 16]),
+            ErrorCode::RateLimited,
+            format!(
+                "send rate above {} per second (burst {}); retry later",
+                limits.send_rate_per_sec, limits.send_burst
+            ),
+        ));
+    }
+    let roster = shared.roster();
+    let verified = check_send(&roster, participant, &envelope, limits.max_message_len)?;
+    let msg_id = verified.msg_id();
+    match shared.store.seen(&msg_id) {
+        Ok(Some(seq)) => {
+            return Err(Refusal::new(
+                msg_id,
+                ErrorCode::Duplicate,
+                format!("already accepted as seq {seq}"),
+            ));
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "dedupe lookup failed");
+            return Err(Refusal::new(
+                msg_id,
+                ErrorCode::Internal,
+                "storage failure; retry later",
+            ));
+        }
+    }
+    let now = now_ms();
+    check_skew(&verified, now, limits.max_clock_skew)?;
+    let recipients: Vec<String> = verified.recipients().map(str::to_string).collect();
+    let entry = LogEntry {
+        received_at_ms: now,
+        sender: participant.to_string(),
+        recipients,
+        envelope: verified.into_bytes(),
+    };
+    Ok((msg_id, shared.committer.append(msg_id, entry)))
+}
+
+/// Pushes deliveries to one connection: backlog and catch-up from the store,
+/// live messages from the router's queue, never more than the in-flight
+/// window unacknowledged.
+async fn deliver_loop(
+    shared: Arc<Shared>,
+    handle: Arc<ConnHandle>,
+    mut rx: mpsc::Receiver<Arc<StoredMessage>>,
+    out: mpsc::Sender<Vec<u8>>,
+    progress: Arc<Progress>,
+) {
+    let window = shared.limits.max_inflight_deliveries.max(1);
+    let mut inflight: VecDeque<u64> = VecDeque::new();
+    let mut last_sent = progress.last_sent.load(Ordering::SeqCst);
+    let send = |m: &StoredMessage| {
+        wire::encode_frame(&Frame::Deliver {
+            seq: m.seq,
+            received_at_ms: m.received_at_ms,
+            envelope: m.envelope.clone(),
+        })
+    };
+    loop {
+        if handle.kicked.load(Ordering::SeqCst) {
+            return;
+        }
+        let acked = progress.acked.load(Ordering::SeqCst);
+        while inflight.front().is_some_and(|s| *s <= acked) {
+            inflight.pop_front();
+        }
+        if inflight.len() >= window {
+            handle.wake.notified().await;
+            continue;
+        }
+        if handle.lagging.swap(false, Ordering::SeqCst) {
+            // Everything queued is also in the store: drop it and read there.
+            while rx.try_recv().is_ok() {}
+            let room = (window - inflight.len()).min(256);
+            let batch = match shared
+                .store
+                .inbox_after(&handle.participant, last_sent, room)
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading inbox failed");
+                    handle.kick();
+                    return;
+                }
+            };
+            if batch.len() == room {
+                // There may be more: come back once the window allows.
+                handle.lagging.store(true, Ordering::SeqCst);
+            }
+            for m in &batch {
+                if out.send(send(m)).await.is_err() {
+                    return;
+                }
+                inflight.push_back(m.seq);
+                last_sent = m.seq;
+                progress.last_sent.store(last_sent, Ordering::SeqCst);
+                shared.metrics.deliveries.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .deliveries_from_store
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            continue;
+        }
+        match rx.try_recv() {
+            Ok(m) => {
+                if m.seq > last_sent {
+                    if out.send(send(&m)).await.is_err() {
+                        return;
+                    }
+                    inflight.push_back(m.seq);
+                    last_sent = m.seq;
+                    progress.last_sent.store(last_sent, Ordering::SeqCst);
+                    shared.metrics.deliveries.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => return,
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+        handle.wake.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tallinn_common::envelope::seal;
+    use tallinn_common::identity::{Identity, ParticipantId};
+    use tallinn_common::message::{Message, Tlp};
+
+    fn world() -> (Roster, Vec<Identity>) {
+        let ids: Vec<Identity> = ["UA", "EE", "NATO"]
+            .iter()
+            .map(|i| Identity::generate(ParticipantId::new(*i).unwrap()))
+            .collect();
+        let text = format!(
+            "{}{}{}[[channel]]\nid = \"plenary\"\nmembers = [\"*\"]\nobservers = [\"NATO\"]\n",
+            ids[0].roster_entry("Ukraine", "member"),
+            ids[1].roster_entry("Estonia", "member"),
+            ids[2].roster_entry("NATO", "observer"),
+        );
+        (Roster::parse(&text).unwrap(), ids)
+    }
+
+    #[test]
+    fn token_bucket_refills_at_rate() {
+        let mut b = TokenBucket::new(2);
+        let t0 = Instant::now();
+        assert!(b.take(t0, 1.0, 2));
+        assert!(b.take(t0, 1.0, 2));
+        assert!(!b.take(t0, 1.0, 2));
+        assert!(b.take(t0 + Duration::from_millis(1001), 1.0, 2));
+        assert!(!b.take(t0 + Duration::from_millis(1001), 1.0, 2));
+        // Never more than the burst, however long idle.
+        let later = t0 + Duration::from_secs(3600);
+        assert!(b.take(later, 1.0, 2));
+        assert!(b.take(later, 1.0, 2));
+        assert!(!b.take(later, 1.0, 2));
+    }
+
+    #[test]
+    fn auth_checks() {
+        let (roster, ids) = world();
+        let (nonce, exp) = ([1; 32], [2; 32]);
+        let ok = wire::sign_auth(&ids[0], "front-office", &nonce, &exp);
+        assert_eq!(
+            check_auth(&roster, &ok, &nonce, &exp),
+            Ok(("UA".into(), "front-office".into()))
+        );
+        // Replayed on another connection (different exporter).
+        assert_eq!(
+            check_auth(&roster, &ok, &nonce, &[3; 32]).unwrap_err().0,
+            ErrorCode::BadSignature
+        );
+        // Signed by another participant's key.
+        let Frame::Auth { signature, .. } = wire::sign_auth(&ids[1], "front-office", &nonce, &exp)
+        else {
+            unreachable!()
+        };
+        let forged = Frame::Auth {
+            participant: "UA".into(),
+            device: "front-office".into(),
+            signature,
+        };
+        assert_eq!(
+            check_auth(&roster, &forged, &nonce, &exp).unwrap_err().0,
+            ErrorCode::BadSignature
+        );
+        let stranger = Frame::Auth {
+            participant: "XX".into(),
+            device: "d".into(),
+            signature,
+        };
+        assert_eq!(
+            check_auth(&roster, &stranger, &nonce, &exp).unwrap_err().0,
+            ErrorCode::UnknownParticipant
+        );
+        let bad_device = Frame::Auth {
+            participant: "UA".into(),
+            device: "a b".into(),
+            signature,
+        };
+        assert_eq!(
+            check_auth(&roster, &bad_device, &nonce, &exp)
+                .unwrap_err()
+                .0,
+            ErrorCode::Malformed
+        );
+        assert_eq!(
+            check_auth(&roster, &Frame::Ack { up_to_seq: 1 }, &nonce, &exp)
+                .unwrap_err()
+                .0,
+            ErrorCode::Unauthenticated
+        );
+    }
+
+    #[test]
+    fn send_checks() {
+        let (roster, ids) = world();
+        let m = Message::note(Tlp::Green, "s", "b");
+        let env = seal(&ids[0], &roster, "plenary", &m, 1000).unwrap();
+        let v = check_send(&roster, "UA", env.as_bytes(), 1 << 20).unwrap();
+        assert_eq!(v.msg_id(), env.msg_id());
+        assert!(check_skew(&v, 1000 + 299_000, Duration::from_secs(300)).is_ok());
+        assert_eq!(
+            check_skew(&v, 1000 + 301_000, Duration::from_secs(300))
+                .unwrap_err()
+                .code,
+            ErrorCode::ClockSkew
+        );
+        // Sender mismatch.
+        let r = check_send(&roster, "EE", env.as_bytes(), 1 << 20).unwrap_err();
+        assert_eq!(r.code, ErrorCode::Unauthenticated);
+        assert_eq!(r.msg_id, env.msg_id());
+        // Too large.
+        assert_eq!(
+            check_send(&roster, "UA", env.as_bytes(), 10)
+                .unwrap_err()
+                .code,
+            ErrorCode::TooLarge
+        );
+        // Garbage.
+        assert_eq!(
+            check_send(&roster, "UA", b"garbage", 1 << 20)
+                .unwrap_err()
+                .code,
+            ErrorCode::Malformed
+        );
+    }
+}

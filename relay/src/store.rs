@@ -1,0 +1,632 @@
+//! Durable storage: the message log, per-participant inboxes, per-device
+//! cursors and the seen-msg_id set, behind the [`Store`] trait (sled is the
+//! embedded implementation; a clustered backend can implement the same trait).
+//!
+//! # sled layout
+//! One tree (`relay`), key prefixes keep the record kinds apart; every key
+//! sorts so that range scans walk in sequence order:
+//!
+//! | key | value |
+//! |---|---|
+//! | `b'L' seq:u64be` | postcard([`LogEntry`]): received_at_ms, sender, recipients, envelope bytes |
+//! | `b'I' participant 0x00 seq:u64be` | empty: `seq` is waiting in that participant's inbox |
+//! | `b'C' participant 0x00 device` | postcard([`Cursor`]): acked seq, last seen |
+//! | `b'S' msg_id:[u8;16]` | `seq:u64be received_at_ms:u64be` (dedupe window) |
+//! | `b'M' "next_seq"` | `u64be`: the next sequence number to assign |
+//!
+//! A message's log entry, its inbox entries, its seen entry and the new
+//! `next_seq` are written in one atomic sled batch, so a crash leaves either
+//! all or none of them. Nothing is durable until [`Store::flush`] returns:
+//! the [`crate::commit`] thread calls it once per group of writes.
+//!
+//! # Deletion
+//! [`Store::gc`] removes an inbox entry once every known device of that
+//! participant acknowledged it, a log entry once no inbox entry refers to it,
+//! and anything (messages, seen ids, device cursors) older than the
+//! retention period.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use tallinn_common::message::MsgId;
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database reported an error (I/O, corruption).
+    #[error("storage error: {0}")]
+    Db(#[from] sled::Error),
+    /// A stored record could not be decoded (corruption or a version mismatch).
+    #[error("corrupt stored record under key {0}")]
+    Corrupt(String),
+    /// A group-commit flush failed: nothing in its batch is known durable.
+    #[error("flush failed: {0}")]
+    Flush(String),
+    /// A lock was poisoned by a panic in another thread (a bug).
+    #[error("storage lock poisoned")]
+    Poisoned,
+}
+
+/// One message in the log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Relay clock at acceptance, ms since the epoch.
+    pub received_at_ms: u64,
+    /// Sender id.
+    pub sender: String,
+    /// Recipient ids (as verified against the roster at acceptance).
+    pub recipients: Vec<String>,
+    /// The envelope bytes exactly as received.
+    pub envelope: Vec<u8>,
+}
+
+/// A message ready for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Sequence number.
+    pub seq: u64,
+    /// Relay clock at acceptance, ms since the epoch.
+    pub received_at_ms: u64,
+    /// Envelope bytes.
+    pub envelope: Vec<u8>,
+}
+
+/// A device's durable cursor.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Cursor {
+    /// Highest acknowledged seq.
+    pub acked: u64,
+    /// Last time the device authenticated or acknowledged, ms since the epoch.
+    pub last_seen_ms: u64,
+}
+
+/// Outcome of [`Store::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored (not yet flushed) under this seq.
+    New(u64),
+    /// The msg_id was seen before, under this seq.
+    Duplicate(u64),
+}
+
+/// What a garbage collection pass removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GcStats {
+    /// Messages removed because every recipient device acknowledged them.
+    pub acked_removed: u64,
+    /// Messages removed because they outlived the retention period.
+    pub expired: u64,
+    /// Seen msg_ids pruned.
+    pub seen_pruned: u64,
+    /// Device cursors forgotten (unseen for longer than retention).
+    pub devices_forgotten: u64,
+}
+
+/// Size figures for metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Messages in the log.
+    pub messages: u64,
+    /// Bytes of envelopes in the log.
+    pub envelope_bytes: u64,
+    /// Inbox entries per participant.
+    pub inbox_depth: Vec<(String, u64)>,
+    /// Bytes on disk.
+    pub disk_bytes: u64,
+}
+
+/// The relay's storage contract. Writes become durable only at [`Store::flush`].
+pub trait Store: Send + Sync + 'static {
+    /// Stores a message for `recipients` unless its msg_id was seen.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    fn append(&self, msg_id: MsgId, entry: &LogEntry) -> Result<Appended, StoreError>;
+
+    /// The seq a msg_id was accepted under, if it is in the dedupe window.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    fn seen(&self, msg_id: &MsgId) -> Result<Option<u64>, StoreError>;
+
+    /// Makes every write so far durable (fsync).
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure: nothing since the last successful
+    /// flush may be considered durable.
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// Up to `limit` messages of `participant`'s inbox with seq > `after`, in order.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    fn inbox_after(
+        &self,
+        participant: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Number of inbox entries of `participant` with seq > `after`.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    fn pending(&self, participant: &str, after: u64) -> Result<u64, StoreError>;
+
+    /// Registers (or refreshes) a device and returns its acked cursor.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    fn touch_device(&self, participant: &str, device: &str, now_ms: u64)
+        -> Result<u64, StoreError>;
+
+    /// Advances a device's cursor to `up_to` (never backwards).
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    fn ack(
+        &self,
+        participant: &str,
+        device: &str,
+        up_to: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Removes acknowledged and expired data.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    fn gc(&self, now_ms: u64, retention_ms: u64) -> Result<GcStats, StoreError>;
+
+    /// Size figures (walks the store; for metrics scrapes, not hot paths).
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    fn stats(&self) -> Result<StoreStats, StoreError>;
+}
+
+const NEXT_SEQ_KEY: &[u8] = b"Mnext_seq";
+
+fn log_key(seq: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'L';
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn inbox_prefix(participant: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + participant.len() + 8);
+    k.push(b'I');
+    k.extend_from_slice(participant.as_bytes());
+    k.push(0);
+    k
+}
+
+fn inbox_key(participant: &str, seq: u64) -> Vec<u8> {
+    let mut k = inbox_prefix(participant);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn cursor_key(participant: &str, device: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + participant.len() + device.len());
+    k.push(b'C');
+    k.extend_from_slice(participant.as_bytes());
+    k.push(0);
+    k.extend_from_slice(device.as_bytes());
+    k
+}
+
+fn seen_key(msg_id: &MsgId) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = b'S';
+    k[1..].copy_from_slice(&msg_id.0);
+    k
+}
+
+fn be_u64(bytes: &[u8], key: &[u8]) -> Result<u64, StoreError> {
+    bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt(hex::encode(key)))
+}
+
+/// Splits an inbox key `b'I' participant 0x00 seq` into its parts.
+fn parse_inbox_key(key: &[u8]) -> Option<(&str, u64)> {
+    let rest = key.strip_prefix(b"I")?;
+    let (p, seq) = rest.split_at_checked(rest.len().checked_sub(9)?)?;
+    let seq = seq.strip_prefix(&[0])?;
+    Some((
+        std::str::from_utf8(p).ok()?,
+        u64::from_be_bytes(seq.try_into().ok()?),
+    ))
+}
+
+/// A cursor with its raw key (for deletion).
+type CursorRecord = (Vec<u8>, Cursor);
+
+/// The sled-backed [`Store`].
+pub struct SledStore {
+    db: sled::Db,
+    tree: sled::Tree,
+    /// Serialises dedupe-check + seq assignment + batch write.
+    next_seq: Mutex<u64>,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the database cannot be opened or is corrupt.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            // Durability comes from explicit group-commit flushes; the
+            // background flusher only bounds what an idle relay holds.
+            .flush_every_ms(Some(1000))
+            .open()?;
+        let tree = db.open_tree("relay")?;
+        let stored_next = match tree.get(NEXT_SEQ_KEY)? {
+            Some(v) => be_u64(&v, NEXT_SEQ_KEY)?,
+            None => 1,
+        };
+        // Belt and braces: never reuse a seq still in the log.
+        let after_log = match tree.scan_prefix(b"L").next_back() {
+            Some(kv) => {
+                let (k, _) = kv?;
+                be_u64(k.get(1..).unwrap_or_default(), &k)? + 1
+            }
+            None => 1,
+        };
+        Ok(Self {
+            db,
+            tree,
+            next_seq: Mutex::new(stored_next.max(after_log)),
+        })
+    }
+
+    fn cursors(&self) -> Result<HashMap<String, Vec<CursorRecord>>, StoreError> {
+        let mut out: HashMap<String, Vec<(Vec<u8>, Cursor)>> = HashMap::new();
+        for kv in self.tree.scan_prefix(b"C") {
+            let (k, v) = kv?;
+            let rest = k.get(1..).unwrap_or_default();
+            let Some(nul) = rest.iter().position(|b| *b == 0) else {
+                return Err(StoreError::Corrupt(hex::encode(&k)));
+            };
+            let participant = String::from_utf8_lossy(rest.get(..nul).unwrap_or_default());
+            let cursor: Cursor =
+                postcard::from_bytes(&v).map_err(|_| StoreError::Corrupt(hex::encode(&k)))?;
+            out.entry(participant.into_owned())
+                .or_default()
+                .push((k.to_vec(), cursor));
+        }
+        Ok(out)
+    }
+}
+
+impl Store for SledStore {
+    fn append(&self, msg_id: MsgId, entry: &LogEntry) -> Result<Appended, StoreError> {
+        let mut next = self.next_seq.lock().map_err(|_| StoreError::Poisoned)?;
+        let skey = seen_key(&msg_id);
+        if let Some(v) = self.tree.get(skey)? {
+            return Ok(Appended::Duplicate(be_u64(&v, &skey)?));
+        }
+        let seq = *next;
+        let mut batch = sled::Batch::default();
+        // invariant: LogEntry is plain data; postcard encoding cannot fail.
+        let value = postcard::to_allocvec(entry).expect("invariant: log entry encodes");
+        batch.insert(&log_key(seq), value);
+        for r in &entry.recipients {
+            batch.insert(inbox_key(r, seq), &[][..]);
+        }
+        let mut seen = [0u8; 16];
+        seen[..8].copy_from_slice(&seq.to_be_bytes());
+        seen[8..].copy_from_slice(&entry.received_at_ms.to_be_bytes());
+        batch.insert(&skey, &seen);
+        batch.insert(NEXT_SEQ_KEY, &(seq + 1).to_be_bytes());
+        self.tree.apply_batch(batch)?;
+        *next = seq + 1;
+        Ok(Appended::New(seq))
+    }
+
+    fn seen(&self, msg_id: &MsgId) -> Result<Option<u64>, StoreError> {
+        let skey = seen_key(msg_id);
+        match self.tree.get(skey)? {
+            Some(v) => Ok(Some(be_u64(&v, &skey)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn inbox_after(
+        &self,
+        participant: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let start = inbox_key(participant, after.saturating_add(1));
+        let prefix = inbox_prefix(participant);
+        let mut out = Vec::new();
+        for kv in self.tree.range(start..) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = kv?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let Some((_, seq)) = parse_inbox_key(&k) else {
+                return Err(StoreError::Corrupt(hex::encode(&k)));
+            };
+            let lkey = log_key(seq);
+            // A log entry can vanish under an inbox entry only through expiry;
+            // skip it (gc removes the dangling inbox entry).
+            let Some(v) = self.tree.get(lkey)? else {
+                continue;
+            };
+            let entry: LogEntry =
+                postcard::from_bytes(&v).map_err(|_| StoreError::Corrupt(hex::encode(lkey)))?;
+            out.push(StoredMessage {
+                seq,
+                received_at_ms: entry.received_at_ms,
+                envelope: entry.envelope,
+            });
+        }
+        Ok(out)
+    }
+
+    fn pending(&self, participant: &str, after: u64) -> Result<u64, StoreError> {
+        let start = inbox_key(participant, after.saturating_add(1));
+        let prefix = inbox_prefix(participant);
+        let mut n = 0;
+        for kv in self.tree.range(start..) {
+            let (k, _) = kv?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn touch_device(
+        &self,
+        participant: &str,
+        device: &str,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let key = cursor_key(participant, device);
+        let mut acked = 0;
+        self.tree.fetch_and_update(&key, |old| {
+            let mut c = old
+                .and_then(|v| postcard::from_bytes::<Cursor>(v).ok())
+                .unwrap_or(Cursor {
+                    acked: 0,
+                    last_seen_ms: now_ms,
+                });
+            c.last_seen_ms = c.last_seen_ms.max(now_ms);
+            acked = c.acked;
+            postcard::to_allocvec(&c).ok()
+        })?;
+        Ok(acked)
+    }
+
+    fn ack(
+        &self,
+        participant: &str,
+        device: &str,
+        up_to: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let key = cursor_key(participant, device);
+        self.tree.fetch_and_update(&key, |old| {
+            let mut c = old
+                .and_then(|v| postcard::from_bytes::<Cursor>(v).ok())
+                .unwrap_or(Cursor {
+                    acked: 0,
+                    last_seen_ms: now_ms,
+                });
+            c.acked = c.acked.max(up_to);
+            c.last_seen_ms = c.last_seen_ms.max(now_ms);
+            postcard::to_allocvec(&c).ok()
+        })?;
+        Ok(())
+    }
+
+    fn gc(&self, now_ms: u64, retention_ms: u64) -> Result<GcStats, StoreError> {
+        let horizon = now_ms.saturating_sub(retention_ms);
+        let mut stats = GcStats::default();
+        let mut batch = sled::Batch::default();
+
+        // 1. Device cursors: forget devices unseen for longer than retention;
+        //    the rest give each participant's minimum acked seq.
+        let mut min_acked: HashMap<String, u64> = HashMap::new();
+        for (participant, devices) in self.cursors()? {
+            let mut min: Option<u64> = None;
+            for (key, c) in devices {
+                if c.last_seen_ms < horizon {
+                    batch.remove(key);
+                    stats.devices_forgotten += 1;
+                } else {
+                    min = Some(min.map_or(c.acked, |m: u64| m.min(c.acked)));
+                }
+            }
+            if let Some(m) = min {
+                min_acked.insert(participant, m);
+            }
+        }
+
+        // 2. Log: expire old messages; drop acknowledged inbox entries; drop
+        //    log entries no inbox refers to any more.
+        for kv in self.tree.scan_prefix(b"L") {
+            let (k, v) = kv?;
+            let seq = be_u64(k.get(1..).unwrap_or_default(), &k)?;
+            let entry: LogEntry =
+                postcard::from_bytes(&v).map_err(|_| StoreError::Corrupt(hex::encode(&k)))?;
+            if entry.received_at_ms < horizon {
+                for r in &entry.recipients {
+                    batch.remove(inbox_key(r, seq));
+                }
+                batch.remove(k);
+                stats.expired += 1;
+                continue;
+            }
+            let mut remaining = 0;
+            for r in &entry.recipients {
+                let ikey = inbox_key(r, seq);
+                if !self.tree.contains_key(&ikey)? {
+                    continue;
+                }
+                if min_acked.get(r).is_some_and(|m| *m >= seq) {
+                    batch.remove(ikey);
+                } else {
+                    remaining += 1;
+                }
+            }
+            if remaining == 0 {
+                batch.remove(k);
+                stats.acked_removed += 1;
+            }
+        }
+
+        // 3. Seen msg_ids outside the dedupe window.
+        for kv in self.tree.scan_prefix(b"S") {
+            let (k, v) = kv?;
+            let received = be_u64(v.get(8..).unwrap_or_default(), &k)?;
+            if received < horizon {
+                batch.remove(k);
+                stats.seen_pruned += 1;
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(stats)
+    }
+
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        let mut s = StoreStats::default();
+        for kv in self.tree.scan_prefix(b"L") {
+            let (_, v) = kv?;
+            s.messages += 1;
+            s.envelope_bytes += v.len() as u64;
+        }
+        let mut depth: HashMap<String, u64> = HashMap::new();
+        for kv in self.tree.scan_prefix(b"I") {
+            let (k, _) = kv?;
+            if let Some((p, _)) = parse_inbox_key(&k) {
+                *depth.entry(p.to_string()).or_default() += 1;
+            }
+        }
+        let mut depth: Vec<(String, u64)> = depth.into_iter().collect();
+        depth.sort();
+        s.inbox_depth = depth;
+        s.disk_bytes = self.db.size_on_disk()?;
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(recipients: &[&str], at: u64) -> LogEntry {
+        LogEntry {
+            received_at_ms: at,
+            sender: "UA".into(),
+            recipients: recipients.iter().map(|s| s.to_string()).collect(),
+            envelope: vec![1, 2, 3],
+        }
+    }
+
+    #[test]
+    fn append_dedupe_inbox_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            assert_eq!(
+                s.append(MsgId([1; 16]), &entry(&["EE", "PL"], 10)).unwrap(),
+                Appended::New(1)
+            );
+            assert_eq!(
+                s.append(MsgId([2; 16]), &entry(&["EE"], 11)).unwrap(),
+                Appended::New(2)
+            );
+            assert_eq!(
+                s.append(MsgId([1; 16]), &entry(&["EE", "PL"], 12)).unwrap(),
+                Appended::Duplicate(1)
+            );
+            assert_eq!(s.seen(&MsgId([2; 16])).unwrap(), Some(2));
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        let ee: Vec<u64> = s
+            .inbox_after("EE", 0, 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(ee, vec![1, 2]);
+        assert_eq!(s.inbox_after("EE", 1, 10).unwrap().len(), 1);
+        assert_eq!(s.inbox_after("PL", 0, 10).unwrap().len(), 1);
+        assert_eq!(s.pending("EE", 0).unwrap(), 2);
+        // Prefix isolation: "E" must not see "EE"'s inbox.
+        assert_eq!(s.inbox_after("E", 0, 10).unwrap().len(), 0);
+        // Seq numbers continue after reopen.
+        assert_eq!(
+            s.append(MsgId([3; 16]), &entry(&["EE"], 13)).unwrap(),
+            Appended::New(3)
+        );
+    }
+
+    #[test]
+    fn gc_removes_only_what_every_known_device_acked() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let now = 1_000_000;
+        s.append(MsgId([1; 16]), &entry(&["EE", "GB"], now))
+            .unwrap();
+        s.append(MsgId([2; 16]), &entry(&["GB"], now)).unwrap();
+        s.touch_device("GB", "front-office", now).unwrap();
+        s.touch_device("GB", "back-office", now).unwrap();
+        s.ack("GB", "front-office", 2, now).unwrap();
+        let st = s.gc(now, 100).unwrap();
+        assert_eq!(st.acked_removed, 0, "back-office has not acked");
+        s.ack("GB", "back-office", 2, now).unwrap();
+        let st = s.gc(now, 100).unwrap();
+        assert_eq!(st.acked_removed, 1, "seq 2 done; seq 1 still waits for EE");
+        assert_eq!(s.inbox_after("GB", 0, 10).unwrap().len(), 0);
+        assert_eq!(s.inbox_after("EE", 0, 10).unwrap().len(), 1);
+        // EE never connected: kept until retention, then expired.
+        let st = s.gc(now + 1000, 100).unwrap();
+        assert_eq!(st.expired, 1);
+        assert_eq!(st.devices_forgotten, 2);
+        assert_eq!(st.seen_pruned, 2);
+        assert_eq!(s.stats().unwrap().messages, 0);
+    }
+
+    #[test]
+    fn cursors_never_go_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.ack("EE", "d", 5, 1).unwrap();
+        s.ack("EE", "d", 3, 2).unwrap();
+        assert_eq!(s.touch_device("EE", "d", 3).unwrap(), 5);
+        assert_eq!(s.touch_device("EE", "new", 3).unwrap(), 0);
+    }
+
+    #[test]
+    fn inbox_keys_parse() {
+        let k = inbox_key("NATO", 42);
+        assert_eq!(parse_inbox_key(&k), Some(("NATO", 42)));
+        assert_eq!(parse_inbox_key(b"Ix"), None);
+        assert_eq!(parse_inbox_key(b""), None);
+    }
+}
