@@ -243,6 +243,7 @@ fn wrap_aad(header_bytes: &[u8], recipient: &str) -> Vec<u8> {
 pub struct SealedEnvelope {
     bytes: Vec<u8>,
     header: Header,
+    content_key: Zeroizing<[u8; 32]>,
 }
 
 impl SealedEnvelope {
@@ -264,6 +265,12 @@ impl SealedEnvelope {
     /// The message id.
     pub fn msg_id(&self) -> MsgId {
         self.header.msg_id
+    }
+
+    /// The content key, so the sender can keep a verifiable copy of what it
+    /// sent (see [`VerifiedEnvelope::open_with_content_key`]). Secret.
+    pub fn content_key(&self) -> &[u8; 32] {
+        &self.content_key
     }
 }
 
@@ -417,7 +424,11 @@ fn seal_raw<R: CryptoRng>(
     let signature = sender.sign(&signed_message(&body));
     let envelope = Envelope { body, signature };
     let bytes = postcard::to_allocvec(&envelope).expect("invariant: envelope encodes");
-    Ok(SealedEnvelope { bytes, header })
+    Ok(SealedEnvelope {
+        bytes,
+        header,
+        content_key: Zeroizing::new(*content_key),
+    })
 }
 
 /// Parsed envelope bytes of unknown authenticity. Nothing about it is
@@ -583,12 +594,7 @@ impl VerifiedEnvelope {
     /// plaintext is not a `Message`).
     pub fn open(&self, me: &Identity) -> Result<Opened, EnvelopeError> {
         let body = &self.inner.body;
-        let header_bytes = self
-            .inner
-            .envelope
-            .body
-            .get(..self.inner.header_len)
-            .ok_or(EnvelopeError::Malformed("header length"))?;
+        let header_bytes = self.header_bytes()?;
         let mut mine = body
             .recipients
             .iter()
@@ -617,7 +623,19 @@ impl VerifiedEnvelope {
                 .try_into()
                 .map_err(|_| EnvelopeError::DecryptFailed)?,
         );
-        if key_commitment(&content_key) != body.header.key_commitment {
+        self.open_with_content_key(&content_key)
+    }
+
+    /// Decrypts with a known content key (the sender's own copy, or an
+    /// auditor given the key): checks the key commitment, then decrypts.
+    ///
+    /// # Errors
+    /// [`EnvelopeError::CommitmentMismatch`], [`EnvelopeError::DecryptFailed`],
+    /// [`EnvelopeError::Malformed`].
+    pub fn open_with_content_key(&self, content_key: &[u8; 32]) -> Result<Opened, EnvelopeError> {
+        let body = &self.inner.body;
+        let header_bytes = self.header_bytes()?;
+        if key_commitment(content_key) != body.header.key_commitment {
             return Err(EnvelopeError::CommitmentMismatch);
         }
         let plaintext = Zeroizing::new(
@@ -637,6 +655,14 @@ impl VerifiedEnvelope {
             header: body.header.clone(),
             message,
         })
+    }
+
+    fn header_bytes(&self) -> Result<&[u8], EnvelopeError> {
+        self.inner
+            .envelope
+            .body
+            .get(..self.inner.header_len)
+            .ok_or(EnvelopeError::Malformed("header length"))
     }
 }
 
@@ -837,6 +863,27 @@ mod tests {
             b[i] ^= 0x01;
             assert!(open(&b, &w.roster, ee).is_err(), "envelope byte {i}");
         }
+    }
+
+    #[test]
+    fn sender_copy_opens_with_its_content_key() {
+        let w = tallinn();
+        let m = Message::note(Tlp::Amber, "mine", "b");
+        let sealed = seal(&w.ids["UA"], &w.roster, "trio", &m, 1).unwrap();
+        let v = UntrustedEnvelope::decode(sealed.as_bytes())
+            .unwrap()
+            .verify(&w.roster)
+            .unwrap();
+        assert_eq!(
+            v.open_with_content_key(sealed.content_key())
+                .unwrap()
+                .message,
+            m
+        );
+        assert_eq!(
+            v.open_with_content_key(&[0u8; 32]).unwrap_err(),
+            EnvelopeError::CommitmentMismatch
+        );
     }
 
     #[test]

@@ -1,0 +1,1271 @@
+//! The archive: every message this device received (and sent), kept
+//! verbatim, encrypted at rest, indexed, and hash-chained so that an edited,
+//! reordered or deleted record is detected by [`Archive::verify`].
+//!
+//! # Layout (one sled tree `archive` per identity and device)
+//! | key | value |
+//! |---|---|
+//! | `b'R' index:u64be` | `nonce:[u8;24] ‖ XChaCha20-Poly1305(k_rec, nonce, postcard(Record), aad = "tallinn/1 archive record" ‖ index:u64be)` |
+//! | `b'H'` | head: `next_index:u64be ‖ head_hash:[u8;32]` |
+//! | `b'm' tok(msg_id)` | `index:u64be` (dedupe, lookup) |
+//! | `b'c' tok(channel) time:u64be index:u64be` | empty (channel + time) |
+//! | `b's' tok(sender) time index` | empty (sender + time) |
+//! | `b'p' tok(parent msg_id) index` | empty (thread: reply_to, an offer's request, a status's subject) |
+//! | `b'k' kind:u8 time index` | empty (0 note, 1 request, 2 offer, 3 status) |
+//! | `b'Q' n:u64be` | sealed [`Quarantined`] (same AEAD, aad `"tallinn/1 archive quarantine" ‖ n`) |
+//! | `b'q'` | next quarantine number |
+//!
+//! `time` is the relay's receive time in ms. `tok(x)` is the first 16 bytes of
+//! HMAC-SHA256(k_idx, label ‖ 0x00 ‖ x): index keys reveal neither channel
+//! names, senders nor message ids to someone holding only the files.
+//! `k_rec` = HKDF-SHA256(identity secrets, info `"tallinn/1 archive"`),
+//! `k_idx` = the same with info `"tallinn/1 archive index"`.
+//!
+//! # Hash chain
+//! `hash_i = SHA-256("tallinn/1 archive chain" ‖ postcard(Record_i))`, and
+//! `Record_i.prev_hash = hash_{i-1}` (zero for the first). The head holds the
+//! last hash and the record count. Verification walks the records in order:
+//! a missing index (deletion), a record that does not decrypt under its own
+//! index (edit or swap), a `prev_hash` that does not match (reorder), a
+//! signature that does not verify, or a head that does not match the last
+//! record (truncation) is reported with the record's index.
+
+use std::sync::Mutex;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tallinn_common::envelope::{Opened, UntrustedEnvelope};
+use tallinn_common::identity::Identity;
+use tallinn_common::message::{Kind, Message, MsgId, Tlp};
+use tallinn_common::roster::Roster;
+use zeroize::Zeroizing;
+
+/// Archive failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArchiveError {
+    /// The database failed (I/O, corruption, or another process holds it).
+    #[error("archive database: {0}")]
+    Db(#[from] sled::Error),
+    /// A record could not be decrypted or decoded.
+    #[error("archive record {0} is unreadable (altered, or a different identity's archive)")]
+    Unreadable(String),
+    /// A lock was poisoned by a panic elsewhere (a bug).
+    #[error("archive lock poisoned")]
+    Poisoned,
+    /// Writing an export failed.
+    #[error("writing the export: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Whether a record was received or sent by this device's participant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Direction {
+    /// Delivered by the relay.
+    Received,
+    /// Sent by us and accepted by the relay.
+    Sent,
+}
+
+/// One archived message (the plaintext of an `R` entry).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Record {
+    /// Position in the archive (0-based, contiguous).
+    pub index: u64,
+    /// Hash of the previous record (zero for the first).
+    pub prev_hash: [u8; 32],
+    /// Received or sent.
+    pub direction: Direction,
+    /// Relay sequence number (0 if unknown: a resend answered `duplicate`).
+    pub seq: u64,
+    /// Relay receive time (received) or acceptance time (sent), ms.
+    pub received_at_ms: u64,
+    /// Message id.
+    pub msg_id: MsgId,
+    /// Sender id.
+    pub sender: String,
+    /// Channel id.
+    pub channel: String,
+    /// Sender's clock at sealing, ms.
+    pub sent_at_ms: u64,
+    /// The decrypted message.
+    pub message: Message,
+    /// The envelope bytes exactly as received (or sent).
+    pub envelope: Vec<u8>,
+    /// For sent messages: the content key, so the copy stays verifiable.
+    pub content_key: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("index", &self.index)
+            .field("seq", &self.seq)
+            .field("msg_id", &self.msg_id)
+            .field("sender", &self.sender)
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        if let Some(k) = self.content_key.as_mut() {
+            zeroize::Zeroize::zeroize(k);
+        }
+    }
+}
+
+impl Record {
+    /// The chain hash of this record.
+    pub fn hash(&self) -> [u8; 32] {
+        // invariant: plain data; postcard encoding cannot fail.
+        let bytes = postcard::to_allocvec(self).expect("invariant: record encodes");
+        Sha256::new()
+            .chain_update(b"tallinn/1 archive chain")
+            .chain_update(bytes)
+            .finalize()
+            .into()
+    }
+}
+
+/// A delivered envelope that failed verification, kept for inspection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Quarantined {
+    /// Relay sequence number.
+    pub seq: u64,
+    /// Relay receive time, ms.
+    pub received_at_ms: u64,
+    /// Why it was refused.
+    pub reason: String,
+    /// Claimed sender, if the envelope parsed.
+    pub claimed_sender: Option<String>,
+    /// Claimed channel, if the envelope parsed.
+    pub claimed_channel: Option<String>,
+    /// The envelope bytes as received.
+    pub envelope: Vec<u8>,
+}
+
+/// Outcome of an archive insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored under this index.
+    New(u64),
+    /// Already in the archive under this index.
+    Duplicate(u64),
+}
+
+/// Search criteria (all optional; combined with AND).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Channel id.
+    pub channel: Option<String>,
+    /// Sender id.
+    pub from: Option<String>,
+    /// Kind name: note, request, offer, status.
+    pub kind: Option<String>,
+    /// TLP label.
+    pub tlp: Option<Tlp>,
+    /// Received at or after (ms).
+    pub since_ms: Option<u64>,
+    /// Received before (ms).
+    pub until_ms: Option<u64>,
+    /// Words that must all appear (case-insensitive) in subject, body or
+    /// attachment names.
+    pub text: Option<String>,
+}
+
+/// Result of [`Archive::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Records checked.
+    pub records: u64,
+    /// The first problem: record index and description.
+    pub first_error: Option<(u64, String)>,
+    /// The head hash.
+    pub head_hash: [u8; 32],
+}
+
+/// Counts for `archive stats`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    /// Records.
+    pub records: u64,
+    /// Received records.
+    pub received: u64,
+    /// Sent records.
+    pub sent: u64,
+    /// Quarantined envelopes.
+    pub quarantined: u64,
+    /// Records per channel.
+    pub by_channel: std::collections::BTreeMap<String, u64>,
+    /// Records per kind.
+    pub by_kind: std::collections::BTreeMap<String, u64>,
+    /// Bytes on disk.
+    pub disk_bytes: u64,
+    /// Head hash (hex).
+    pub head_hash: String,
+}
+
+/// XChaCha20-Poly1305 sealing of stored values with a random 24-byte nonce.
+pub(crate) struct Sealer {
+    cipher: XChaCha20Poly1305,
+}
+
+impl Sealer {
+    pub(crate) fn new(key: &[u8; 32]) -> Self {
+        Self {
+            cipher: XChaCha20Poly1305::new(&(*key).into()),
+        }
+    }
+
+    pub(crate) fn seal(&self, plain: &[u8], aad: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; 24];
+        rand::rng().fill_bytes(&mut nonce);
+        // invariant: XChaCha20-Poly1305 only fails for inputs beyond 2^38 bytes.
+        let ct = self
+            .cipher
+            .encrypt(&XNonce::from(nonce), Payload { msg: plain, aad })
+            .expect("invariant: record far below the AEAD size limit");
+        let mut out = Vec::with_capacity(24 + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    pub(crate) fn open(&self, sealed: &[u8], aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        let (nonce, ct) = sealed.split_first_chunk::<24>()?;
+        self.cipher
+            .decrypt(&XNonce::from(*nonce), Payload { msg: ct, aad })
+            .ok()
+            .map(Zeroizing::new)
+    }
+}
+
+fn aad(label: &[u8], n: u64) -> Vec<u8> {
+    let mut a = label.to_vec();
+    a.extend_from_slice(&n.to_be_bytes());
+    a
+}
+
+const REC_AAD: &[u8] = b"tallinn/1 archive record";
+const QUAR_AAD: &[u8] = b"tallinn/1 archive quarantine";
+const HEAD_KEY: &[u8] = b"H";
+const QNEXT_KEY: &[u8] = b"q";
+
+struct Head {
+    next_index: u64,
+    hash: [u8; 32],
+}
+
+/// The encrypted, indexed, hash-chained archive.
+pub struct Archive {
+    db: sled::Db,
+    tree: sled::Tree,
+    sealer: Sealer,
+    index_key: Zeroizing<[u8; 32]>,
+    head: Mutex<Head>,
+}
+
+fn kind_code(k: &Kind) -> u8 {
+    match k {
+        Kind::Note => 0,
+        Kind::Request { .. } => 1,
+        Kind::Offer { .. } => 2,
+        Kind::Status { .. } => 3,
+    }
+}
+
+fn kind_from_name(s: &str) -> Option<u8> {
+    match s {
+        "note" => Some(0),
+        "request" => Some(1),
+        "offer" => Some(2),
+        "status" => Some(3),
+        _ => None,
+    }
+}
+
+impl Archive {
+    /// Opens (or creates) the archive in `dir` for `identity`.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`] (including "in use by another process").
+    pub fn open(dir: &std::path::Path, identity: &Identity) -> Result<Self, ArchiveError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(1000))
+            .open()?;
+        Self::with_db(db, identity)
+    }
+
+    /// Uses an already open database (shared with the outbox).
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn with_db(db: sled::Db, identity: &Identity) -> Result<Self, ArchiveError> {
+        let tree = db.open_tree("archive")?;
+        let rec_key = identity.derive_storage_key(b"tallinn/1 archive");
+        let index_key = identity.derive_storage_key(b"tallinn/1 archive index");
+        let head = match tree.get(HEAD_KEY)? {
+            Some(v) if v.len() == 40 => {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(&v[..8]);
+                let mut h = [0u8; 32];
+                h.copy_from_slice(&v[8..]);
+                Head {
+                    next_index: u64::from_be_bytes(n),
+                    hash: h,
+                }
+            }
+            Some(_) => return Err(ArchiveError::Unreadable("head".into())),
+            None => Head {
+                next_index: 0,
+                hash: [0; 32],
+            },
+        };
+        Ok(Self {
+            db,
+            tree,
+            sealer: Sealer::new(&rec_key),
+            index_key,
+            head: Mutex::new(head),
+        })
+    }
+
+    /// The underlying database (for the outbox).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    fn tok(&self, label: &str, value: &[u8]) -> [u8; 16] {
+        // invariant: HMAC accepts keys of any length.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.index_key.as_slice())
+            .expect("invariant: HMAC takes any key length");
+        mac.update(label.as_bytes());
+        mac.update(&[0]);
+        mac.update(value);
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full[..16]);
+        out
+    }
+
+    fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+        let mut k = vec![prefix];
+        for p in parts {
+            k.extend_from_slice(p);
+        }
+        k
+    }
+
+    /// Whether a msg_id is archived, and under which index.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`].
+    pub fn lookup(&self, msg_id: &MsgId) -> Result<Option<u64>, ArchiveError> {
+        let k = Self::key(b'm', &[&self.tok("msg", &msg_id.0)]);
+        Ok(self.tree.get(k)?.and_then(|v| {
+            let b: [u8; 8] = v.as_ref().try_into().ok()?;
+            Some(u64::from_be_bytes(b))
+        }))
+    }
+
+    /// Archives a verified, opened delivery. Not durable until [`Archive::flush`].
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn insert_received(
+        &self,
+        seq: u64,
+        received_at_ms: u64,
+        envelope: &[u8],
+        opened: &Opened,
+    ) -> Result<Inserted, ArchiveError> {
+        self.insert(
+            Direction::Received,
+            seq,
+            received_at_ms,
+            envelope,
+            opened,
+            None,
+        )
+    }
+
+    /// Archives our own accepted message with its content key.
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn insert_sent(
+        &self,
+        seq: u64,
+        accepted_at_ms: u64,
+        envelope: &[u8],
+        opened: &Opened,
+        content_key: &[u8; 32],
+    ) -> Result<Inserted, ArchiveError> {
+        self.insert(
+            Direction::Sent,
+            seq,
+            accepted_at_ms,
+            envelope,
+            opened,
+            Some(*content_key),
+        )
+    }
+
+    fn insert(
+        &self,
+        direction: Direction,
+        seq: u64,
+        at: u64,
+        envelope: &[u8],
+        opened: &Opened,
+        content_key: Option<[u8; 32]>,
+    ) -> Result<Inserted, ArchiveError> {
+        let mut head = self.head.lock().map_err(|_| ArchiveError::Poisoned)?;
+        let h = &opened.header;
+        if let Some(i) = self.lookup(&h.msg_id)? {
+            return Ok(Inserted::Duplicate(i));
+        }
+        let index = head.next_index;
+        let record = Record {
+            index,
+            prev_hash: head.hash,
+            direction,
+            seq,
+            received_at_ms: at,
+            msg_id: h.msg_id,
+            sender: h.sender.clone(),
+            channel: h.channel.clone(),
+            sent_at_ms: h.sent_at_ms,
+            message: opened.message.clone(),
+            envelope: envelope.to_vec(),
+            content_key,
+        };
+        let hash = record.hash();
+        // invariant: plain data; postcard encoding cannot fail.
+        let plain =
+            Zeroizing::new(postcard::to_allocvec(&record).expect("invariant: record encodes"));
+        let ib = index.to_be_bytes();
+        let tb = at.to_be_bytes();
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            Self::key(b'R', &[&ib]),
+            self.sealer.seal(&plain, &aad(REC_AAD, index)),
+        );
+        batch.insert(Self::key(b'm', &[&self.tok("msg", &h.msg_id.0)]), &ib[..]);
+        batch.insert(
+            Self::key(
+                b'c',
+                &[&self.tok("channel", h.channel.as_bytes()), &tb, &ib],
+            ),
+            &[][..],
+        );
+        batch.insert(
+            Self::key(b's', &[&self.tok("sender", h.sender.as_bytes()), &tb, &ib]),
+            &[][..],
+        );
+        let parents: Vec<MsgId> = [opened.message.reply_to, opened.message.kind.refers_to()]
+            .into_iter()
+            .flatten()
+            .collect();
+        for p in parents {
+            batch.insert(Self::key(b'p', &[&self.tok("msg", &p.0), &ib]), &[][..]);
+        }
+        batch.insert(
+            Self::key(b'k', &[&[kind_code(&opened.message.kind)], &tb, &ib]),
+            &[][..],
+        );
+        let mut hv = Vec::with_capacity(40);
+        hv.extend_from_slice(&(index + 1).to_be_bytes());
+        hv.extend_from_slice(&hash);
+        batch.insert(HEAD_KEY, hv);
+        self.tree.apply_batch(batch)?;
+        head.next_index = index + 1;
+        head.hash = hash;
+        Ok(Inserted::New(index))
+    }
+
+    /// Stores a delivery that failed verification.
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn quarantine(&self, q: &Quarantined) -> Result<u64, ArchiveError> {
+        let _guard = self.head.lock().map_err(|_| ArchiveError::Poisoned)?;
+        let n = match self.tree.get(QNEXT_KEY)? {
+            Some(v) => v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0),
+            None => 0,
+        };
+        // invariant: plain data; postcard encoding cannot fail.
+        let plain =
+            Zeroizing::new(postcard::to_allocvec(q).expect("invariant: quarantine encodes"));
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            Self::key(b'Q', &[&n.to_be_bytes()]),
+            self.sealer.seal(&plain, &aad(QUAR_AAD, n)),
+        );
+        batch.insert(QNEXT_KEY, &(n + 1).to_be_bytes());
+        self.tree.apply_batch(batch)?;
+        Ok(n)
+    }
+
+    /// Quarantined deliveries, oldest first.
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn quarantined(&self) -> Result<Vec<Quarantined>, ArchiveError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(b"Q") {
+            let (k, v) = kv?;
+            let n = k
+                .get(1..)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| ArchiveError::Unreadable("quarantine key".into()))?;
+            let plain = self
+                .sealer
+                .open(&v, &aad(QUAR_AAD, n))
+                .ok_or_else(|| ArchiveError::Unreadable(format!("quarantine {n}")))?;
+            out.push(
+                postcard::from_bytes(&plain)
+                    .map_err(|_| ArchiveError::Unreadable(format!("quarantine {n}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Makes every write so far durable (fsync).
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`].
+    pub fn flush(&self) -> Result<(), ArchiveError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Reads the record at `index`.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Unreadable`] if it does not decrypt or decode.
+    pub fn record(&self, index: u64) -> Result<Option<Record>, ArchiveError> {
+        match self.tree.get(Self::key(b'R', &[&index.to_be_bytes()]))? {
+            Some(v) => self.decode_record(index, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn decode_record(&self, index: u64, sealed: &[u8]) -> Result<Record, ArchiveError> {
+        let plain = self
+            .sealer
+            .open(sealed, &aad(REC_AAD, index))
+            .ok_or_else(|| ArchiveError::Unreadable(index.to_string()))?;
+        let r: Record = postcard::from_bytes(&plain)
+            .map_err(|_| ArchiveError::Unreadable(index.to_string()))?;
+        if r.index != index {
+            return Err(ArchiveError::Unreadable(index.to_string()));
+        }
+        Ok(r)
+    }
+
+    /// A record by message id.
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn get(&self, msg_id: &MsgId) -> Result<Option<Record>, ArchiveError> {
+        match self.lookup(msg_id)? {
+            Some(i) => self.record(i),
+            None => Ok(None),
+        }
+    }
+
+    /// A record by full id or a unique hex prefix (at least 4 digits).
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn find(&self, id: &str) -> Result<Option<Record>, ArchiveError> {
+        if let Ok(m) = MsgId::from_hex(id) {
+            return self.get(&m);
+        }
+        let id = id.trim().to_ascii_lowercase();
+        if id.len() < 4 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let mut found = None;
+        for kv in self.tree.scan_prefix(b"R").rev() {
+            let (k, v) = kv?;
+            let index = k
+                .get(1..)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(u64::MAX);
+            let r = self.decode_record(index, &v)?;
+            if r.msg_id.to_hex().starts_with(&id) {
+                if found.is_some() {
+                    return Ok(None);
+                }
+                found = Some(r);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> u64 {
+        self.head.lock().map(|h| h.next_index).unwrap_or(0)
+    }
+
+    /// Whether the archive is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The head hash.
+    pub fn head_hash(&self) -> [u8; 32] {
+        self.head.lock().map(|h| h.hash).unwrap_or([0; 32])
+    }
+
+    /// Records matching `filter`, newest first, at most `limit`.
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn search(&self, filter: &Filter, limit: usize) -> Result<Vec<Record>, ArchiveError> {
+        let words: Vec<String> = filter
+            .text
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_lowercase)
+            .collect();
+        let kind = match &filter.kind {
+            Some(k) => Some(
+                kind_from_name(k)
+                    .ok_or_else(|| ArchiveError::Unreadable(format!("unknown kind {k:?}")))?,
+            ),
+            None => None,
+        };
+        let matches = |r: &Record| -> bool {
+            filter.channel.as_ref().is_none_or(|c| &r.channel == c)
+                && filter.from.as_ref().is_none_or(|f| &r.sender == f)
+                && kind.is_none_or(|k| kind_code(&r.message.kind) == k)
+                && filter.tlp.is_none_or(|t| r.message.tlp == t)
+                && filter.since_ms.is_none_or(|s| r.received_at_ms >= s)
+                && filter.until_ms.is_none_or(|u| r.received_at_ms < u)
+                && (words.is_empty() || {
+                    let mut hay =
+                        format!("{}\n{}", r.message.subject, r.message.body).to_lowercase();
+                    for a in &r.message.attachments {
+                        hay.push('\n');
+                        hay.push_str(&a.name.to_lowercase());
+                    }
+                    words.iter().all(|w| hay.contains(w.as_str()))
+                })
+        };
+        let mut out = Vec::new();
+        // Pick the narrowest index; every candidate is re-checked in full.
+        let index_prefix = if let Some(c) = &filter.channel {
+            Some(Self::key(b'c', &[&self.tok("channel", c.as_bytes())]))
+        } else if let Some(f) = &filter.from {
+            Some(Self::key(b's', &[&self.tok("sender", f.as_bytes())]))
+        } else {
+            kind.map(|k| Self::key(b'k', &[&[k]]))
+        };
+        match index_prefix {
+            Some(prefix) => {
+                for kv in self.tree.scan_prefix(&prefix).rev() {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let (k, _) = kv?;
+                    let Some(tail) = k.get(k.len().saturating_sub(16)..) else {
+                        continue;
+                    };
+                    let (t, i) = tail.split_at(8);
+                    let time = u64::from_be_bytes(t.try_into().unwrap_or([0; 8]));
+                    if filter.until_ms.is_some_and(|u| time >= u) {
+                        continue;
+                    }
+                    if filter.since_ms.is_some_and(|s| time < s) {
+                        break;
+                    }
+                    let index = u64::from_be_bytes(i.try_into().unwrap_or([0; 8]));
+                    if let Some(r) = self.record(index)? {
+                        if matches(&r) {
+                            out.push(r);
+                        }
+                    }
+                }
+            }
+            None => {
+                for kv in self.tree.scan_prefix(b"R").rev() {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let (k, v) = kv?;
+                    let index = k
+                        .get(1..)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_be_bytes)
+                        .unwrap_or(u64::MAX);
+                    let r = self.decode_record(index, &v)?;
+                    if matches(&r) {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The thread containing `msg_id`: its root (following `reply_to` and
+    /// kind references upwards as far as they are archived) and every
+    /// archived descendant, in archive order.
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn thread(&self, msg_id: &MsgId) -> Result<Vec<Record>, ArchiveError> {
+        let mut root = *msg_id;
+        let mut seen = std::collections::HashSet::new();
+        while seen.insert(root) {
+            match self.get(&root)? {
+                Some(r) => match r.message.parent() {
+                    Some(p) if self.lookup(&p)?.is_some() => root = p,
+                    _ => break,
+                },
+                None => break,
+            }
+        }
+        let mut out = std::collections::BTreeMap::new();
+        let mut queue = vec![root];
+        let mut visited = std::collections::HashSet::new();
+        while let Some(id) = queue.pop() {
+            if !visited.insert(id) {
+                continue;
+            }
+            if let Some(r) = self.get(&id)? {
+                out.insert(r.index, r);
+            }
+            let prefix = Self::key(b'p', &[&self.tok("msg", &id.0)]);
+            for kv in self.tree.scan_prefix(&prefix) {
+                let (k, _) = kv?;
+                let Some(i) = k.get(k.len().saturating_sub(8)..) else {
+                    continue;
+                };
+                let index = u64::from_be_bytes(i.try_into().unwrap_or([0; 8]));
+                if let Some(r) = self.record(index)? {
+                    queue.push(r.msg_id);
+                }
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+
+    /// Every record in archive order, via a callback (export, stats).
+    ///
+    /// # Errors
+    /// [`ArchiveError`] or the callback's error.
+    pub fn for_each(
+        &self,
+        mut f: impl FnMut(Record) -> Result<(), ArchiveError>,
+    ) -> Result<(), ArchiveError> {
+        for kv in self.tree.scan_prefix(b"R") {
+            let (k, v) = kv?;
+            let index = k
+                .get(1..)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| ArchiveError::Unreadable("record key".into()))?;
+            f(self.decode_record(index, &v)?)?;
+        }
+        Ok(())
+    }
+
+    /// Re-checks the whole archive: contiguity, decryption under each
+    /// record's own index, the hash chain, the head, every envelope signature
+    /// and routing policy against `roster`, that the stored header matches the
+    /// envelope, and (if `deep`) that the envelope still decrypts to the
+    /// stored message. Stops at the first problem.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`] only; integrity problems are in the report.
+    pub fn verify(
+        &self,
+        roster: &Roster,
+        identity: &Identity,
+        deep: bool,
+        mut progress: impl FnMut(u64),
+    ) -> Result<VerifyReport, ArchiveError> {
+        let (count, head_hash) = {
+            let h = self.head.lock().map_err(|_| ArchiveError::Poisoned)?;
+            (h.next_index, h.hash)
+        };
+        let mut running = [0u8; 32];
+        let mut expected = 0u64;
+        let fail = |index: u64, why: String| {
+            Ok(VerifyReport {
+                records: index,
+                first_error: Some((index, why)),
+                head_hash,
+            })
+        };
+        for kv in self.tree.scan_prefix(b"R") {
+            let (k, v) = kv?;
+            let Some(index) = k
+                .get(1..)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+            else {
+                return fail(expected, "malformed record key".into());
+            };
+            if index != expected {
+                return fail(
+                    expected,
+                    format!("record {expected} is missing (deleted); next present is {index}"),
+                );
+            }
+            let r = match self.decode_record(index, &v) {
+                Ok(r) => r,
+                Err(_) => {
+                    return fail(
+                        index,
+                        format!("record {index} does not decrypt under its position: edited, swapped or moved"),
+                    )
+                }
+            };
+            if r.prev_hash != running {
+                return fail(
+                    index,
+                    format!(
+                        "record {index} does not chain to record {}: reordered or replaced",
+                        index.wrapping_sub(1)
+                    ),
+                );
+            }
+            let verified =
+                match UntrustedEnvelope::decode(&r.envelope).and_then(|u| u.verify(roster)) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return fail(
+                            index,
+                            format!(
+                                "record {index} ({}): envelope does not verify: {e}",
+                                r.msg_id
+                            ),
+                        )
+                    }
+                };
+            let h = verified.header();
+            if h.msg_id != r.msg_id
+                || h.sender != r.sender
+                || h.channel != r.channel
+                || h.sent_at_ms != r.sent_at_ms
+            {
+                return fail(
+                    index,
+                    format!("record {index}: stored header differs from the envelope"),
+                );
+            }
+            if deep {
+                let opened = match (&r.direction, &r.content_key) {
+                    (Direction::Sent, Some(k)) => verified.open_with_content_key(k),
+                    _ => verified.open(identity),
+                };
+                match opened {
+                    Ok(o) if o.message == r.message => {}
+                    Ok(_) => {
+                        return fail(
+                            index,
+                            format!("record {index}: stored message differs from the envelope"),
+                        )
+                    }
+                    Err(e) => {
+                        return fail(
+                            index,
+                            format!("record {index}: envelope does not open: {e}"),
+                        )
+                    }
+                }
+            }
+            running = r.hash();
+            expected += 1;
+            progress(expected);
+        }
+        if expected != count || running != head_hash {
+            return fail(
+                expected,
+                format!("archive head says {count} records ending in {}, found {expected}: records were deleted at the end", &hex::encode(head_hash)[..16]),
+            );
+        }
+        Ok(VerifyReport {
+            records: expected,
+            first_error: None,
+            head_hash,
+        })
+    }
+
+    /// Counts for `archive stats`.
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn stats(&self) -> Result<Stats, ArchiveError> {
+        let mut s = Stats::default();
+        self.for_each(|r| {
+            s.records += 1;
+            match r.direction {
+                Direction::Received => s.received += 1,
+                Direction::Sent => s.sent += 1,
+            }
+            *s.by_channel.entry(r.channel.clone()).or_default() += 1;
+            *s.by_kind
+                .entry(r.message.kind.name().to_string())
+                .or_default() += 1;
+            Ok(())
+        })?;
+        s.quarantined = self.tree.scan_prefix(b"Q").count() as u64;
+        s.disk_bytes = self.db.size_on_disk()?;
+        s.head_hash = hex::encode(self.head_hash());
+        Ok(s)
+    }
+
+    /// Raw access for tamper tests and forensic tools: the sealed bytes at `index`.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`].
+    pub fn raw_record(&self, index: u64) -> Result<Option<Vec<u8>>, ArchiveError> {
+        Ok(self
+            .tree
+            .get(Self::key(b'R', &[&index.to_be_bytes()]))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Raw write, for tamper tests only: replaces (or with `None`, deletes)
+    /// the sealed bytes at `index` without touching the chain.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`].
+    #[doc(hidden)]
+    pub fn tamper_raw_record(&self, index: u64, value: Option<&[u8]>) -> Result<(), ArchiveError> {
+        let k = Self::key(b'R', &[&index.to_be_bytes()]);
+        match value {
+            Some(v) => self.tree.insert(k, v)?,
+            None => self.tree.remove(k)?,
+        };
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tallinn_common::envelope::{seal, UntrustedEnvelope};
+    use tallinn_common::identity::ParticipantId;
+    use tallinn_common::message::{Kind, Loe, Priority, State};
+
+    struct W {
+        roster: Roster,
+        ua: Identity,
+        ee: Identity,
+    }
+
+    fn world() -> W {
+        let ua = Identity::generate(ParticipantId::new("UA").unwrap());
+        let ee = Identity::generate(ParticipantId::new("EE").unwrap());
+        let text = format!(
+            "{}{}[[channel]]\nid = \"front-office\"\nmembers = [\"UA\", \"EE\"]\n[[channel]]\nid = \"plenary\"\nmembers = [\"*\"]\n",
+            ua.roster_entry("Ukraine", "member"),
+            ee.roster_entry("Estonia", "member"),
+        );
+        W {
+            roster: Roster::parse(&text).unwrap(),
+            ua,
+            ee,
+        }
+    }
+
+    fn deliver(w: &W, a: &Archive, channel: &str, m: &Message, seq: u64) -> MsgId {
+        let s = seal(&w.ua, &w.roster, channel, m, 1000 + seq).unwrap();
+        let opened = UntrustedEnvelope::decode(s.as_bytes())
+            .unwrap()
+            .verify(&w.roster)
+            .unwrap()
+            .open(&w.ee)
+            .unwrap();
+        assert_eq!(
+            a.insert_received(seq, 5000 + seq, s.as_bytes(), &opened)
+                .unwrap(),
+            Inserted::New(a.len() - 1)
+        );
+        s.msg_id()
+    }
+
+    fn filled() -> (W, tempfile::TempDir, Archive, Vec<MsgId>) {
+        let w = world();
+        let dir = tempfile::tempdir().unwrap();
+        let a = Archive::open(dir.path(), &w.ee).unwrap();
+        let req = Message {
+            kind: Kind::Request {
+                loe: Loe::Immediate,
+                category: "dfir".into(),
+                priority: Priority::High,
+            },
+            ..Message::note(Tlp::Amber, "Need DFIR team", "energy sector")
+        };
+        let r = deliver(&w, &a, "plenary", &req, 1);
+        let n = deliver(
+            &w,
+            &a,
+            "front-office",
+            &Message::note(Tlp::Green, "Handover", "at nine"),
+            2,
+        );
+        let status = Message {
+            kind: Kind::Status {
+                about: r,
+                state: State::Fulfilled,
+            },
+            ..Message::note(Tlp::Amber, "Done", "team deployed")
+        };
+        let s = deliver(&w, &a, "plenary", &status, 3);
+        let reply = Message {
+            reply_to: Some(s),
+            ..Message::note(Tlp::Clear, "Thanks", "much appreciated")
+        };
+        let t = deliver(&w, &a, "plenary", &reply, 4);
+        a.flush().unwrap();
+        (w, dir, a, vec![r, n, s, t])
+    }
+
+    #[test]
+    fn insert_dedupe_lookup_and_reopen() {
+        let (w, dir, a, ids) = filled();
+        assert_eq!(a.len(), 4);
+        let rec = a.get(&ids[1]).unwrap().unwrap();
+        assert_eq!(rec.message.subject, "Handover");
+        assert_eq!(rec.seq, 2);
+        // A second delivery of the same envelope is a duplicate.
+        let raw = rec.envelope.clone();
+        let opened = UntrustedEnvelope::decode(&raw)
+            .unwrap()
+            .verify(&w.roster)
+            .unwrap()
+            .open(&w.ee)
+            .unwrap();
+        assert_eq!(
+            a.insert_received(9, 9, &raw, &opened).unwrap(),
+            Inserted::Duplicate(1)
+        );
+        let head = a.head_hash();
+        drop(a);
+        let a = Archive::open(dir.path(), &w.ee).unwrap();
+        assert_eq!(a.len(), 4);
+        assert_eq!(a.head_hash(), head);
+        assert!(a.find(&ids[1].to_hex()[..8]).unwrap().is_some());
+        // Another identity cannot read it.
+        drop(a);
+        let other = Archive::open(dir.path(), &w.ua).unwrap();
+        assert!(matches!(other.record(0), Err(ArchiveError::Unreadable(_))));
+    }
+
+    #[test]
+    fn search_by_every_index_and_text() {
+        let (_w, _dir, a, ids) = filled();
+        let ch = a
+            .search(
+                &Filter {
+                    channel: Some("plenary".into()),
+                    ..Default::default()
+                },
+                10,
+            )
+            .unwrap();
+        assert_eq!(
+            ch.iter().map(|r| r.msg_id).collect::<Vec<_>>(),
+            vec![ids[3], ids[2], ids[0]]
+        );
+        let from = a
+            .search(
+                &Filter {
+                    from: Some("UA".into()),
+                    ..Default::default()
+                },
+                2,
+            )
+            .unwrap();
+        assert_eq!(from.len(), 2, "limit respected");
+        let kind = a
+            .search(
+                &Filter {
+                    kind: Some("request".into()),
+                    ..Default::default()
+                },
+                10,
+            )
+            .unwrap();
+        assert_eq!(
+            kind.iter().map(|r| r.msg_id).collect::<Vec<_>>(),
+            vec![ids[0]]
+        );
+        let tlp = a
+            .search(
+                &Filter {
+                    tlp: Some(Tlp::Amber),
+                    ..Default::default()
+                },
+                10,
+            )
+            .unwrap();
+        assert_eq!(tlp.len(), 2);
+        let text = a
+            .search(
+                &Filter {
+                    text: Some("TEAM deployed".into()),
+                    ..Default::default()
+                },
+                10,
+            )
+            .unwrap();
+        assert_eq!(
+            text.iter().map(|r| r.msg_id).collect::<Vec<_>>(),
+            vec![ids[2]]
+        );
+        let time = a
+            .search(
+                &Filter {
+                    channel: Some("plenary".into()),
+                    since_ms: Some(5003),
+                    until_ms: Some(5004),
+                    ..Default::default()
+                },
+                10,
+            )
+            .unwrap();
+        assert_eq!(
+            time.iter().map(|r| r.msg_id).collect::<Vec<_>>(),
+            vec![ids[2]]
+        );
+        assert!(a
+            .search(
+                &Filter {
+                    channel: Some("nowhere".into()),
+                    ..Default::default()
+                },
+                10
+            )
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn thread_view_follows_references() {
+        let (_w, _dir, a, ids) = filled();
+        let t: Vec<MsgId> = a
+            .thread(&ids[3])
+            .unwrap()
+            .iter()
+            .map(|r| r.msg_id)
+            .collect();
+        assert_eq!(t, vec![ids[0], ids[2], ids[3]]);
+        let t: Vec<MsgId> = a
+            .thread(&ids[1])
+            .unwrap()
+            .iter()
+            .map(|r| r.msg_id)
+            .collect();
+        assert_eq!(t, vec![ids[1]]);
+    }
+
+    #[test]
+    fn verify_detects_edit_delete_swap_and_truncation() {
+        let (w, _dir, a, _) = filled();
+        let ok = a.verify(&w.roster, &w.ee, true, |_| {}).unwrap();
+        assert_eq!(ok.first_error, None);
+        assert_eq!(ok.records, 4);
+
+        // Edit one byte of record 1.
+        let orig1 = a.raw_record(1).unwrap().unwrap();
+        let mut edited = orig1.clone();
+        edited[40] ^= 1;
+        a.tamper_raw_record(1, Some(&edited)).unwrap();
+        let r = a.verify(&w.roster, &w.ee, false, |_| {}).unwrap();
+        assert_eq!(r.first_error.as_ref().map(|e| e.0), Some(1), "{r:?}");
+        a.tamper_raw_record(1, Some(&orig1)).unwrap();
+
+        // Swap records 1 and 2.
+        let orig2 = a.raw_record(2).unwrap().unwrap();
+        a.tamper_raw_record(1, Some(&orig2)).unwrap();
+        a.tamper_raw_record(2, Some(&orig1)).unwrap();
+        let r = a.verify(&w.roster, &w.ee, false, |_| {}).unwrap();
+        assert_eq!(r.first_error.as_ref().map(|e| e.0), Some(1), "{r:?}");
+        a.tamper_raw_record(1, Some(&orig1)).unwrap();
+        a.tamper_raw_record(2, Some(&orig2)).unwrap();
+        assert_eq!(
+            a.verify(&w.roster, &w.ee, false, |_| {})
+                .unwrap()
+                .first_error,
+            None
+        );
+
+        // Delete record 2.
+        a.tamper_raw_record(2, None).unwrap();
+        let r = a.verify(&w.roster, &w.ee, false, |_| {}).unwrap();
+        let (i, why) = r.first_error.unwrap();
+        assert_eq!(i, 2);
+        assert!(why.contains("missing"), "{why}");
+        a.tamper_raw_record(2, Some(&orig2)).unwrap();
+
+        // Delete the last record (truncation).
+        let orig3 = a.raw_record(3).unwrap().unwrap();
+        a.tamper_raw_record(3, None).unwrap();
+        let r = a.verify(&w.roster, &w.ee, false, |_| {}).unwrap();
+        assert_eq!(r.first_error.as_ref().map(|e| e.0), Some(3), "{r:?}");
+        a.tamper_raw_record(3, Some(&orig3)).unwrap();
+        assert_eq!(
+            a.verify(&w.roster, &w.ee, true, |_| {})
+                .unwrap()
+                .first_error,
+            None
+        );
+    }
+
+    #[test]
+    fn files_hold_no_plaintext() {
+        let (_w, dir, a, _) = filled();
+        a.flush().unwrap();
+        drop(a);
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_file() {
+                let bytes = std::fs::read(&p).unwrap();
+                for needle in ["Need DFIR team", "Handover", "front-office", "plenary"] {
+                    assert!(
+                        !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                        "{needle} in {}",
+                        p.display()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quarantine_round_trip() {
+        let (_w, _dir, a, _) = filled();
+        let q = Quarantined {
+            seq: 7,
+            received_at_ms: 8,
+            reason: "bad signature".into(),
+            claimed_sender: Some("UA".into()),
+            claimed_channel: None,
+            envelope: vec![1, 2, 3],
+        };
+        assert_eq!(a.quarantine(&q).unwrap(), 0);
+        assert_eq!(a.quarantine(&q).unwrap(), 1);
+        assert_eq!(a.quarantined().unwrap(), vec![q.clone(), q]);
+        assert_eq!(a.len(), 4, "quarantine is not in the archive");
+    }
+}

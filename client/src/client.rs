@@ -1,0 +1,836 @@
+//! The embeddable client: a background connection manager (connect,
+//! authenticate, receive, archive, acknowledge, resend the outbox, reconnect
+//! with exponential backoff and jitter) and an async API on top.
+//!
+//! ```text
+//!  Client::send ──seal──▶ outbox (fsync) ──▶ session writer ──Send──▶ relay
+//!                                 ▲                                   │
+//!                 Accepted: archive sent copy, remove from outbox ◀───┤
+//!  events ◀── Message/Quarantined ◀── verify+open (own roster) ◀─ Deliver
+//!                                      archive (fsync) ──▶ Ack{up_to_seq}
+//! ```
+//! Every delivered envelope is checked against this client's own pinned
+//! roster, never the relay's word: sender known, allowed to post in the
+//! channel (an observer's post is a relay fault), recipient list exactly the
+//! channel's, signature, key commitment, decryption. A failure goes to the
+//! quarantine and is still acknowledged, so a poisoned message cannot block
+//! the inbox. `Ack` is sent only after the archive flush.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::RngExt as _;
+use tallinn_common::envelope::{seal, EnvelopeError, UntrustedEnvelope};
+use tallinn_common::identity::{DeviceId, Identity};
+use tallinn_common::message::{Message, MsgId};
+use tallinn_common::roster::{PostError, Roster};
+use tallinn_common::wire::{self, ErrorCode, Frame};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::archive::{Archive, ArchiveError, Inserted, Quarantined, Record};
+use crate::config::Trust;
+use crate::connection::{self, ConnectError, Session};
+use crate::defaults;
+use crate::outbox::{Outbox, OutboxEntry};
+
+/// Everything a client needs.
+#[derive(Clone)]
+pub struct Settings {
+    /// Relay address.
+    pub relay: SocketAddr,
+    /// TLS server name.
+    pub server_name: String,
+    /// Trust anchor for the relay (required to connect).
+    pub trust: Option<Trust>,
+    /// Our identity.
+    pub identity: Arc<Identity>,
+    /// Device label.
+    pub device: DeviceId,
+    /// Our pinned roster.
+    pub roster: Arc<Roster>,
+    /// Directory of this identity+device's archive database.
+    pub archive_dir: PathBuf,
+    /// Handshake + auth timeout.
+    pub connect_timeout: Duration,
+    /// How long `send` waits for `Accepted`.
+    pub send_timeout: Duration,
+    /// Reconnect backoff cap.
+    pub max_backoff: Duration,
+}
+
+/// Client failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The archive or outbox failed.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// Connecting failed.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// Our roster does not let us post there (checked before anything is sent).
+    #[error("cannot post: {0}")]
+    NotAllowed(#[from] PostError),
+    /// Sealing failed (e.g. our key differs from the roster's).
+    #[error("cannot seal: {0}")]
+    Seal(EnvelopeError),
+    /// The relay refused the message for good; it was removed from the outbox.
+    #[error("the relay rejected message {msg_id}: {code}: {reason}")]
+    Rejected {
+        /// Message id.
+        msg_id: MsgId,
+        /// Error code.
+        code: ErrorCode,
+        /// Reason.
+        reason: String,
+    },
+    /// Not accepted yet; the message stays in the outbox and is resent on
+    /// the next connection.
+    #[error("message {msg_id} is queued in the outbox but not yet accepted: {why}")]
+    Queued {
+        /// Message id.
+        msg_id: MsgId,
+        /// Why it is not yet accepted.
+        why: String,
+    },
+    /// The client was closed.
+    #[error("client closed")]
+    Closed,
+}
+
+/// What the client reports as it works.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Authenticated; `pending` deliveries are waiting.
+    Connected {
+        /// Backlog size per `Welcome`.
+        pending: u64,
+    },
+    /// A new message was verified, decrypted and archived (durably).
+    Message(Box<Record>),
+    /// A delivery failed verification and was quarantined.
+    Quarantined(Box<Quarantined>),
+    /// Our message was accepted by the relay.
+    Accepted {
+        /// Message id.
+        msg_id: MsgId,
+        /// Relay seq (0 if it was a duplicate of an earlier acceptance).
+        seq: u64,
+    },
+    /// The connection was lost; the client reconnects.
+    Disconnected {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The connection state, observable with [`Client::state`].
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    /// Whether a session is up.
+    pub connected: bool,
+    /// Sessions established so far.
+    pub sessions: u64,
+    /// `Welcome.pending` of the current session.
+    pub pending: u64,
+    /// Deliveries processed (archived, duplicate or quarantined) in the
+    /// current session.
+    pub delivered: u64,
+    /// New messages archived since start.
+    pub archived: u64,
+    /// Quarantined since start.
+    pub quarantined: u64,
+    /// A non-transient error that stopped the connection manager.
+    pub fatal: Option<String>,
+    /// The last transient error.
+    pub last_error: Option<String>,
+}
+
+type Waiter = oneshot::Sender<Result<u64, ClientError>>;
+type WaitAccepted = oneshot::Receiver<Result<u64, ClientError>>;
+
+struct Inner {
+    settings: Settings,
+    archive: Archive,
+    outbox: Outbox,
+    waiters: Mutex<HashMap<MsgId, Waiter>>,
+    writer: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
+    state: watch::Sender<State>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+/// A running client.
+pub struct Client {
+    inner: Arc<Inner>,
+    events: Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn now_ms() -> u64 {
+    tallinn_common::unix_ms(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+impl Client {
+    /// Opens the archive and outbox without connecting (for local commands).
+    ///
+    /// # Errors
+    /// [`ClientError::Archive`] (e.g. another process holds the archive).
+    pub fn open(settings: Settings) -> Result<Client, ClientError> {
+        let db = sled::Config::new()
+            .path(&settings.archive_dir)
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(ArchiveError::from)?;
+        let archive = Archive::with_db(db.clone(), &settings.identity)?;
+        let key = settings.identity.derive_storage_key(b"tallinn/1 archive");
+        let outbox = Outbox::open(&db, &key)?;
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (state, _) = watch::channel(State::default());
+        let (stop, _) = watch::channel(false);
+        Ok(Client {
+            inner: Arc::new(Inner {
+                settings,
+                archive,
+                outbox,
+                waiters: Mutex::new(HashMap::new()),
+                writer: Mutex::new(None),
+                state,
+                events: events_tx,
+            }),
+            events: Mutex::new(Some(events_rx)),
+            stop,
+            task: Mutex::new(None),
+        })
+    }
+
+    /// Opens the archive and starts the connection manager in the background
+    /// (it keeps reconnecting until [`Client::close`] or a fatal error).
+    ///
+    /// # Errors
+    /// As [`Client::open`].
+    pub fn start(settings: Settings) -> Result<Client, ClientError> {
+        let c = Self::open(settings)?;
+        c.spawn_manager();
+        Ok(c)
+    }
+
+    /// [`Client::start`], then waits until the first session is up.
+    ///
+    /// # Errors
+    /// [`ClientError::Connect`] if the first attempt fails.
+    pub async fn connect(settings: Settings) -> Result<Client, ClientError> {
+        let timeout = settings.connect_timeout;
+        let c = Self::start(settings)?;
+        c.wait_connected(timeout).await?;
+        Ok(c)
+    }
+
+    fn spawn_manager(&self) {
+        let mut task = self.task.lock().unwrap_or_else(|p| p.into_inner());
+        if task.is_none() {
+            *task = Some(tokio::spawn(manager(
+                self.inner.clone(),
+                self.stop.subscribe(),
+            )));
+        }
+    }
+
+    /// Waits until a session is up, or reports why not.
+    ///
+    /// # Errors
+    /// [`ClientError::Connect`] with the first failure's description.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), ClientError> {
+        let mut rx = self.inner.state.subscribe();
+        let res = tokio::time::timeout(timeout, async {
+            loop {
+                {
+                    let s = rx.borrow_and_update();
+                    if s.connected {
+                        return Ok(());
+                    }
+                    if let Some(f) = &s.fatal {
+                        return Err(f.clone());
+                    }
+                    if let Some(e) = &s.last_error {
+                        if s.sessions == 0 {
+                            return Err(e.clone());
+                        }
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return Err("client stopped".to_string());
+                }
+            }
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ClientError::Connect(ConnectError::Lost(e))),
+            Err(_) => Err(ClientError::Connect(ConnectError::Timeout(
+                "connecting to the relay",
+            ))),
+        }
+    }
+
+    /// The archive.
+    pub fn archive(&self) -> &Archive {
+        &self.inner.archive
+    }
+
+    /// The outbox.
+    pub fn outbox(&self) -> &Outbox {
+        &self.inner.outbox
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// A watch of the connection state.
+    pub fn state(&self) -> watch::Receiver<State> {
+        self.inner.state.subscribe()
+    }
+
+    /// The event stream (can be taken once).
+    pub fn events(&self) -> Option<mpsc::UnboundedReceiver<Event>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Seals `message` into `channel` and stores it durably in the outbox;
+    /// it is sent now if connected, else on the next connection. Checks our
+    /// own roster first: an observer or non-member gets an error and nothing
+    /// is stored.
+    ///
+    /// # Errors
+    /// [`ClientError::NotAllowed`], [`ClientError::Seal`], [`ClientError::Archive`].
+    pub fn queue(&self, channel: &str, message: &Message) -> Result<MsgId, ClientError> {
+        let (msg_id, _) = self.queue_inner(channel, message, false)?;
+        Ok(msg_id)
+    }
+
+    fn queue_inner(
+        &self,
+        channel: &str,
+        message: &Message,
+        wait: bool,
+    ) -> Result<(MsgId, Option<WaitAccepted>), ClientError> {
+        let s = &self.inner.settings;
+        s.roster.check_post(s.identity.id().as_str(), channel)?;
+        let sealed =
+            seal(&s.identity, &s.roster, channel, message, now_ms()).map_err(ClientError::Seal)?;
+        let msg_id = sealed.msg_id();
+        let entry = OutboxEntry {
+            msg_id,
+            channel: channel.to_string(),
+            subject: message.subject.clone(),
+            created_at_ms: now_ms(),
+            envelope: sealed.as_bytes().to_vec(),
+            content_key: *sealed.content_key(),
+            attempts: 0,
+        };
+        let rx = if wait {
+            let (tx, rx) = oneshot::channel();
+            self.inner
+                .waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(msg_id, tx);
+            Some(rx)
+        } else {
+            None
+        };
+        self.inner.outbox.put(&entry)?;
+        self.inner.try_write(&Frame::Send {
+            envelope: entry.envelope.clone(),
+        });
+        Ok((msg_id, rx))
+    }
+
+    /// Queues the message and waits for `Accepted` (up to the send timeout).
+    ///
+    /// # Errors
+    /// [`ClientError::Queued`] if not accepted in time (it stays in the
+    /// outbox), [`ClientError::Rejected`] for a permanent refusal, and the
+    /// errors of [`Client::queue`].
+    pub async fn send(
+        &self,
+        channel: &str,
+        message: &Message,
+    ) -> Result<(MsgId, u64), ClientError> {
+        let (msg_id, rx) = self.queue_inner(channel, message, true)?;
+        let rx = rx.ok_or(ClientError::Closed)?;
+        let mut state = self.inner.state.subscribe();
+        let fatal = async move {
+            loop {
+                if let Some(f) = state.borrow_and_update().fatal.clone() {
+                    return f;
+                }
+                if state.changed().await.is_err() {
+                    return "client stopped".to_string();
+                }
+            }
+        };
+        tokio::select! {
+            r = rx => match r {
+                Ok(Ok(seq)) => Ok((msg_id, seq)),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(ClientError::Queued { msg_id, why: "client closed".into() }),
+            },
+            f = fatal => Err(ClientError::Queued { msg_id, why: f }),
+            _ = tokio::time::sleep(self.inner.settings.send_timeout) => {
+                Err(ClientError::Queued { msg_id, why: "no answer from the relay in time".into() })
+            }
+        }
+    }
+
+    /// Waits until the backlog announced at connect time has been received
+    /// and archived, and the outbox is empty (or `timeout` passes).
+    ///
+    /// # Errors
+    /// [`ClientError::Queued`] if the outbox did not drain, or
+    /// [`ClientError::Connect`] if the connection failed for good.
+    pub async fn sync(
+        &self,
+        timeout: Duration,
+        mut progress: impl FnMut(&State),
+    ) -> Result<State, ClientError> {
+        let mut rx = self.inner.state.subscribe();
+        let res = tokio::time::timeout(timeout, async {
+            loop {
+                let s = rx.borrow_and_update().clone();
+                progress(&s);
+                if let Some(f) = &s.fatal {
+                    return Err(ClientError::Connect(ConnectError::Lost(f.clone())));
+                }
+                if s.connected && s.delivered >= s.pending && self.inner.outbox.is_empty() {
+                    return Ok(s);
+                }
+                if rx.changed().await.is_err() {
+                    return Err(ClientError::Closed);
+                }
+            }
+        })
+        .await;
+        match res {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Queued {
+                msg_id: MsgId([0; 16]),
+                why: format!(
+                    "sync did not finish in {timeout:?} ({} messages still in the outbox)",
+                    self.inner.outbox.len()
+                ),
+            }),
+        }
+    }
+
+    /// Stops the connection manager and closes the session gracefully.
+    pub async fn close(&self) {
+        let _ = self.stop.send(true);
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        let _ = self.inner.archive.flush();
+    }
+}
+
+impl Inner {
+    fn try_write(&self, frame: &Frame) {
+        if let Some(w) = self
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let _ = w.try_send(wire::encode_frame(frame));
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        self.state.send_modify(f);
+    }
+
+    fn finish_waiter(&self, msg_id: &MsgId, result: Result<u64, ClientError>) {
+        if let Some(w) = self
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(msg_id)
+        {
+            let _ = w.send(result);
+        }
+    }
+}
+
+async fn manager(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    let s = inner.settings.clone();
+    let endpoint = match connection::endpoint(s.trust.as_ref()) {
+        Ok(e) => e,
+        Err(e) => {
+            inner.update(|st| st.fatal = Some(e.to_string()));
+            return;
+        }
+    };
+    let mut backoff = defaults::MIN_BACKOFF;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let attempt = tokio::time::timeout(
+            s.connect_timeout,
+            connection::establish(&endpoint, s.relay, &s.server_name, &s.identity, &s.device),
+        )
+        .await
+        .unwrap_or(Err(ConnectError::Timeout("connecting to the relay")));
+        match attempt {
+            Ok(session) => {
+                backoff = defaults::MIN_BACKOFF;
+                info!(relay = %session.relay_name, pending = session.pending, "connected");
+                let conn = session.conn.clone();
+                let ended = tokio::select! {
+                    r = run_session(&inner, session) => r,
+                    _ = stop.changed() => {
+                        conn.close(0u32.into(), b"bye");
+                        Err(ConnectError::Lost("client closing".into()))
+                    }
+                };
+                *inner.writer.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                let reason = match ended {
+                    Ok(()) => "session ended".to_string(),
+                    Err(e) => {
+                        if !e.is_transient()
+                            && !matches!(e, ConnectError::Lost(_) | ConnectError::Protocol(_))
+                        {
+                            warn!(error = %e, "session ended by the relay");
+                        }
+                        e.to_string()
+                    }
+                };
+                inner.update(|st| {
+                    st.connected = false;
+                    st.last_error = Some(reason.clone());
+                });
+                let _ = inner.events.send(Event::Disconnected { reason });
+            }
+            Err(e) => {
+                debug!(error = %e, "connect failed");
+                if !e.is_transient() {
+                    inner.update(|st| st.fatal = Some(e.to_string()));
+                    break;
+                }
+                inner.update(|st| st.last_error = Some(e.to_string()));
+            }
+        }
+        if *stop.borrow() {
+            break;
+        }
+        // Full jitter: a random pause up to the current backoff.
+        let pause = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
+        backoff = (backoff * 2).min(s.max_backoff);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    endpoint.close(0u32.into(), b"bye");
+}
+
+async fn run_session(inner: &Arc<Inner>, session: Session) -> Result<(), ConnectError> {
+    let Session {
+        conn,
+        mut send,
+        mut recv,
+        pending,
+        ..
+    } = session;
+    let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(1024);
+    let writer = tokio::spawn(async move {
+        while let Some(b) = wrx.recv().await {
+            if send.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+    });
+    let (ftx, mut frx) = mpsc::channel::<Result<Frame, ConnectError>>(defaults::ARCHIVE_BATCH * 2);
+    let rconn = conn.clone();
+    let reader = tokio::spawn(async move {
+        loop {
+            let f = connection::read_frame(&mut recv, &rconn).await;
+            let stop = f.is_err();
+            if ftx.send(f).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    *inner.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(wtx.clone());
+    inner.update(|st| {
+        st.connected = true;
+        st.sessions += 1;
+        st.pending = pending;
+        st.delivered = 0;
+        st.last_error = None;
+    });
+    let _ = inner.events.send(Event::Connected { pending });
+    // Resend everything still in the outbox: same bytes, same msg_id.
+    for e in inner
+        .outbox
+        .pending()
+        .map_err(|e| ConnectError::Protocol(e.to_string()))?
+    {
+        let _ = wtx
+            .send(wire::encode_frame(&Frame::Send {
+                envelope: e.envelope.clone(),
+            }))
+            .await;
+    }
+    let result = process_frames(inner, &mut frx, &wtx).await;
+    reader.abort();
+    drop(wtx);
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    result
+}
+
+async fn process_frames(
+    inner: &Arc<Inner>,
+    frx: &mut mpsc::Receiver<Result<Frame, ConnectError>>,
+    wtx: &mpsc::Sender<Vec<u8>>,
+) -> Result<(), ConnectError> {
+    let mut batch = Vec::with_capacity(defaults::ARCHIVE_BATCH);
+    loop {
+        let Some(first) = frx.recv().await else {
+            return Err(ConnectError::Lost("reader stopped".into()));
+        };
+        batch.push(first);
+        while batch.len() < defaults::ARCHIVE_BATCH {
+            match frx.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
+            }
+        }
+        let mut ack = None;
+        let mut delivered = 0u64;
+        let mut new_events = Vec::new();
+        let mut finished = Vec::new();
+        let mut failure = None;
+        for f in batch.drain(..) {
+            let frame = match f {
+                Ok(fr) => fr,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
+            match frame {
+                Frame::Deliver {
+                    seq,
+                    received_at_ms,
+                    envelope,
+                } => {
+                    if let Some(ev) = receive(inner, seq, received_at_ms, envelope)
+                        .map_err(|e| ConnectError::Protocol(format!("archive: {e}")))?
+                    {
+                        new_events.push(ev);
+                    }
+                    ack = Some(seq);
+                    delivered += 1;
+                }
+                Frame::Accepted { msg_id, seq } => {
+                    if let Some(ev) = accepted(inner, msg_id, seq)
+                        .map_err(|e| ConnectError::Protocol(format!("archive: {e}")))?
+                    {
+                        finished.push((msg_id, Ok(seq)));
+                        new_events.push(ev);
+                    }
+                }
+                Frame::Rejected {
+                    msg_id,
+                    code,
+                    reason,
+                } => {
+                    let ours = inner
+                        .outbox
+                        .get(&msg_id)
+                        .map_err(|e| ConnectError::Protocol(format!("outbox: {e}")))?
+                        .is_some();
+                    if code == ErrorCode::Duplicate {
+                        // An earlier attempt was accepted (its Accepted was lost).
+                        if ours {
+                            if let Some(ev) = accepted(inner, msg_id, 0)
+                                .map_err(|e| ConnectError::Protocol(format!("archive: {e}")))?
+                            {
+                                finished.push((msg_id, Ok(0)));
+                                new_events.push(ev);
+                            }
+                        }
+                    } else if matches!(
+                        code,
+                        ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::ShuttingDown
+                    ) {
+                        warn!(%msg_id, code = %code, reason = %reason, "send deferred; stays in the outbox");
+                        finished.push((
+                            msg_id,
+                            Err(ClientError::Queued {
+                                msg_id,
+                                why: format!("{code}: {reason}"),
+                            }),
+                        ));
+                    } else {
+                        warn!(%msg_id, code = %code, reason = %reason, "send rejected; removed from the outbox");
+                        if ours {
+                            inner
+                                .outbox
+                                .remove(&msg_id)
+                                .map_err(|e| ConnectError::Protocol(format!("outbox: {e}")))?;
+                        }
+                        finished.push((
+                            msg_id,
+                            Err(ClientError::Rejected {
+                                msg_id,
+                                code,
+                                reason,
+                            }),
+                        ));
+                    }
+                }
+                Frame::Error { code, reason } => {
+                    failure = Some(ConnectError::Refused { code, reason });
+                    break;
+                }
+                other => {
+                    failure = Some(ConnectError::Protocol(format!(
+                        "unexpected {} frame from the relay",
+                        other.name()
+                    )));
+                    break;
+                }
+            }
+        }
+        // One durable flush for the whole batch, then acknowledge and report.
+        inner
+            .archive
+            .flush()
+            .map_err(|e| ConnectError::Protocol(format!("archive flush: {e}")))?;
+        if let Some(seq) = ack {
+            let _ = wtx
+                .send(wire::encode_frame(&Frame::Ack { up_to_seq: seq }))
+                .await;
+        }
+        for (id, r) in finished {
+            inner.finish_waiter(&id, r);
+        }
+        let (mut archived, mut quarantined) = (0, 0);
+        for ev in new_events {
+            match &ev {
+                Event::Message(_) => archived += 1,
+                Event::Quarantined(_) => quarantined += 1,
+                _ => {}
+            }
+            let _ = inner.events.send(ev);
+        }
+        inner.update(|st| {
+            st.delivered += delivered;
+            st.archived += archived;
+            st.quarantined += quarantined;
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+    }
+}
+
+/// Verifies, opens and archives one delivery (not flushed), or quarantines it.
+fn receive(
+    inner: &Inner,
+    seq: u64,
+    received_at_ms: u64,
+    envelope: Vec<u8>,
+) -> Result<Option<Event>, ArchiveError> {
+    let s = &inner.settings;
+    let untrusted = match UntrustedEnvelope::decode(&envelope) {
+        Ok(u) => u,
+        Err(e) => return quarantine(inner, seq, received_at_ms, envelope, None, e),
+    };
+    let claimed = untrusted.claimed_header().clone();
+    let verified = match untrusted.verify(&s.roster) {
+        Ok(v) => v,
+        Err(e) => return quarantine(inner, seq, received_at_ms, envelope, Some(&claimed), e),
+    };
+    let opened = match verified.open(&s.identity) {
+        Ok(o) => o,
+        Err(e) => return quarantine(inner, seq, received_at_ms, envelope, Some(&claimed), e),
+    };
+    match inner
+        .archive
+        .insert_received(seq, received_at_ms, &envelope, &opened)?
+    {
+        Inserted::New(i) => {
+            debug!(seq, index = i, msg_id = %opened.header.msg_id, "archived");
+            Ok(inner
+                .archive
+                .record(i)?
+                .map(|r| Event::Message(Box::new(r))))
+        }
+        Inserted::Duplicate(_) => Ok(None),
+    }
+}
+
+fn quarantine(
+    inner: &Inner,
+    seq: u64,
+    received_at_ms: u64,
+    envelope: Vec<u8>,
+    claimed: Option<&tallinn_common::envelope::Header>,
+    error: EnvelopeError,
+) -> Result<Option<Event>, ArchiveError> {
+    let reason = match &error {
+        EnvelopeError::ReadOnly(who) => {
+            format!("relay fault: forwarded a post from observer {who}")
+        }
+        other => other.to_string(),
+    };
+    warn!(seq, reason = %reason, "delivery failed verification; quarantined");
+    let q = Quarantined {
+        seq,
+        received_at_ms,
+        reason,
+        claimed_sender: claimed.map(|h| h.sender.clone()),
+        claimed_channel: claimed.map(|h| h.channel.clone()),
+        envelope,
+    };
+    inner.archive.quarantine(&q)?;
+    Ok(Some(Event::Quarantined(Box::new(q))))
+}
+
+/// Handles our message's acceptance: archive the sent copy, drop it from the
+/// outbox (both made durable by the batch flush). `None` if it was not ours
+/// or already handled.
+fn accepted(inner: &Inner, msg_id: MsgId, seq: u64) -> Result<Option<Event>, ArchiveError> {
+    let Some(entry) = inner.outbox.get(&msg_id)? else {
+        return Ok(None);
+    };
+    let s = &inner.settings;
+    let opened = UntrustedEnvelope::decode(&entry.envelope)
+        .and_then(|u| u.verify(&s.roster))
+        .and_then(|v| v.open_with_content_key(&entry.content_key));
+    match opened {
+        Ok(o) => {
+            inner
+                .archive
+                .insert_sent(seq, now_ms(), &entry.envelope, &o, &entry.content_key)?;
+        }
+        Err(e) => warn!(%msg_id, error = %e, "own sent message does not verify; not archived"),
+    }
+    inner.outbox.remove(&msg_id)?;
+    Ok(Some(Event::Accepted { msg_id, seq }))
+}

@@ -1,0 +1,289 @@
+//! `client.toml`: where the relay is, how to trust it, who we are.
+//!
+//! Relative paths are relative to the config file's directory. Every field is
+//! documented with its default in `config/client.toml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tallinn_common::identity::DeviceId;
+
+use crate::defaults;
+
+/// Errors reading the client configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML of the expected shape.
+    #[error("config file {path} is invalid: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// Parser message (names the field).
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("config value {field} is invalid: {reason}")]
+    Invalid {
+        /// Field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How the relay's certificate is trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// SHA-256 of the relay certificate's SubjectPublicKeyInfo.
+    Pin([u8; 32]),
+    /// A PEM file of CA certificates; the relay certificate must chain to one
+    /// and be valid for `server_name`.
+    CaFile(PathBuf),
+}
+
+/// The file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Relay UDP address, `host:port`.
+    pub relay: String,
+    /// TLS server name to expect (default: the host part of `relay`, or
+    /// `localhost` for an IP address).
+    pub server_name: Option<String>,
+    /// Hex SHA-256 of the relay's SPKI (from `tallinn-relay gen-cert`).
+    pub relay_pin: Option<String>,
+    /// PEM CA file instead of a pin.
+    pub ca_file: Option<PathBuf>,
+    /// Secret key file. Default `identity.key`.
+    #[serde(default = "default_identity")]
+    pub identity: PathBuf,
+    /// Device label. Default `default`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Roster file. Default `roster.toml`.
+    #[serde(default = "default_roster")]
+    pub roster: PathBuf,
+    /// Data directory (archive, outbox). Default `data`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Seconds to wait for the QUIC handshake and authentication. Default 10.
+    pub connect_timeout_secs: Option<f64>,
+    /// Seconds to wait for `Accepted` after sending. Default 30.
+    pub send_timeout_secs: Option<f64>,
+    /// Longest pause between reconnect attempts, seconds. Default 30.
+    pub max_backoff_secs: Option<f64>,
+}
+
+fn default_identity() -> PathBuf {
+    "identity.key".into()
+}
+fn default_device() -> String {
+    "default".into()
+}
+fn default_roster() -> PathBuf {
+    "roster.toml".into()
+}
+fn default_data_dir() -> PathBuf {
+    "data".into()
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Relay address as written (resolved at connect time).
+    pub relay: String,
+    /// TLS server name.
+    pub server_name: String,
+    /// Trust anchor.
+    pub trust: Option<Trust>,
+    /// Secret key file.
+    pub identity: PathBuf,
+    /// Device label.
+    pub device: DeviceId,
+    /// Roster file.
+    pub roster: PathBuf,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Connect + auth timeout.
+    pub connect_timeout: Duration,
+    /// Wait for `Accepted`.
+    pub send_timeout: Duration,
+    /// Reconnect backoff cap.
+    pub max_backoff: Duration,
+}
+
+fn secs(field: &'static str, v: Option<f64>, d: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(d),
+        Some(s) if s.is_finite() && s > 0.0 && s < 1e7 => Ok(Duration::from_secs_f64(s)),
+        Some(s) => Err(ConfigError::Invalid {
+            field,
+            reason: format!("{s} is not a positive number of seconds"),
+        }),
+    }
+}
+
+/// Parses a 64-hex-digit pin (colons and spaces allowed).
+///
+/// # Errors
+/// [`ConfigError::Invalid`].
+pub fn parse_pin(s: &str) -> Result<[u8; 32], ConfigError> {
+    let clean: String = s.chars().filter(|c| !matches!(c, ':' | ' ')).collect();
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(&clean, &mut out).map_err(|_| ConfigError::Invalid {
+        field: "relay_pin",
+        reason: "must be 64 hex digits (the SHA-256 printed by `tallinn-relay gen-cert`)".into(),
+    })?;
+    Ok(out)
+}
+
+impl ClientConfig {
+    /// Reads and resolves a config file.
+    ///
+    /// # Errors
+    /// [`ConfigError`].
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::from_file(file, base)
+    }
+
+    /// Resolves a parsed file against `base`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`].
+    pub fn from_file(file: FileConfig, base: &Path) -> Result<Self, ConfigError> {
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let trust = match (&file.relay_pin, &file.ca_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    field: "relay_pin",
+                    reason: "set relay_pin or ca_file, not both".into(),
+                })
+            }
+            (Some(p), None) => Some(Trust::Pin(parse_pin(p)?)),
+            (None, Some(ca)) => Some(Trust::CaFile(resolve(ca))),
+            (None, None) => None,
+        };
+        let host = file
+            .relay
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_matches(|c| c == '[' || c == ']'))
+            .unwrap_or(&file.relay);
+        let server_name = file.server_name.clone().unwrap_or_else(|| {
+            if host.parse::<std::net::IpAddr>().is_ok() {
+                "localhost".to_string()
+            } else {
+                host.to_string()
+            }
+        });
+        let device = DeviceId::new(file.device.as_str()).map_err(|e| ConfigError::Invalid {
+            field: "device",
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            relay: file.relay.clone(),
+            server_name,
+            trust,
+            identity: resolve(&file.identity),
+            device,
+            roster: resolve(&file.roster),
+            data_dir: resolve(&file.data_dir),
+            connect_timeout: secs(
+                "connect_timeout_secs",
+                file.connect_timeout_secs,
+                defaults::CONNECT_TIMEOUT,
+            )?,
+            send_timeout: secs(
+                "send_timeout_secs",
+                file.send_timeout_secs,
+                defaults::SEND_TIMEOUT,
+            )?,
+            max_backoff: secs(
+                "max_backoff_secs",
+                file.max_backoff_secs,
+                defaults::MAX_BACKOFF,
+            )?,
+        })
+    }
+
+    /// Resolves the relay address (DNS if needed).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] if it does not resolve.
+    pub fn relay_addr(&self) -> Result<SocketAddr, ConfigError> {
+        use std::net::ToSocketAddrs;
+        self.relay
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| ConfigError::Invalid {
+                field: "relay",
+                reason: format!("{:?} does not resolve to an address", self.relay),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_or_ca_and_paths() {
+        let f: FileConfig = toml::from_str(&format!(
+            "relay = \"127.0.0.1:4433\"\nrelay_pin = \"{}\"\nidentity = \"ua.key\"",
+            "ab".repeat(32)
+        ))
+        .unwrap();
+        let c = ClientConfig::from_file(f, Path::new("/etc/tallinn")).unwrap();
+        assert_eq!(c.trust, Some(Trust::Pin([0xab; 32])));
+        assert_eq!(c.identity, PathBuf::from("/etc/tallinn/ua.key"));
+        assert_eq!(c.server_name, "localhost");
+        assert_eq!(c.relay_addr().unwrap().port(), 4433);
+
+        let f: FileConfig = toml::from_str("relay = \"relay.example.org:4433\"").unwrap();
+        let c = ClientConfig::from_file(f, Path::new(".")).unwrap();
+        assert_eq!(c.trust, None);
+        assert_eq!(c.server_name, "relay.example.org");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let f: FileConfig = toml::from_str("relay = \"x:1\"\nrelay_pin = \"zz\"").unwrap();
+        let e = ClientConfig::from_file(f, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("relay_pin"), "{e}");
+        let e = toml::from_str::<FileConfig>("relay = \"x:1\"\nrelai_pin = \"zz\"").unwrap_err();
+        assert!(e.to_string().contains("relai_pin"));
+        let f: FileConfig = toml::from_str("relay = \"x:1\"\ndevice = \"front office\"").unwrap();
+        let e = ClientConfig::from_file(f, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("device"), "{e}");
+    }
+}

@@ -1,0 +1,34 @@
+//! Client defaults, each with its reason.
+
+use std::time::Duration;
+
+/// QUIC handshake plus authentication. One round trip after the handshake;
+/// ten seconds tolerates poor links without hanging a CLI for long.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time `send` waits for `Accepted` (the relay's fsync) before it reports
+/// that the message stays queued in the outbox.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// First reconnect pause; doubled on every failure up to [`MAX_BACKOFF`],
+/// with full jitter so a relay restart does not see every client at once.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Longest reconnect pause.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// QUIC keep-alive: well inside the relay's 60 s idle timeout.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// QUIC idle timeout on the client side (matches the relay's default).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Largest frame the client accepts from the relay: the protocol default.
+pub const MAX_FRAME_LEN: u32 = tallinn_common::defaults::MAX_FRAME_LEN;
+
+/// Deliveries archived per flush (and acknowledged with one `Ack`). Below
+/// the relay's in-flight window (256) so the relay never stalls on us.
+pub const ARCHIVE_BATCH: usize = 128;
+
+/// Rows per page in `inbox` and `archive search` by default.
+pub const PAGE: usize = 20;
