@@ -378,13 +378,13 @@ impl FileConfig {
         })
     }
 
-    /// Loads everything the file names (roster, TLS material — created if
-    /// allowed and missing) into a [`RelayConfig`]. `base` is the directory
-    /// relative paths are resolved against.
+    /// Validates everything except the TLS material (which [`FileConfig::load`]
+    /// may create): limits, roster, addresses, retention. `check-config` and
+    /// `run` share it, so a config that passes the check also starts.
     ///
     /// # Errors
     /// Any [`ConfigError`].
-    pub fn load(&self, base: &Path) -> Result<RelayConfig, ConfigError> {
+    pub fn check(&self, base: &Path) -> Result<RelayConfig, ConfigError> {
         let limits = self.limits()?;
         if limits.max_message_len as u64 + 64 > u64::from(limits.max_frame_len) {
             return Err(ConfigError::Invalid {
@@ -395,16 +395,6 @@ impl FileConfig {
         }
         let roster_path = Self::resolve(base, &self.roster);
         let roster = load_roster(&roster_path)?;
-        let cert = Self::resolve(base, &self.tls.cert);
-        let key = Self::resolve(base, &self.tls.key);
-        let tls = if !cert.exists() && !key.exists() && self.tls.generate_self_signed {
-            let id = crate::tls::generate_self_signed(&self.tls.subject_alt_names)?;
-            id.write_pem(&cert, &key)?;
-            tracing::info!(cert = %cert.display(), pin = %id.spki_pin_hex(), "created a self-signed certificate");
-            id
-        } else {
-            TlsIdentity::from_pem_files(&cert, &key)?
-        };
         let metrics_listen = if self.metrics_listen.trim().is_empty() {
             None
         } else {
@@ -429,13 +419,47 @@ impl FileConfig {
                 })
             }
         };
+        // Replay protection: a msg_id is remembered for the retention period
+        // and an envelope is only accepted within the skew of the relay
+        // clock, so the skew must be shorter than retention.
+        if limits.max_clock_skew >= retention {
+            return Err(ConfigError::Invalid {
+                field: "limits.max_clock_skew_secs",
+                reason: "must be shorter than store.retention_days (replay protection)".into(),
+            });
+        }
+        let cert = Self::resolve(base, &self.tls.cert);
+        let key = Self::resolve(base, &self.tls.key);
+        match (cert.exists(), key.exists()) {
+            (true, true) => {}
+            (false, false) if self.tls.generate_self_signed => {}
+            (false, false) => {
+                return Err(ConfigError::Invalid {
+                    field: "tls.cert",
+                    reason: format!(
+                        "{} does not exist and generate_self_signed is false",
+                        cert.display()
+                    ),
+                })
+            }
+            (c, _) => {
+                return Err(ConfigError::Invalid {
+                    field: if c { "tls.key" } else { "tls.cert" },
+                    reason: format!(
+                        "only one of {} and {} exists; provide both or neither",
+                        cert.display(),
+                        key.display()
+                    ),
+                })
+            }
+        }
         Ok(RelayConfig {
             name: self.name.clone(),
             listen: self.listen,
             data_dir: Self::resolve(base, &self.data_dir),
             roster: Arc::new(roster),
             roster_path: Some(roster_path),
-            tls,
+            tls: TlsIdentity::placeholder(),
             metrics_listen,
             limits,
             retention,
@@ -446,6 +470,27 @@ impl FileConfig {
             )?,
         })
     }
+
+    /// Loads everything the file names (roster, TLS material — created if
+    /// allowed and missing) into a [`RelayConfig`]. `base` is the directory
+    /// relative paths are resolved against.
+    ///
+    /// # Errors
+    /// Any [`ConfigError`].
+    pub fn load(&self, base: &Path) -> Result<RelayConfig, ConfigError> {
+        let mut cfg = self.check(base)?;
+        let cert = Self::resolve(base, &self.tls.cert);
+        let key = Self::resolve(base, &self.tls.key);
+        cfg.tls = if !cert.exists() && !key.exists() && self.tls.generate_self_signed {
+            let id = crate::tls::generate_self_signed(&self.tls.subject_alt_names)?;
+            id.write_pem(&cert, &key)?;
+            tracing::info!(cert = %cert.display(), pin = %id.spki_pin_hex(), "created a self-signed certificate");
+            id
+        } else {
+            TlsIdentity::from_pem_files(&cert, &key)?
+        };
+        Ok(cfg)
+    }
 }
 
 /// Reads and validates a roster file.
@@ -453,10 +498,23 @@ impl FileConfig {
 /// # Errors
 /// [`ConfigError::Read`] or [`ConfigError::Roster`].
 pub fn load_roster(path: &Path) -> Result<Roster, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    use std::io::Read;
+    let read_err = |source| ConfigError::Read {
         path: path.into(),
         source,
-    })?;
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let max = tallinn_common::defaults::MAX_ROSTER_FILE_LEN;
+    let mut text = String::new();
+    file.take(max + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > max {
+        return Err(ConfigError::Invalid {
+            field: "roster",
+            reason: format!("{} is larger than {max} bytes", path.display()),
+        });
+    }
     Roster::parse(&text).map_err(|source| ConfigError::Roster {
         path: path.into(),
         source,

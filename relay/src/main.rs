@@ -171,9 +171,10 @@ async fn run(cfg: tallinn_relay::RelayConfig) -> Result<()> {
 fn check_config(config: &Path) -> Result<()> {
     let file = FileConfig::read(config)?;
     let base = base_dir(config);
-    let limits = file.limits()?;
+    let checked = file.check(&base)?;
+    let limits = checked.limits.clone();
     let roster_path = FileConfig::resolve(&base, &file.roster);
-    let roster = tallinn_relay::config::load_roster(&roster_path)?;
+    let roster = checked.roster.clone();
     println!("config: {} OK", config.display());
     println!("listen: {}", file.listen);
     println!(
@@ -214,14 +215,9 @@ fn check_config(config: &Path) -> Result<()> {
     if cert.exists() {
         let id = tallinn_relay::TlsIdentity::from_pem_files(&cert, &key)?;
         println!("relay_pin = \"{}\"", id.spki_pin_hex());
-    } else if file.tls.generate_self_signed {
+    } else {
         println!(
             "tls: {} missing; a self-signed certificate will be created at first start",
-            cert.display()
-        );
-    } else {
-        bail!(
-            "certificate {} does not exist and generate_self_signed is false",
             cert.display()
         );
     }
@@ -283,7 +279,14 @@ fn enrol(roster_path: &Path, entry_path: &Path, channels: &[String]) -> Result<(
     let roster = Roster::from_file(file.clone())
         .context("the roster would be invalid after this change; nothing was written")?;
     let tmp = roster_path.with_extension("toml.tmp");
-    std::fs::write(&tmp, file.to_toml()).with_context(|| format!("writing {}", tmp.display()))?;
+    {
+        use std::io::Write;
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(file.to_toml().as_bytes())
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+    }
     std::fs::rename(&tmp, roster_path)
         .with_context(|| format!("replacing {}", roster_path.display()))?;
     let p = roster

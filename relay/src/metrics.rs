@@ -127,7 +127,7 @@ pub struct Metrics {
     pub connections_accepted: AtomicU64,
     /// Connections closed (any reason), pairs with `connections_accepted`.
     pub connections_closed: AtomicU64,
-    /// Connections refused at accept time (total connection limit or shutdown).
+    /// Connections refused at accept time (total connection limit).
     pub connections_refused: AtomicU64,
     /// Sessions authenticated (`Welcome` sent).
     pub sessions_authenticated: AtomicU64,

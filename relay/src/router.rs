@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tallinn_common::wire::ErrorCode;
 use tokio::sync::{mpsc, Notify};
 
 use crate::metrics::Metrics;
@@ -36,11 +37,15 @@ pub struct ConnHandle {
     pub kicked: AtomicBool,
     /// Wakes the session when `kicked` is set.
     pub kick: Notify,
+    /// The code and reason the session closes with when kicked.
+    pub kick_reason: Mutex<Option<(ErrorCode, String)>>,
 }
 
 impl ConnHandle {
-    /// Asks the session to close.
-    pub fn kick(&self) {
+    /// Asks the session to close with `code` and `reason`.
+    pub fn kick(&self, code: ErrorCode, reason: &str) {
+        *self.kick_reason.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((code, reason.to_string()));
         self.kicked.store(true, Ordering::SeqCst);
         self.kick.notify_one();
         self.wake.notify_one();
@@ -90,6 +95,7 @@ impl Router {
             wake: Notify::new(),
             kicked: AtomicBool::new(false),
             kick: Notify::new(),
+            kick_reason: Mutex::new(None),
         });
         list.push(handle.clone());
         Some((handle, rx))
@@ -131,7 +137,10 @@ impl Router {
         for (p, list) in conns.iter() {
             if reject(p) {
                 for c in list {
-                    c.kick();
+                    c.kick(
+                        ErrorCode::UnknownParticipant,
+                        "removed from the roster, or its keys changed",
+                    );
                     n += 1;
                 }
             }

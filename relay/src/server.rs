@@ -164,7 +164,7 @@ impl Server {
                     )
                 });
                 let s2 = shared.clone();
-                let healthy = Arc::new(move || !*s2.shutdown.borrow() && s2.store.stats().is_ok());
+                let healthy = Arc::new(move || !*s2.shutdown.borrow() && s2.store.healthy());
                 (
                     Some(bound),
                     Some(tokio::spawn(metrics::serve_http(listener, render, healthy))),

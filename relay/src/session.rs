@@ -186,10 +186,12 @@ pub fn check_auth(
     Ok((participant.clone(), device.to_string()))
 }
 
-/// Every check of the send path that needs no storage, in DESIGN.md order:
-/// size, decode, sender == authenticated participant, signature, channel,
-/// posting rights, recipients. (The duplicate check needs the store and the
-/// clock-skew check comes after it: see [`check_skew`].)
+/// Every check of the send path that needs no storage, in order: decode
+/// (so every later refusal names the msg_id), size, rate (`take_token`, only
+/// called for well-formed envelopes), sender == authenticated participant,
+/// then signature, channel, posting rights and recipients. The duplicate
+/// check needs the store, and the clock-skew check comes after it: see
+/// [`check_skew`].
 ///
 /// # Errors
 /// A [`Refusal`] with the matching code.
@@ -198,11 +200,15 @@ pub fn check_send(
     authenticated: &str,
     envelope: &[u8],
     max_message_len: usize,
+    take_token: impl FnOnce() -> bool,
 ) -> Result<VerifiedEnvelope, Refusal> {
     let zero = MsgId([0; 16]);
+    let untrusted = UntrustedEnvelope::decode(envelope)
+        .map_err(|e| Refusal::new(zero, e.code(), e.to_string()))?;
+    let msg_id = untrusted.claimed_header().msg_id;
     if envelope.len() > max_message_len {
         return Err(Refusal::new(
-            zero,
+            msg_id,
             ErrorCode::TooLarge,
             format!(
                 "envelope of {} bytes exceeds {max_message_len}",
@@ -210,9 +216,13 @@ pub fn check_send(
             ),
         ));
     }
-    let untrusted = UntrustedEnvelope::decode(envelope)
-        .map_err(|e| Refusal::new(zero, e.code(), e.to_string()))?;
-    let msg_id = untrusted.claimed_header().msg_id;
+    if !take_token() {
+        return Err(Refusal::new(
+            msg_id,
+            ErrorCode::RateLimited,
+            "send rate limit exceeded; retry later",
+        ));
+    }
     if untrusted.claimed_header().sender != authenticated {
         return Err(Refusal::new(
             msg_id,
@@ -547,7 +557,13 @@ async fn session(
             _ = shutdown.changed() => break Close::err(ErrorCode::ShuttingDown, "relay is shutting down"),
             _ = handle.kick.notified() => {
                 if handle.kicked.load(Ordering::SeqCst) {
-                    break Close::err(ErrorCode::UnknownParticipant, "removed from the roster");
+                    let (code, reason) = handle
+                        .kick_reason
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone()
+                        .unwrap_or((ErrorCode::Internal, "closed by the relay".into()));
+                    break Close::err(code, reason);
                 }
                 continue;
             }
@@ -707,39 +723,24 @@ fn handle_send(
     Refusal,
 > {
     let limits = &shared.limits;
-    if envelope.len() > limits.max_message_len {
-        return Err(Refusal::new(
-            MsgId([0; 16]),
-            ErrorCode::TooLarge,
-            format!(
-                "envelope of {} bytes exceeds {}",
-                envelope.len(),
-                limits.max_message_len
-            ),
-        ));
-    }
-    if !shared.take_token(participant) {
-        return Err(Refusal::new(
-            MsgId([0; 16]),
-            ErrorCode::RateLimited,
-            format!(
-                "send rate above {} per second (burst {}); retry later",
-                limits.send_rate_per_sec, limits.send_burst
-            ),
-        ));
-    }
     let roster = shared.roster();
-    let verified = check_send(&roster, participant, &envelope, limits.max_message_len)?;
+    let verified = check_send(
+        &roster,
+        participant,
+        &envelope,
+        limits.max_message_len,
+        || shared.take_token(participant),
+    )?;
     let msg_id = verified.msg_id();
+    let now = now_ms();
     match shared.store.seen(&msg_id) {
-        Ok(Some(seq)) => {
-            return Err(Refusal::new(
-                msg_id,
-                ErrorCode::Duplicate,
-                format!("already accepted as seq {seq}"),
-            ));
-        }
-        Ok(None) => {}
+        // Seen before: the append below answers `duplicate`, but only after
+        // the commit thread's next flush, so `duplicate` (which a client
+        // treats as accepted) is never said about a write not yet durable.
+        // The clock-skew check is skipped: a resend after a lost `Accepted`
+        // must be recognised however old it is.
+        Ok(Some(_)) => {}
+        Ok(None) => check_skew(&verified, now, limits.max_clock_skew)?,
         Err(e) => {
             tracing::error!(error = %e, "dedupe lookup failed");
             return Err(Refusal::new(
@@ -749,8 +750,6 @@ fn handle_send(
             ));
         }
     }
-    let now = now_ms();
-    check_skew(&verified, now, limits.max_clock_skew)?;
     let recipients: Vec<String> = verified.recipients().map(str::to_string).collect();
     let entry = LogEntry {
         received_at_ms: now,
@@ -804,7 +803,7 @@ async fn deliver_loop(
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "reading inbox failed");
-                    handle.kick();
+                    handle.kick(ErrorCode::Internal, "storage failure; reconnect later");
                     return;
                 }
             };
@@ -945,7 +944,7 @@ mod tests {
         let (roster, ids) = world();
         let m = Message::note(Tlp::Green, "s", "b");
         let env = seal(&ids[0], &roster, "plenary", &m, 1000).unwrap();
-        let v = check_send(&roster, "UA", env.as_bytes(), 1 << 20).unwrap();
+        let v = check_send(&roster, "UA", env.as_bytes(), 1 << 20, || true).unwrap();
         assert_eq!(v.msg_id(), env.msg_id());
         assert!(check_skew(&v, 1000 + 299_000, Duration::from_secs(300)).is_ok());
         assert_eq!(
@@ -955,19 +954,19 @@ mod tests {
             ErrorCode::ClockSkew
         );
         // Sender mismatch.
-        let r = check_send(&roster, "EE", env.as_bytes(), 1 << 20).unwrap_err();
+        let r = check_send(&roster, "EE", env.as_bytes(), 1 << 20, || true).unwrap_err();
         assert_eq!(r.code, ErrorCode::Unauthenticated);
         assert_eq!(r.msg_id, env.msg_id());
         // Too large.
-        assert_eq!(
-            check_send(&roster, "UA", env.as_bytes(), 10)
-                .unwrap_err()
-                .code,
-            ErrorCode::TooLarge
-        );
+        let big = check_send(&roster, "UA", env.as_bytes(), 10, || true).unwrap_err();
+        assert_eq!(big.code, ErrorCode::TooLarge);
+        assert_eq!(big.msg_id, env.msg_id(), "refusals name the msg_id");
+        let limited = check_send(&roster, "UA", env.as_bytes(), 1 << 20, || false).unwrap_err();
+        assert_eq!(limited.code, ErrorCode::RateLimited);
+        assert_eq!(limited.msg_id, env.msg_id());
         // Garbage.
         assert_eq!(
-            check_send(&roster, "UA", b"garbage", 1 << 20)
+            check_send(&roster, "UA", b"garbage", 1 << 20, || true)
                 .unwrap_err()
                 .code,
             ErrorCode::Malformed

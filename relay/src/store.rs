@@ -181,6 +181,9 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError`] on database failure.
     fn gc(&self, now_ms: u64, retention_ms: u64) -> Result<GcStats, StoreError>;
 
+    /// A cheap liveness probe (one read), for `/healthz`.
+    fn healthy(&self) -> bool;
+
     /// Size figures (walks the store; for metrics scrapes, not hot paths).
     ///
     /// # Errors
@@ -509,6 +512,10 @@ impl Store for SledStore {
         self.tree.apply_batch(batch)?;
         self.db.flush()?;
         Ok(stats)
+    }
+
+    fn healthy(&self) -> bool {
+        self.tree.get(NEXT_SEQ_KEY).is_ok()
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {

@@ -84,6 +84,15 @@ pub fn spki_pin(cert: &CertificateDer<'_>) -> Result<[u8; 32], TlsError> {
 }
 
 impl TlsIdentity {
+    /// An empty identity standing in until the real one is loaded (used by
+    /// [`crate::config::FileConfig::check`]); a server refuses to start with it.
+    pub fn placeholder() -> Self {
+        Self {
+            cert_chain: Vec::new(),
+            key: PrivateKeyDer::Pkcs8(Vec::new().into()),
+        }
+    }
+
     /// Loads a PEM chain and key.
     ///
     /// # Errors

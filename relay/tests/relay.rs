@@ -710,3 +710,92 @@ async fn sighup_reloads_the_roster() {
     })
     .await;
 }
+
+fn relay_cli(args: &[&str], cwd: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tallinn-relay"))
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("tallinn-relay runs")
+}
+
+#[test]
+fn cli_gen_cert_check_config_and_enrol() {
+    let w = World::tallinn();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // gen-cert prints the pin; refuses to overwrite.
+    let out = relay_cli(
+        &[
+            "gen-cert",
+            "--cert",
+            "relay-cert.pem",
+            "--key",
+            "relay-key.pem",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("relay_pin = \""), "{stdout}");
+    let again = relay_cli(&["gen-cert"], d);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).starts_with("error: "));
+    let pin = relay_cli(&["pin", "--cert", "relay-cert.pem"], d);
+    assert!(String::from_utf8_lossy(&pin.stdout)
+        .contains(stdout.lines().find(|l| l.starts_with("relay_pin")).unwrap()));
+
+    // The shipped example config validates against a roster.
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../config/relay.toml"),
+        d.join("relay.toml"),
+    )
+    .unwrap();
+    std::fs::write(d.join("roster.toml"), &w.roster_text).unwrap();
+    let out = relay_cli(&["check-config", "--config", "relay.toml"], d);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&w.roster.fingerprint_hex()), "{text}");
+    assert!(text.contains("NATO") && text.contains("observer"));
+
+    // Enrol a new participant into plenary; the roster stays valid.
+    let lt = tallinn_common::identity::Identity::generate(
+        tallinn_common::identity::ParticipantId::new("LT").unwrap(),
+    );
+    std::fs::write(d.join("lt.toml"), lt.roster_entry("Lithuania", "member")).unwrap();
+    let out = relay_cli(
+        &[
+            "enrol",
+            "--roster",
+            "roster.toml",
+            "--entry",
+            "lt.toml",
+            "--channel",
+            "back-office",
+        ],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&lt.fingerprint().to_string()));
+    let r = tallinn_common::roster::Roster::parse(
+        &std::fs::read_to_string(d.join("roster.toml")).unwrap(),
+    )
+    .unwrap();
+    assert!(r.may_post("LT", "back-office"));
+    assert!(r.may_post("LT", "plenary"), "\"*\" includes the new member");
+
+    // An invalid config is refused with a message naming the field.
+    std::fs::write(d.join("bad.toml"), "[limits]\nsend_burst = 0\n").unwrap();
+    let out = relay_cli(&["check-config", "--config", "bad.toml"], d);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("send_burst"));
+}
