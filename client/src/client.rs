@@ -498,13 +498,10 @@ async fn manager(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                 backoff = defaults::MIN_BACKOFF;
                 info!(relay = %session.relay_name, pending = session.pending, "connected");
                 let conn = session.conn.clone();
-                let ended = tokio::select! {
-                    r = run_session(&inner, session) => r,
-                    _ = stop.changed() => {
-                        conn.close(0u32.into(), b"bye");
-                        Err(ConnectError::Lost("client closing".into()))
-                    }
-                };
+                let ended = run_session(&inner, session, stop.clone()).await;
+                if *stop.borrow() {
+                    conn.close(0u32.into(), b"bye");
+                }
                 *inner.writer.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 let reason = match ended {
                     Ok(()) => "session ended".to_string(),
@@ -546,7 +543,11 @@ async fn manager(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     endpoint.close(0u32.into(), b"bye");
 }
 
-async fn run_session(inner: &Arc<Inner>, session: Session) -> Result<(), ConnectError> {
+async fn run_session(
+    inner: &Arc<Inner>,
+    session: Session,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ConnectError> {
     let Session {
         conn,
         mut send,
@@ -558,8 +559,13 @@ async fn run_session(inner: &Arc<Inner>, session: Session) -> Result<(), Connect
     let writer = tokio::spawn(async move {
         while let Some(b) = wrx.recv().await {
             if send.write_all(&b).await.is_err() {
-                break;
+                return;
             }
+        }
+        // Every queued frame (the last Ack included) is written: finish the
+        // stream and give the relay a moment to read it before we close.
+        if send.finish().is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
         }
     });
     let (ftx, mut frx) = mpsc::channel::<Result<Frame, ConnectError>>(defaults::ARCHIVE_BATCH * 2);
@@ -594,10 +600,14 @@ async fn run_session(inner: &Arc<Inner>, session: Session) -> Result<(), Connect
             }))
             .await;
     }
-    let result = process_frames(inner, &mut frx, &wtx).await;
+    let result = tokio::select! {
+        r = process_frames(inner, &mut frx, &wtx) => r,
+        _ = stop.changed() => Ok(()),
+    };
     reader.abort();
+    *inner.writer.lock().unwrap_or_else(|p| p.into_inner()) = None;
     drop(wtx);
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     result
 }
 

@@ -1,1 +1,6 @@
-fn main() {}
+//! `tallinn`: the Tallinn Relay client command line (see `tallinn --help`).
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    tallinn_client::cli::main()
+}
