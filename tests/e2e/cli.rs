@@ -1,0 +1,479 @@
+//! The `tallinn` CLI as a user runs it: help, exit codes, JSON output,
+//! observers, tampering, and a SIGKILL in the middle of a sync.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use tallinn_client::archive::Archive;
+use tallinn_common::message::{Message, Tlp};
+
+use crate::util::*;
+
+const COMMANDS: &[&[&str]] = &[
+    &[],
+    &["keygen"],
+    &["fingerprint"],
+    &["roster"],
+    &["roster", "show"],
+    &["send"],
+    &["request"],
+    &["offer"],
+    &["status"],
+    &["sync"],
+    &["listen"],
+    &["inbox"],
+    &["show"],
+    &["thread"],
+    &["outbox"],
+    &["quarantine"],
+    &["archive"],
+    &["archive", "search"],
+    &["archive", "export"],
+    &["archive", "verify"],
+    &["archive", "stats"],
+];
+
+#[test]
+fn help_for_every_command_and_usage_errors_exit_2() {
+    for cmd in COMMANDS {
+        let mut args: Vec<&str> = cmd.to_vec();
+        args.push("--help");
+        let out = run_bin("tallinn", &args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(stdout(&out).contains("Usage"), "{args:?}");
+    }
+    let out = run_bin("tallinn", &["inbox", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    // TLP is mandatory on every message.
+    let out = run_bin(
+        "tallinn",
+        &["send", "--channel", "plenary", "--subject", "s"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--tlp"));
+    let out = run_bin(
+        "tallinn",
+        &[
+            "send",
+            "--channel",
+            "plenary",
+            "--subject",
+            "s",
+            "--tlp",
+            "PURPLE",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    // A runtime error is exit 1 with "error: ".
+    let out = run_bin(
+        "tallinn",
+        &["--config", "/nonexistent/client.toml", "inbox"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("error: "), "{}", stderr(&out));
+}
+
+#[test]
+fn keygen_writes_0600_and_prints_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("lt.key");
+    let out = run_bin(
+        "tallinn",
+        &[
+            "keygen",
+            "--id",
+            "LT",
+            "--name",
+            "Lithuania",
+            "--out",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("[[participant]]") && text.contains("id = \"LT\""),
+        "{text}"
+    );
+    assert!(text.contains("# fingerprint: "));
+    // The printed entry is a valid roster entry as printed.
+    let roster = format!("{text}\n[[channel]]\nid = \"c\"\nmembers = [\"LT\"]\n");
+    tallinn_common::roster::Roster::parse(&roster).unwrap();
+    // Never overwrites.
+    let again = run_bin(
+        "tallinn",
+        &["keygen", "--id", "LT", "--out", key.to_str().unwrap()],
+    );
+    assert_eq!(again.status.code(), Some(1));
+    // Passphrase-protected, passphrase from the environment.
+    let pkey = dir.path().join("lv.key");
+    let out = std::process::Command::new(bin("tallinn"))
+        .args([
+            "keygen",
+            "--id",
+            "LV",
+            "--passphrase",
+            "--out",
+            pkey.to_str().unwrap(),
+        ])
+        .env("TALLINN_PASSPHRASE", "correct horse battery staple")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read_to_string(&pkey).unwrap().contains("argon2id"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_sync_read_and_json_everywhere() {
+    timed(async {
+        let env = Env::new().await;
+        // UA files a request with an attachment; PL offers; EE reads.
+        let att = env.dir.path().join("needs.txt");
+        std::fs::write(&att, "list of needs").unwrap();
+        let out = env.cli(
+            "UA",
+            &[
+                "request",
+                "--channel",
+                "loe-immediate",
+                "--loe",
+                "immediate",
+                "--category",
+                "incident-response",
+                "--priority",
+                "high",
+                "--tlp",
+                "AMBER",
+                "--subject",
+                "Energy DFIR",
+                "--body",
+                "Need two teams",
+                "--attach",
+                att.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let req = stdout(&out).trim().to_string();
+        assert_eq!(req.len(), 32);
+        let out = env.cli("PL", &["sync", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(v["archived"], 1);
+        let out = env.cli(
+            "PL",
+            &[
+                "offer",
+                "--request",
+                &req[..8],
+                "--tlp",
+                "AMBER",
+                "--subject",
+                "PL team",
+                "--body",
+                "ready",
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let offer = stdout(&out).trim().to_string();
+        let out = env.cli(
+            "UA",
+            &[
+                "status",
+                "--about",
+                &offer,
+                "--state",
+                "in-progress",
+                "--channel",
+                "loe-immediate",
+                "--tlp",
+                "AMBER",
+                "--subject",
+                "Accepted",
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+
+        let out = env.cli("EE", &["sync"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).contains("3 new"), "{}", stdout(&out));
+
+        // Every read command with --json parses.
+        for args in [
+            vec!["inbox", "--json"],
+            vec!["inbox", "--channel", "loe-immediate", "--json"],
+            vec!["show", &req, "--json"],
+            vec!["thread", &offer, "--json"],
+            vec!["outbox", "--json"],
+            vec!["quarantine", "--json"],
+            vec!["fingerprint", "--json"],
+            vec!["fingerprint", "NATO", "--json"],
+            vec!["roster", "show", "--json"],
+            vec!["archive", "search", "--from", "PL", "--json"],
+            vec![
+                "archive", "search", "--kind", "request", "--tlp", "AMBER", "--json",
+            ],
+            vec![
+                "archive",
+                "search",
+                "--text",
+                "two teams",
+                "--since",
+                "2020-01-01",
+                "--json",
+            ],
+            vec!["archive", "verify", "--json"],
+            vec!["archive", "stats", "--json"],
+        ] {
+            let out = env.cli("EE", &args);
+            assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+            let v: serde_json::Value = serde_json::from_str(&stdout(&out))
+                .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", stdout(&out)));
+            if args[0] == "thread" {
+                assert_eq!(
+                    v.as_array().unwrap().len(),
+                    3,
+                    "thread has request, offer, status"
+                );
+            }
+            if args[0] == "show" {
+                assert!(v["signature"].as_str().unwrap().starts_with("valid"));
+                assert_eq!(v["attachments"][0]["name"], "needs.txt");
+            }
+        }
+        // Human output too.
+        let out = env.cli("EE", &["inbox"]);
+        assert!(stdout(&out).contains("Energy DFIR"));
+        let out = env.cli("EE", &["roster", "show"]);
+        assert!(stdout(&out).contains(&env.dep.roster.fingerprint_hex()));
+
+        // Export and verify.
+        let export = env.dir.path().join("ee.jsonl");
+        let out = env.cli(
+            "EE",
+            &["archive", "export", "--out", export.to_str().unwrap()],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(std::fs::read_to_string(&export).unwrap().lines().count(), 4);
+        let out = env.cli("EE", &["archive", "verify", "--deep"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).contains("archive OK: 3 records"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observer_cli_send_fails_before_sending() {
+    timed(async {
+        let env = Env::new().await;
+        let out = env.cli(
+            "NATO",
+            &[
+                "send",
+                "--channel",
+                "plenary",
+                "--tlp",
+                "GREEN",
+                "--subject",
+                "hi",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr(&out).contains("observer"), "{}", stderr(&out));
+        assert_eq!(
+            env.relay
+                .as_ref()
+                .unwrap()
+                .metrics()
+                .sends_rejected
+                .get(tallinn_common::wire::ErrorCode::ReadOnly),
+            0,
+            "nothing reached the relay"
+        );
+        let out = env.cli("NATO", &["outbox", "--json"]);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap(),
+            serde_json::json!([])
+        );
+        // Non-member of a channel: error too.
+        let out = env.cli(
+            "PL",
+            &[
+                "send",
+                "--channel",
+                "front-office",
+                "--tlp",
+                "GREEN",
+                "--subject",
+                "hi",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr(&out).contains("not a member"), "{}", stderr(&out));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_is_detected_and_files_hold_no_plaintext() {
+    timed(async {
+        let env = Env::new().await;
+        let ua = env.client("UA", "default").await;
+        for i in 0..5 {
+            ua.send(
+                "front-office",
+                &Message::note(Tlp::Red, format!("SECRET-SUBJECT-{i}"), "x"),
+            )
+            .await
+            .unwrap();
+        }
+        ua.close().await;
+        let out = env.cli("EE", &["sync"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let dir = env
+            .dep
+            .participant_dir("EE")
+            .join("data")
+            .join("EE-default");
+        // No subject in plain text anywhere in the sled files.
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_file() {
+                let bytes = std::fs::read(&p).unwrap();
+                assert!(
+                    !bytes.windows(14).any(|w| w == b"SECRET-SUBJECT"),
+                    "{}",
+                    p.display()
+                );
+            }
+        }
+        let ok = env.cli("EE", &["archive", "verify"]);
+        assert!(ok.status.success(), "{}", stderr(&ok));
+
+        // Keep a pristine copy; each scenario starts from it.
+        let good = env.dir.path().join("pristine");
+        copy_dir(&dir, &good);
+        let scenario = |f: &dyn Fn(&Archive), fails_at: u64| {
+            std::fs::remove_dir_all(&dir).unwrap();
+            copy_dir(&good, &dir);
+            {
+                let a = Archive::open(&dir, &env.dep.id("EE")).unwrap();
+                f(&a);
+            }
+            let out = env.cli("EE", &["archive", "verify"]);
+            assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+            assert!(
+                stderr(&out).contains(&format!("record {fails_at}")),
+                "{}",
+                stderr(&out)
+            );
+        };
+        // Edit one byte of record 2.
+        scenario(
+            &|a| {
+                let mut r = a.raw_record(2).unwrap().unwrap();
+                r[30] ^= 0x40;
+                a.tamper_raw_record(2, Some(&r)).unwrap();
+            },
+            2,
+        );
+        // Swap records 1 and 3.
+        scenario(
+            &|a| {
+                let r1 = a.raw_record(1).unwrap().unwrap();
+                let r3 = a.raw_record(3).unwrap().unwrap();
+                a.tamper_raw_record(1, Some(&r3)).unwrap();
+                a.tamper_raw_record(3, Some(&r1)).unwrap();
+            },
+            1,
+        );
+        // Delete record 3.
+        scenario(&|a| a.tamper_raw_record(3, None).unwrap(), 3);
+        // Delete the last record (truncation).
+        scenario(&|a| a.tamper_raw_record(4, None).unwrap(), 4);
+    })
+    .await;
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_the_middle_of_sync_loses_and_duplicates_nothing() {
+    timed(async {
+        let env = Env::new().await;
+        let ua = env.client("UA", "default").await;
+        let n = 1500u64;
+        let mut ids = std::collections::HashSet::new();
+        for i in 0..n {
+            ids.insert(
+                ua.queue(
+                    "back-office",
+                    &Message::note(Tlp::Green, format!("bulk {i}"), "payload"),
+                )
+                .unwrap(),
+            );
+        }
+        ua.sync(WAIT, |_| {}).await.unwrap();
+        ua.close().await;
+
+        // Start a sync with debug logs and kill it once it has archived some.
+        let mut child = env
+            .cli_command("PL", &["sync"])
+            .env("RUST_LOG", "tallinn_client=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr_pipe = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut archived = 0;
+            for line in BufReader::new(stderr_pipe).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("archived") {
+                    archived += 1;
+                    if archived == 200 {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+        rx.recv_timeout(WAIT).expect("sync made progress");
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "killed mid-sync");
+
+        // Again: completes; every message exactly once; the archive verifies.
+        let out = env.cli("PL", &["sync", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = env.cli("PL", &["archive", "stats", "--json"]);
+        let stats: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(stats["records"], n, "{stats}");
+        let out = env.cli("PL", &["archive", "search", "--limit", "5000", "--json"]);
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+        let got: std::collections::HashSet<String> = rows
+            .iter()
+            .map(|r| r["msg_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(rows.len() as u64, n, "no duplicates");
+        assert_eq!(got, ids.iter().map(|m| m.to_hex()).collect());
+        let out = env.cli("PL", &["archive", "verify", "--deep"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    })
+    .await;
+}

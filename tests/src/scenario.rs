@@ -1,0 +1,1 @@
+//! The demo coordination round (filled in by the demo issue).
