@@ -272,6 +272,16 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_config_parses() {
+        let text = include_str!("../../config/client.toml");
+        let f: FileConfig = toml::from_str(text).unwrap();
+        let c = ClientConfig::from_file(f, Path::new("/etc/tallinn")).unwrap();
+        assert_eq!(c.device.as_str(), "front-office");
+        assert!(matches!(c.trust, Some(Trust::Pin(_))));
+        assert_eq!(c.server_name, "relay.example.org");
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let f: FileConfig = toml::from_str("relay = \"x:1\"\nrelay_pin = \"zz\"").unwrap();
         let e = ClientConfig::from_file(f, Path::new("."))

@@ -371,13 +371,16 @@ pub(crate) async fn serve_http(
     render: Arc<dyn Fn() -> String + Send + Sync>,
     healthy: Arc<dyn Fn() -> bool + Send + Sync>,
 ) {
+    // Request tasks live in this set: aborting the server drops them too.
+    let mut requests = tokio::task::JoinSet::new();
     loop {
+        while requests.try_join_next().is_some() {}
         let Ok((mut sock, _)) = listener.accept().await else {
             continue;
         };
         let render = render.clone();
         let healthy = healthy.clone();
-        tokio::spawn(async move {
+        requests.spawn(async move {
             let mut buf = vec![0u8; 8192];
             let mut n = 0;
             let read = tokio::time::timeout(Duration::from_secs(5), async {

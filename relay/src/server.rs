@@ -282,9 +282,14 @@ impl Server {
         info!("shutting down");
         let _ = self.shutdown_tx.send(true);
         let _ = self.accept_task.await;
+        // Abort the background tasks and wait until they are gone, so every
+        // reference to the store is dropped when this returns (a restart in
+        // the same process can then reopen the data directory).
         self.gc_task.abort();
-        if let Some(t) = &self.metrics_task {
+        let _ = self.gc_task.await;
+        if let Some(t) = self.metrics_task {
             t.abort();
+            let _ = t.await;
         }
         let flushed = self.shared.committer.flush();
         let _ = tokio::time::timeout(self.shared.limits.drain_timeout, flushed).await;
@@ -337,6 +342,7 @@ async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>, mut shutdown: watc
             "sessions did not close in time; aborting them"
         );
         conns.abort_all();
+        while conns.join_next().await.is_some() {}
     }
 }
 
