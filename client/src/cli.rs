@@ -522,6 +522,7 @@ pub fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -1027,7 +1028,7 @@ fn print_records(rows: &[Record], json: bool) -> Result<()> {
             k => k.name().to_string(),
         };
         println!(
-            "{}  {}  {:<16} {:<5} {:<17} {:<14} {}{}",
+            "{}  {}  {:<18} {:<5} {:<19} {:<16} {}{}",
             &r.msg_id.to_hex()[..12],
             fmt_time(r.received_at_ms),
             r.channel,
@@ -1049,6 +1050,25 @@ fn print_records(rows: &[Record], json: bool) -> Result<()> {
     Ok(())
 }
 
+/// A kind for humans: `request (immediate, incident-response, high)`.
+fn kind_text(k: &Kind) -> String {
+    let v = kind_json(k);
+    let fields: Vec<String> = v
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| k.as_str() != "name")
+                .map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if fields.is_empty() {
+        k.name().to_string()
+    } else {
+        format!("{} ({})", k.name(), fields.join(", "))
+    }
+}
+
 fn show(ctx: &Ctx, r: &Record, json: bool) -> Result<()> {
     let sig = tallinn_common::envelope::UntrustedEnvelope::decode(&r.envelope)
         .and_then(|u| u.verify(&ctx.roster))
@@ -1068,7 +1088,7 @@ fn show(ctx: &Ctx, r: &Record, json: bool) -> Result<()> {
     println!("Message   {}", r.msg_id);
     println!("From      {} (fingerprint {fp})", r.sender);
     println!("Channel   {}", r.channel);
-    println!("Kind      {}", kind_json(&r.message.kind));
+    println!("Kind      {}", kind_text(&r.message.kind));
     println!("TLP       {}", r.message.tlp);
     println!("Sent      {} (sender clock)", fmt_time(r.sent_at_ms));
     println!(

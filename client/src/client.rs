@@ -633,6 +633,7 @@ async fn process_frames(
         let mut new_events = Vec::new();
         let mut finished = Vec::new();
         let mut failure = None;
+        let mut retry = Vec::new();
         for f in batch.drain(..) {
             let frame = match f {
                 Ok(fr) => fr,
@@ -688,6 +689,9 @@ async fn process_frames(
                         ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::ShuttingDown
                     ) {
                         warn!(%msg_id, code = %code, reason = %reason, "send deferred; stays in the outbox");
+                        if ours {
+                            retry.push(msg_id);
+                        }
                         finished.push((
                             msg_id,
                             Err(ClientError::Queued {
@@ -753,10 +757,30 @@ async fn process_frames(
             st.archived += archived;
             st.quarantined += quarantined;
         });
+        if !retry.is_empty() {
+            schedule_retry(inner.clone(), retry);
+        }
         if let Some(e) = failure {
             return Err(e);
         }
     }
+}
+
+/// Resends deferred messages (rate limited, relay busy) after a pause with
+/// jitter, on whatever session is up by then (a new session resends the
+/// whole outbox anyway).
+fn schedule_retry(inner: Arc<Inner>, ids: Vec<MsgId>) {
+    tokio::spawn(async move {
+        let pause = Duration::from_millis(rand::rng().random_range(500..1500));
+        tokio::time::sleep(pause).await;
+        for id in ids {
+            if let Ok(Some(e)) = inner.outbox.get(&id) {
+                inner.try_write(&Frame::Send {
+                    envelope: e.envelope.clone(),
+                });
+            }
+        }
+    });
 }
 
 /// Verifies, opens and archives one delivery (not flushed), or quarantines it.

@@ -17,8 +17,10 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest reconnect pause.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// QUIC keep-alive: well inside the relay's 60 s idle timeout.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// QUIC keep-alive: well inside the relay's 60 s idle timeout, and frequent
+/// enough that a restarted relay's stateless reset reaches an idle client
+/// within seconds.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// QUIC idle timeout on the client side (matches the relay's default).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);

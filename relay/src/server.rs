@@ -80,6 +80,80 @@ pub struct Server {
     committer_thread: CommitterThread,
 }
 
+/// The QUIC stateless-reset key, kept in the data directory so that a
+/// restarted relay (after a crash or SIGKILL) can answer packets of its
+/// predecessor's connections with a valid stateless reset: clients then
+/// notice at once and reconnect, instead of waiting for their idle timeout.
+struct ResetKey([u8; 32]);
+
+impl ResetKey {
+    fn load_or_create(path: &std::path::Path) -> std::io::Result<Self> {
+        if let Ok(bytes) = std::fs::read(path) {
+            if let Ok(k) = <[u8; 32]>::try_from(bytes.as_slice()) {
+                return Ok(Self(k));
+            }
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut k = [0u8; 32];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut k);
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(path)?;
+        std::io::Write::write_all(&mut f, &k)?;
+        f.sync_all()?;
+        Ok(Self(k))
+    }
+
+    /// A 64-bit key for connection-id validation, derived from the secret.
+    fn cid_key(&self) -> u64 {
+        use hmac::Mac;
+        let mut m = self.mac();
+        m.update(b"tallinn/1 connection id key");
+        let tag = m.finalize().into_bytes();
+        let mut k = [0u8; 8];
+        k.copy_from_slice(&tag[..8]);
+        u64::from_le_bytes(k)
+    }
+
+    fn mac(&self) -> hmac::Hmac<sha2::Sha256> {
+        // invariant: HMAC accepts keys of any length.
+        <hmac::Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(&self.0)
+            .expect("invariant: HMAC takes any key length")
+    }
+}
+
+impl quinn::crypto::HmacKey for ResetKey {
+    fn sign(&self, data: &[u8], signature_out: &mut [u8]) {
+        use hmac::Mac;
+        let mut m = self.mac();
+        m.update(data);
+        let tag = m.finalize().into_bytes();
+        let n = signature_out.len().min(tag.len());
+        if let (Some(out), Some(t)) = (signature_out.get_mut(..n), tag.get(..n)) {
+            out.copy_from_slice(t);
+        }
+    }
+
+    fn signature_len(&self) -> usize {
+        32
+    }
+
+    fn verify(&self, data: &[u8], signature: &[u8]) -> Result<(), quinn::crypto::CryptoError> {
+        use hmac::Mac;
+        let mut m = self.mac();
+        m.update(data);
+        m.verify_slice(signature)
+            .map_err(|_| quinn::crypto::CryptoError)
+    }
+}
+
 /// Decrements the open-connection gauge however a session task ends.
 struct OpenGuard(Arc<Shared>);
 
@@ -124,11 +198,35 @@ impl Server {
         let pin = config.tls.pin()?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server_config.transport_config(Arc::new(transport));
-        let endpoint =
-            Endpoint::server(server_config, config.listen).map_err(|source| SpawnError::Bind {
+        let reset_key = ResetKey::load_or_create(&config.data_dir.join("stateless-reset.key"))
+            .map_err(|source| SpawnError::Store {
+                path: config.data_dir.clone(),
+                source: StoreError::Flush(format!("stateless reset key: {source}")),
+            })?;
+        let socket =
+            std::net::UdpSocket::bind(config.listen).map_err(|source| SpawnError::Bind {
                 addr: config.listen,
                 source,
             })?;
+        // The connection-id key derives from the same persisted secret: the
+        // restarted relay must recognise its predecessor's connection ids as
+        // its own to answer them with a stateless reset.
+        let cid_key = reset_key.cid_key();
+        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+        endpoint_config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+                as Box<dyn quinn::ConnectionIdGenerator>
+        });
+        let endpoint = Endpoint::new(
+            endpoint_config,
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| SpawnError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let local_addr = endpoint.local_addr().map_err(|source| SpawnError::Bind {
             addr: config.listen,
             source,
@@ -182,6 +280,7 @@ impl Server {
             shared.clone(),
             config.retention,
             config.gc_interval,
+            shutdown_rx.clone(),
         ));
         info!(addr = %local_addr, pin = %hex::encode(pin), participants = config.roster.participants().count(), "relay listening");
         Ok(Server {
@@ -285,7 +384,6 @@ impl Server {
         // Abort the background tasks and wait until they are gone, so every
         // reference to the store is dropped when this returns (a restart in
         // the same process can then reopen the data directory).
-        self.gc_task.abort();
         let _ = self.gc_task.await;
         if let Some(t) = self.metrics_task {
             t.abort();
@@ -346,12 +444,22 @@ async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>, mut shutdown: watc
     }
 }
 
-async fn gc_loop(shared: Arc<Shared>, retention: Duration, every: Duration) {
+async fn gc_loop(
+    shared: Arc<Shared>,
+    retention: Duration,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
     loop {
-        tick.tick().await;
+        // Stop between passes; a pass in progress (on a blocking thread,
+        // holding the store) always finishes first.
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
         let store = shared.store.clone();
         let now = session::now_ms();
         match tokio::task::spawn_blocking(move || store.gc(now, retention_ms)).await {

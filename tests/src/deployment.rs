@@ -133,25 +133,38 @@ impl Deployment {
                  data_dir = \"relay-data\"\n\
                  roster = \"roster.toml\"\n\
                  metrics_listen = \"\"\n\n\
-                 [tls]\ncert = \"relay-cert.pem\"\nkey = \"relay-key.pem\"\ngenerate_self_signed = false\n"
+                 [tls]\ncert = \"relay-cert.pem\"\nkey = \"relay-key.pem\"\ngenerate_self_signed = false\n\n\
+                 # Demo and test traffic is scripted: allow more than a person types.\n\
+                 [limits]\nsend_rate_per_sec = 500.0\nsend_burst = 5000\n"
             ),
         )?;
         let tls = tallinn_relay::tls::generate_self_signed(&["localhost".into()])?;
         tls.write_pem(&dir.join("relay-cert.pem"), &dir.join("relay-key.pem"))?;
         let pin = tls.spki_pin_hex();
         for id in ids.keys() {
-            std::fs::write(
-                dir.join(id).join("client.toml"),
-                format!(
-                    "# Client of {id} in the demo deployment (see config/client.toml).\n\
-                     relay = \"127.0.0.1:{relay_port}\"\n\
-                     relay_pin = \"{pin}\"\n\
-                     identity = \"identity.key\"\n\
-                     device = \"default\"\n\
-                     roster = \"../roster.toml\"\n\
-                     data_dir = \"data\"\n"
-                ),
-            )?;
+            // GB runs a front and a back office: two devices, two configs.
+            let devices: &[(&str, &str)] = if id == "GB" {
+                &[
+                    ("client.toml", "front-office"),
+                    ("client-back-office.toml", "back-office"),
+                ]
+            } else {
+                &[("client.toml", "default")]
+            };
+            for (file, device) in devices {
+                std::fs::write(
+                    dir.join(id).join(file),
+                    format!(
+                        "# Client of {id} ({device}) in the demo deployment (see config/client.toml).\n\
+                         relay = \"127.0.0.1:{relay_port}\"\n\
+                         relay_pin = \"{pin}\"\n\
+                         identity = \"identity.key\"\n\
+                         device = \"{device}\"\n\
+                         roster = \"../roster.toml\"\n\
+                         data_dir = \"data\"\n"
+                    ),
+                )?;
+            }
         }
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -201,8 +214,8 @@ impl Deployment {
     /// # Errors
     /// I/O errors.
     pub fn set_relay_addr(&self, addr: std::net::SocketAddr) -> Result<()> {
-        for id in self.ids.keys() {
-            let path = self.dir.join(id).join("client.toml");
+        for entry in walk_client_configs(&self.dir)? {
+            let path = entry;
             let text = std::fs::read_to_string(&path)?;
             let new: Vec<String> = text
                 .lines()
@@ -264,4 +277,25 @@ impl Deployment {
             max_backoff: Duration::from_secs(2),
         })
     }
+}
+
+/// Every `client*.toml` one level below `dir`.
+fn walk_client_configs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in std::fs::read_dir(dir)? {
+        let p = p?.path();
+        if p.is_dir() {
+            for f in std::fs::read_dir(&p)? {
+                let f = f?.path();
+                let name = f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if name.starts_with("client") && name.ends_with(".toml") {
+                    out.push(f);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
