@@ -477,3 +477,58 @@ async fn sigkill_in_the_middle_of_sync_loses_and_duplicates_nothing() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_prints_messages_as_they_arrive() {
+    timed(async {
+        let env = Env::new().await;
+        let mut child = env
+            .cli_command("EE", &["listen", "--count", "2", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("listening as EE") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        // The listener announces on stderr once it is connected.
+        ready_rx.recv_timeout(WAIT).expect("listener connected");
+        let ua = env.client("UA", "default").await;
+        let (a, _) = ua
+            .send("front-office", &Message::note(Tlp::Green, "one", ""))
+            .await
+            .unwrap();
+        let (b, _) = ua
+            .send("front-office", &Message::note(Tlp::Green, "two", ""))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let line = rx.recv_timeout(WAIT).expect("listen printed a message");
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            got.push(v["msg_id"].as_str().unwrap().to_string());
+        }
+        assert_eq!(got, vec![a.to_hex(), b.to_hex()]);
+        let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
+        assert!(status.success(), "listen --count 2 exits 0");
+        ua.close().await;
+    })
+    .await;
+}

@@ -316,3 +316,56 @@ async fn relay_sigkill_loop_loses_and_duplicates_nothing() {
     })
     .await;
 }
+
+#[test]
+fn shipped_roster_is_the_tallinn_deployment() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/roster.toml"
+    ))
+    .unwrap();
+    let r = tallinn_common::roster::Roster::parse(&text).unwrap();
+    assert_eq!(r.beneficiary().map(|b| b.as_str()), Some("UA"));
+    let members: BTreeSet<&str> = r
+        .participants()
+        .filter(|p| p.role == tallinn_common::roster::Role::Member)
+        .map(|p| p.id().as_str())
+        .collect();
+    assert_eq!(members, MEMBERS.iter().map(|(id, _)| *id).collect());
+    let observers: BTreeSet<&str> = r
+        .participants()
+        .filter(|p| p.role == tallinn_common::roster::Role::Observer)
+        .map(|p| p.id().as_str())
+        .collect();
+    assert_eq!(observers, OBSERVERS.iter().map(|(id, _)| *id).collect());
+    for c in [
+        "plenary",
+        "loe-immediate",
+        "loe-capability",
+        "loe-sustainability",
+    ] {
+        let ch = r.channel(c).unwrap();
+        assert_eq!(ch.members.len(), 12, "{c}");
+        assert_eq!(ch.observers.len(), 2, "{c}");
+    }
+    let fo: Vec<&str> = r
+        .channel("front-office")
+        .unwrap()
+        .members
+        .iter()
+        .map(|m| m.as_str())
+        .collect();
+    assert_eq!(fo, vec!["EE", "UA"]);
+    let bo: Vec<&str> = r
+        .channel("back-office")
+        .unwrap()
+        .members
+        .iter()
+        .map(|m| m.as_str())
+        .collect();
+    assert_eq!(bo, vec!["EE", "PL", "UA"]);
+    assert!(
+        !text.contains("sign_secret") && !text.contains("enc_secret"),
+        "no secrets in config/"
+    );
+}
