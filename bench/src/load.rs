@@ -1,0 +1,567 @@
+//! The load generator: the same traffic and the same measurement code for
+//! every system under test (the relay, the bare quinn forwarder).
+//!
+//! Every participant of the channel is one QUIC connection that
+//! authenticates like a real client. Envelopes are sealed before the timed
+//! part. Senders run closed loop (at most `window` sends awaiting `Accepted`)
+//! or open loop at a fixed rate, where latency is measured from the
+//! *scheduled* send time (coordinated omission corrected). Receivers
+//! acknowledge every 32 deliveries, as a client acknowledges per archive
+//! batch. Latencies are kept exactly (every sample), not bucketed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use quinn::{Endpoint, RecvStream, SendStream};
+use tallinn_common::defaults::{AUTH_EXPORTER_LABEL, SESSION_PREAMBLE};
+use tallinn_common::envelope::seal;
+use tallinn_common::identity::{Identity, KdfParams, ParticipantId};
+use tallinn_common::message::{Message, MsgId, Tlp};
+use tallinn_common::roster::Roster;
+use tallinn_common::wire::{self, Frame};
+use tokio::sync::{mpsc, Notify, Semaphore};
+
+/// The msg_id of encoded envelope bytes, read at its fixed position
+/// (after the body-length varint and the version byte), without decoding.
+pub fn msg_id_of(envelope: &[u8]) -> Option<MsgId> {
+    let mut i = 0;
+    loop {
+        let b = *envelope.get(i)?;
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        if i > 5 {
+            return None;
+        }
+    }
+    let id: [u8; 16] = envelope.get(i + 1..i + 17)?.try_into().ok()?;
+    Some(MsgId(id))
+}
+
+/// A generated benchmark deployment: N members in one channel `bench`.
+pub struct Setup {
+    /// Directory with roster, certificate and configs.
+    pub dir: std::path::PathBuf,
+    /// Identities (P00, P01, ...).
+    pub ids: Vec<Arc<Identity>>,
+    /// The roster.
+    pub roster: Arc<Roster>,
+    /// TLS material for the server under test.
+    pub tls: tallinn_relay::TlsIdentity,
+}
+
+impl Setup {
+    /// Generates identities, roster, certificate and a relay config whose
+    /// limits do not throttle the benchmark (rate limit off, larger window).
+    ///
+    /// # Errors
+    /// I/O failures.
+    pub fn create(dir: &std::path::Path, participants: usize) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut ids = Vec::new();
+        let mut text = String::new();
+        for i in 0..participants {
+            let id = Identity::generate(ParticipantId::new(format!("P{i:02}"))?);
+            text.push_str(&id.roster_entry(&format!("participant {i}"), "member"));
+            text.push('\n');
+            ids.push(Arc::new(id));
+        }
+        text.push_str("[[channel]]\nid = \"bench\"\nmembers = [\"*\"]\n");
+        let roster = Roster::parse(&text)?;
+        std::fs::write(dir.join("roster.toml"), &text)?;
+        let tls = tallinn_relay::tls::generate_self_signed(&["localhost".into()])?;
+        tls.write_pem(&dir.join("cert.pem"), &dir.join("key.pem"))?;
+        // Keep a key file per identity (unused by the generator, handy for
+        // poking at the deployment by hand).
+        for id in &ids {
+            let _ = id.write_secret_file(
+                &dir.join(format!("{}.key", id.id())),
+                None,
+                KdfParams::default(),
+            );
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            ids,
+            roster: Arc::new(roster),
+            tls,
+        })
+    }
+
+    /// Writes `relay.toml` for a relay on `port` with data in `data`.
+    ///
+    /// # Errors
+    /// I/O failures.
+    pub fn write_relay_config(&self, port: u16, data: &str) -> Result<std::path::PathBuf> {
+        let path = self.dir.join("relay.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\nroster = \"roster.toml\"\nmetrics_listen = \"\"\n\
+                 [tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\ngenerate_self_signed = false\n\
+                 [limits]\nsend_rate_per_sec = 1000000000.0\nsend_burst = 1000000000\n\
+                 max_connections_per_participant = 64\nmax_inflight_sends = 1024\n"
+            ),
+        )?;
+        Ok(path)
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Params {
+    /// Participants in the channel (each a connection).
+    pub participants: usize,
+    /// How many of them send.
+    pub senders: usize,
+    /// Message body size in bytes.
+    pub payload: usize,
+    /// Messages in total (split over the senders).
+    pub messages: usize,
+    /// Closed loop: sends in flight per sender. Ignored in open loop.
+    pub window: usize,
+    /// Open loop: total send rate in messages per second.
+    pub rate: Option<f64>,
+}
+
+/// Latency summary in microseconds.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Latency {
+    /// Samples.
+    pub n: usize,
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Maximum.
+    pub max: u64,
+}
+
+impl Latency {
+    fn of(mut v: Vec<u64>) -> Self {
+        if v.is_empty() {
+            return Self::default();
+        }
+        v.sort_unstable();
+        let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+        Self {
+            n: v.len(),
+            p50: at(0.5),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: *v.last().unwrap_or(&0),
+        }
+    }
+}
+
+/// One run's measurements.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Outcome {
+    /// Messages accepted per second.
+    pub accepted_per_s: f64,
+    /// Deliveries per second.
+    pub deliveries_per_s: f64,
+    /// Delivered envelope megabytes per second.
+    pub mb_per_s: f64,
+    /// Send → Accepted.
+    pub accept_us: Latency,
+    /// Send → Deliver at each recipient.
+    pub deliver_us: Latency,
+    /// Deliveries that never arrived.
+    pub lost: u64,
+    /// Wall time of the timed part.
+    pub seconds: f64,
+    /// Envelope size in bytes.
+    pub envelope_bytes: usize,
+}
+
+struct Shared {
+    index: HashMap<MsgId, usize>,
+    sent_ns: Vec<AtomicU64>,
+    accepted: AtomicU64,
+    delivered: AtomicU64,
+    delivered_bytes: AtomicU64,
+    last_ns: AtomicU64,
+    expected_deliveries: u64,
+    expected_accepts: u64,
+    done: Notify,
+    t0: Instant,
+    accept_lat: Mutex<Vec<u64>>,
+    deliver_lat: Mutex<Vec<u64>>,
+}
+
+impl Shared {
+    fn now_ns(&self) -> u64 {
+        self.t0.elapsed().as_nanos() as u64
+    }
+
+    fn check_done(&self) {
+        if self.accepted.load(Ordering::SeqCst) >= self.expected_accepts
+            && self.delivered.load(Ordering::SeqCst) >= self.expected_deliveries
+        {
+            self.done.notify_waiters();
+            self.done.notify_one();
+        }
+    }
+}
+
+/// Seals every message before the timed part, on all cores.
+fn preseal(setup: &Setup, p: &Params) -> Result<Vec<Vec<Vec<u8>>>> {
+    let per = p.messages.div_ceil(p.senders);
+    let body = "x".repeat(p.payload);
+    let now = tallinn_common::unix_ms(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?,
+    );
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..p.senders)
+            .map(|s| {
+                let (id, roster, body) = (setup.ids[s].clone(), setup.roster.clone(), body.clone());
+                scope.spawn(move || -> Result<Vec<Vec<u8>>> {
+                    (0..per)
+                        .map(|_| {
+                            Ok(seal(
+                                &id,
+                                &roster,
+                                "bench",
+                                &Message::note(Tlp::Clear, "bench", body.clone()),
+                                now,
+                            )?
+                            .into_bytes())
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow!("sealing thread panicked"))?)
+            .collect()
+    })
+}
+
+/// A client endpoint pinned to the server certificate.
+pub fn endpoint(pin: [u8; 32]) -> Result<Endpoint> {
+    #[derive(Debug)]
+    struct Pin([u8; 32], Arc<rustls::crypto::CryptoProvider>);
+    impl rustls::client::danger::ServerCertVerifier for Pin {
+        fn verify_server_cert(
+            &self,
+            ee: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            match tallinn_relay::tls::spki_pin(ee) {
+                Ok(p) if p == self.0 => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+                _ => Err(rustls::Error::General("pin mismatch".into())),
+            }
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Err(rustls::Error::General("TLS 1.2".into()))
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &rustls::pki_types::CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.1.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.1.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = tallinn_relay::tls::provider();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pin(pin, provider)))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![tallinn_common::defaults::ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(cfg)?;
+    let mut ep = Endpoint::client("127.0.0.1:0".parse()?)?;
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    Ok(ep)
+}
+
+async fn read(recv: &mut RecvStream) -> Option<Frame> {
+    let mut p = [0u8; 4];
+    recv.read_exact(&mut p).await.ok()?;
+    let len = wire::frame_len(p, u32::MAX).ok()?;
+    let mut buf = vec![0u8; len];
+    recv.read_exact(&mut buf).await.ok()?;
+    wire::decode_frame(&buf).ok()
+}
+
+/// Connects and authenticates one participant.
+///
+/// # Errors
+/// Connection or protocol failures.
+pub async fn login(
+    ep: &Endpoint,
+    addr: SocketAddr,
+    id: &Identity,
+) -> Result<(quinn::Connection, SendStream, RecvStream)> {
+    let conn = ep.connect(addr, "localhost")?.await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(&SESSION_PREAMBLE).await?;
+    let Some(Frame::Hello { nonce, .. }) = read(&mut recv).await else {
+        bail!("no Hello");
+    };
+    let mut exporter = [0u8; 32];
+    conn.export_keying_material(&mut exporter, AUTH_EXPORTER_LABEL, &nonce)
+        .map_err(|_| anyhow!("exporter"))?;
+    send.write_all(&wire::encode_frame(&wire::sign_auth(
+        id, "bench", &nonce, &exporter,
+    )))
+    .await?;
+    match read(&mut recv).await {
+        Some(Frame::Welcome { .. }) => Ok((conn, send, recv)),
+        other => bail!("expected Welcome, got {other:?}"),
+    }
+}
+
+/// Runs one measurement against the server at `addr`.
+///
+/// # Errors
+/// Setup failures; losses are reported in the outcome.
+pub async fn run(setup: &Setup, addr: SocketAddr, pin: [u8; 32], p: &Params) -> Result<Outcome> {
+    let envelopes = preseal(setup, p)?;
+    let envelope_bytes = envelopes
+        .first()
+        .and_then(|v| v.first())
+        .map_or(0, Vec::len);
+    let total: usize = envelopes.iter().map(Vec::len).sum();
+    let mut index = HashMap::with_capacity(total);
+    let mut order = Vec::new();
+    for (s, list) in envelopes.iter().enumerate() {
+        for (i, e) in list.iter().enumerate() {
+            let id = msg_id_of(e).context("msg_id")?;
+            index.insert(id, order.len());
+            order.push((s, i));
+        }
+    }
+    let shared = Arc::new(Shared {
+        index,
+        sent_ns: (0..total).map(|_| AtomicU64::new(0)).collect(),
+        accepted: AtomicU64::new(0),
+        delivered: AtomicU64::new(0),
+        delivered_bytes: AtomicU64::new(0),
+        last_ns: AtomicU64::new(0),
+        expected_deliveries: (total * (p.participants - 1)) as u64,
+        expected_accepts: total as u64,
+        done: Notify::new(),
+        t0: Instant::now(),
+        accept_lat: Mutex::new(Vec::with_capacity(total)),
+        deliver_lat: Mutex::new(Vec::with_capacity(total * (p.participants - 1))),
+    });
+
+    // Connect everyone first (not timed).
+    let mut writers = Vec::new();
+    let mut readers = Vec::new();
+    let mut endpoints = Vec::new();
+    let mut permits = Vec::new();
+    for (i, id) in setup.ids.iter().enumerate().take(p.participants) {
+        let ep = endpoint(pin)?;
+        let (conn, mut send, recv) = login(&ep, addr, id)
+            .await
+            .with_context(|| format!("login {i}"))?;
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4096);
+        tokio::spawn(async move {
+            while let Some(b) = rx.recv().await {
+                if send.write_all(&b).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let sem = Arc::new(Semaphore::new(p.window.max(1)));
+        permits.push(sem.clone());
+        readers.push(tokio::spawn(reader(
+            recv,
+            tx.clone(),
+            shared.clone(),
+            sem,
+            i < p.senders,
+        )));
+        writers.push(tx);
+        endpoints.push((ep, conn));
+    }
+
+    // The timed part.
+    let start_ns = shared.now_ns();
+    let mut sends = Vec::new();
+    for (s, list) in envelopes.into_iter().enumerate() {
+        let tx = writers[s].clone();
+        let sem = permits[s].clone();
+        let shared = shared.clone();
+        let rate = p.rate.map(|r| r / p.senders as f64);
+        sends.push(tokio::spawn(async move {
+            for (i, env) in list.into_iter().enumerate() {
+                let Some(&idx) = msg_id_of(&env).and_then(|m| shared.index.get(&m)) else {
+                    continue;
+                };
+                let at = match rate {
+                    Some(r) => {
+                        // Open loop: latency counts from the scheduled time.
+                        let scheduled = start_ns + (i as f64 / r * 1e9) as u64;
+                        let now = shared.now_ns();
+                        if scheduled > now {
+                            tokio::time::sleep(Duration::from_nanos(scheduled - now)).await;
+                        }
+                        scheduled
+                    }
+                    None => {
+                        let Ok(permit) = sem.acquire().await else {
+                            return;
+                        };
+                        permit.forget();
+                        shared.now_ns()
+                    }
+                };
+                shared.sent_ns[idx].store(at, Ordering::SeqCst);
+                if tx
+                    .send(wire::encode_frame(&Frame::Send { envelope: env }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }));
+    }
+    let budget = Duration::from_secs(30)
+        + Duration::from_millis((total as u64 * p.participants as u64) / 20);
+    let finished = tokio::time::timeout(budget, async {
+        loop {
+            let notified = shared.done.notified();
+            if shared.accepted.load(Ordering::SeqCst) >= shared.expected_accepts
+                && shared.delivered.load(Ordering::SeqCst) >= shared.expected_deliveries
+            {
+                break;
+            }
+            notified.await;
+        }
+    })
+    .await
+    .is_ok();
+    let end_ns = if finished {
+        shared.last_ns.load(Ordering::SeqCst)
+    } else {
+        shared.now_ns()
+    };
+    for s in sends {
+        s.abort();
+    }
+    // Closing ends every reader's loop, which publishes its last samples.
+    for (ep, conn) in &endpoints {
+        conn.close(0u32.into(), b"done");
+        ep.close(0u32.into(), b"done");
+    }
+    for r in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
+    }
+    let secs = (end_ns.saturating_sub(start_ns)) as f64 / 1e9;
+    let delivered = shared.delivered.load(Ordering::SeqCst);
+    let accept = std::mem::take(&mut *shared.accept_lat.lock().unwrap_or_else(|p| p.into_inner()));
+    let deliver =
+        std::mem::take(&mut *shared.deliver_lat.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(Outcome {
+        accepted_per_s: shared.accepted.load(Ordering::SeqCst) as f64 / secs,
+        deliveries_per_s: delivered as f64 / secs,
+        mb_per_s: shared.delivered_bytes.load(Ordering::SeqCst) as f64 / secs / 1e6,
+        accept_us: Latency::of(accept),
+        deliver_us: Latency::of(deliver),
+        lost: shared.expected_deliveries.saturating_sub(delivered),
+        seconds: secs,
+        envelope_bytes,
+    })
+}
+
+async fn reader(
+    mut recv: RecvStream,
+    tx: mpsc::Sender<Vec<u8>>,
+    shared: Arc<Shared>,
+    sem: Arc<Semaphore>,
+    sender: bool,
+) {
+    let mut since_ack = 0u32;
+    let mut acc = Vec::new();
+    let mut del = Vec::new();
+    while let Some(frame) = read(&mut recv).await {
+        let now = shared.now_ns();
+        match frame {
+            Frame::Accepted { msg_id, .. } => {
+                if let Some(&i) = shared.index.get(&msg_id) {
+                    acc.push((now.saturating_sub(shared.sent_ns[i].load(Ordering::SeqCst))) / 1000);
+                }
+                if sender {
+                    sem.add_permits(1);
+                }
+                shared.accepted.fetch_add(1, Ordering::SeqCst);
+                shared.last_ns.fetch_max(now, Ordering::SeqCst);
+                shared.check_done();
+            }
+            Frame::Deliver { seq, envelope, .. } => {
+                if let Some(&i) = msg_id_of(&envelope).and_then(|m| shared.index.get(&m)) {
+                    del.push((now.saturating_sub(shared.sent_ns[i].load(Ordering::SeqCst))) / 1000);
+                }
+                shared
+                    .delivered_bytes
+                    .fetch_add(envelope.len() as u64, Ordering::Relaxed);
+                since_ack += 1;
+                let all = shared.delivered.fetch_add(1, Ordering::SeqCst) + 1
+                    >= shared.expected_deliveries;
+                if since_ack >= 32 || all {
+                    since_ack = 0;
+                    let _ = tx.try_send(wire::encode_frame(&Frame::Ack { up_to_seq: seq }));
+                }
+                shared.last_ns.fetch_max(now, Ordering::SeqCst);
+                shared.check_done();
+            }
+            _ => {}
+        }
+        // Publish samples in batches to keep the lock cold.
+        if acc.len() >= 256 {
+            shared
+                .accept_lat
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .append(&mut acc);
+        }
+        if del.len() >= 256 {
+            shared
+                .deliver_lat
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .append(&mut del);
+        }
+    }
+    shared
+        .accept_lat
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .append(&mut acc);
+    shared
+        .deliver_lat
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .append(&mut del);
+}

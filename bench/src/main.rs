@@ -1,0 +1,271 @@
+//! `tallinn-bench`: measures the relay against a bare quinn forwarder with
+//! the same load generator, each server a separate process.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use tallinn_bench::load::{self, Outcome, Params, Setup};
+use tallinn_bench::system::{self, Server};
+
+/// Tallinn Relay benchmark harness.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+enum SystemKind {
+    /// The Tallinn relay (durable, verifying).
+    Relay,
+    /// The bare quinn forwarder (transport ceiling).
+    Quinn,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Saturation (closed loop) or fixed-rate (open loop) fan-out into one channel.
+    Fanout {
+        /// Systems to measure.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![SystemKind::Relay, SystemKind::Quinn])]
+        system: Vec<SystemKind>,
+        /// Participants in the channel.
+        #[arg(long, default_value_t = 14)]
+        participants: usize,
+        /// Sender counts to try.
+        #[arg(long, value_delimiter = ',', default_values_t = vec![1, 4])]
+        senders: Vec<usize>,
+        /// Payload sizes (bytes) to try.
+        #[arg(long, value_delimiter = ',', default_values_t = vec![256, 1024, 16384])]
+        payload: Vec<usize>,
+        /// Messages per run.
+        #[arg(long, default_value_t = 4000)]
+        messages: usize,
+        /// Closed-loop window per sender.
+        #[arg(long, default_value_t = 256)]
+        window: usize,
+        /// Open loop at this total rate (messages/s) instead of saturation.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Runs per row (median reported, with min and max).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Pin the server to CPU 0 (the load generator then shares CPU 1).
+        #[arg(long)]
+        pin: bool,
+        /// Also write the rows as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Run the bare quinn forwarder (used by `fanout`).
+    Forwarder {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// PEM certificate.
+        #[arg(long)]
+        cert: PathBuf,
+        /// PEM key.
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    system: SystemKind,
+    params: Params,
+    pinned: bool,
+    runs: Vec<Outcome>,
+    median: Outcome,
+    min_deliveries_per_s: f64,
+    max_deliveries_per_s: f64,
+    server_cpu_us_per_delivery: f64,
+    server_peak_rss_mib: f64,
+}
+
+fn median(mut runs: Vec<Outcome>) -> (Outcome, f64, f64) {
+    runs.sort_by(|a, b| a.deliveries_per_s.total_cmp(&b.deliveries_per_s));
+    let min = runs.first().map_or(0.0, |r| r.deliveries_per_s);
+    let max = runs.last().map_or(0.0, |r| r.deliveries_per_s);
+    let mid = runs.get(runs.len() / 2).cloned().unwrap_or_default();
+    (mid, min, max)
+}
+
+async fn fanout_row(kind: SystemKind, p: &Params, runs: usize, pin: bool) -> Result<Row> {
+    let mut outcomes = Vec::new();
+    let mut cpu = Vec::new();
+    let mut rss = 0u64;
+    for run in 0..runs {
+        let dir = tempfile::tempdir()?;
+        let setup = Setup::create(dir.path(), p.participants)?;
+        let port = system::free_port()?;
+        let server = match kind {
+            SystemKind::Relay => {
+                let cfg = setup.write_relay_config(port, &format!("data-{run}"))?;
+                Server::start(
+                    &system::sibling("tallinn-relay")?,
+                    &["run", "--config", cfg.to_str().context("path")?],
+                    pin.then_some(0),
+                )?
+            }
+            SystemKind::Quinn => {
+                let exe = std::env::current_exe()?;
+                let listen = format!("127.0.0.1:{port}");
+                let cert = setup.dir.join("cert.pem");
+                let key = setup.dir.join("key.pem");
+                Server::start(
+                    &exe,
+                    &[
+                        "forwarder",
+                        "--listen",
+                        &listen,
+                        "--cert",
+                        cert.to_str().context("path")?,
+                        "--key",
+                        key.to_str().context("path")?,
+                    ],
+                    pin.then_some(0),
+                )?
+            }
+        };
+        let pin_hash = setup.tls.pin()?;
+        let before = system::cpu_us(server.pid())?;
+        let outcome = load::run(&setup, server.addr, pin_hash, p).await?;
+        let after = system::cpu_us(server.pid())?;
+        rss = rss.max(system::peak_rss_kib(server.pid())?);
+        let deliveries = outcome.deliveries_per_s * outcome.seconds;
+        if deliveries > 0.0 {
+            cpu.push((after - before) as f64 / deliveries);
+        }
+        outcomes.push(outcome);
+        server.stop();
+    }
+    cpu.sort_by(f64::total_cmp);
+    let (median, min, max) = median(outcomes.clone());
+    Ok(Row {
+        system: kind,
+        params: p.clone(),
+        pinned: pin,
+        runs: outcomes,
+        median,
+        min_deliveries_per_s: min,
+        max_deliveries_per_s: max,
+        server_cpu_us_per_delivery: cpu.get(cpu.len() / 2).copied().unwrap_or(0.0),
+        server_peak_rss_mib: rss as f64 / 1024.0,
+    })
+}
+
+fn print_header() {
+    println!(
+        "{:<6} {:>3} {:>3} {:>6} {:>9} {:>11} {:>19} {:>7} {:>28} {:>28} {:>7} {:>7} {:>5}",
+        "system",
+        "N",
+        "S",
+        "bytes",
+        "accept/s",
+        "deliver/s",
+        "(min..max)",
+        "MB/s",
+        "accept µs p50/p99/p999/max",
+        "deliver µs p50/p99/p999/max",
+        "cpuµs/d",
+        "RSS MiB",
+        "lost"
+    );
+}
+
+fn print_row(r: &Row) {
+    let m = &r.median;
+    println!(
+        "{:<6} {:>3} {:>3} {:>6} {:>9.0} {:>11.0} {:>19} {:>7.1} {:>28} {:>28} {:>7.2} {:>7.1} {:>5}",
+        format!("{:?}", r.system).to_lowercase(),
+        r.params.participants,
+        r.params.senders,
+        r.params.payload,
+        m.accepted_per_s,
+        m.deliveries_per_s,
+        format!("({:.0}..{:.0})", r.min_deliveries_per_s, r.max_deliveries_per_s),
+        m.mb_per_s,
+        format!("{}/{}/{}/{}", m.accept_us.p50, m.accept_us.p99, m.accept_us.p999, m.accept_us.max),
+        format!("{}/{}/{}/{}", m.deliver_us.p50, m.deliver_us.p99, m.deliver_us.p999, m.deliver_us.max),
+        r.server_cpu_us_per_delivery,
+        r.server_peak_rss_mib,
+        m.lost
+    );
+}
+
+async fn real_main(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Forwarder { listen, cert, key } => {
+            let tls = tallinn_relay::TlsIdentity::from_pem_files(&cert, &key)?;
+            tallinn_bench::forwarder::run(listen, &tls).await
+        }
+        Cmd::Fanout {
+            system,
+            participants,
+            senders,
+            payload,
+            messages,
+            window,
+            rate,
+            runs,
+            pin,
+            json,
+        } => {
+            println!(
+                "fanout: {} mode, {messages} messages per run, window {window}, {runs} runs per row, server {}",
+                rate.map_or("saturation (closed loop)".to_string(), |r| format!("fixed rate {r}/s (open loop)")),
+                if pin { "pinned to CPU 0 (taskset)" } else { "not pinned" }
+            );
+            print_header();
+            let mut rows = Vec::new();
+            for &s in &senders {
+                for &b in &payload {
+                    for &kind in &system {
+                        let p = Params {
+                            participants,
+                            senders: s.min(participants),
+                            payload: b,
+                            messages,
+                            window,
+                            rate,
+                        };
+                        let row = fanout_row(kind, &p, runs, pin).await?;
+                        print_row(&row);
+                        rows.push(row);
+                    }
+                }
+            }
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&rows)?)?;
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(real_main(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
