@@ -98,6 +98,16 @@ pub enum ClientError {
         /// Why it is not yet accepted.
         why: String,
     },
+    /// The sealed message is larger than the protocol's envelope limit.
+    #[error(
+        "message too large: {size} bytes sealed, the limit is {max}; send large files another way"
+    )]
+    TooLarge {
+        /// Sealed size.
+        size: usize,
+        /// Limit.
+        max: usize,
+    },
     /// The client was closed.
     #[error("client closed")]
     Closed,
@@ -329,6 +339,15 @@ impl Client {
         s.roster.check_post(s.identity.id().as_str(), channel)?;
         let sealed =
             seal(&s.identity, &s.roster, channel, message, now_ms()).map_err(ClientError::Seal)?;
+        // Refuse locally what the relay would refuse: an oversized message
+        // would otherwise sit in the outbox and be resent forever.
+        let max = tallinn_common::defaults::MAX_ENVELOPE_LEN;
+        if sealed.as_bytes().len() > max {
+            return Err(ClientError::TooLarge {
+                size: sealed.as_bytes().len(),
+                max,
+            });
+        }
         let msg_id = sealed.msg_id();
         let entry = OutboxEntry {
             msg_id,
@@ -475,7 +494,7 @@ impl Inner {
 
 async fn manager(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     let s = inner.settings.clone();
-    let endpoint = match connection::endpoint(s.trust.as_ref()) {
+    let endpoint = match connection::endpoint(s.trust.as_ref(), s.relay) {
         Ok(e) => e,
         Err(e) => {
             inner.update(|st| st.fatal = Some(e.to_string()));
@@ -532,7 +551,7 @@ async fn manager(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             break;
         }
-        // Full jitter: a random pause up to the current backoff.
+        // Jitter: a random pause between half and all of the current backoff.
         let pause = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
         backoff = (backoff * 2).min(s.max_backoff);
         tokio::select! {
@@ -634,6 +653,7 @@ async fn process_frames(
         let mut finished = Vec::new();
         let mut failure = None;
         let mut retry = Vec::new();
+        let mut reseal_ids = Vec::new();
         for f in batch.drain(..) {
             let frame = match f {
                 Ok(fr) => fr,
@@ -684,6 +704,10 @@ async fn process_frames(
                                 new_events.push(ev);
                             }
                         }
+                    } else if code == ErrorCode::ClockSkew && ours {
+                        // Sealed too long ago (queued while offline), or our
+                        // clock is off: seal the same message again, now.
+                        reseal_ids.push(msg_id);
                     } else if matches!(
                         code,
                         ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::ShuttingDown
@@ -760,10 +784,63 @@ async fn process_frames(
         if !retry.is_empty() {
             schedule_retry(inner.clone(), retry);
         }
+        for old_id in reseal_ids {
+            match reseal(inner, &old_id) {
+                Ok(Some(new_id)) => {
+                    warn!(old = %old_id, new = %new_id, "clock_skew: message sealed again with the current time");
+                    inner.finish_waiter(
+                        &old_id,
+                        Err(ClientError::Queued {
+                            msg_id: new_id,
+                            why: format!("re-sealed as {new_id} after clock_skew"),
+                        }),
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => warn!(msg_id = %old_id, error = %e, "could not re-seal after clock_skew"),
+            }
+        }
         if let Some(e) = failure {
             return Err(e);
         }
     }
+}
+
+/// Seals an outbox message again with the current time (after
+/// `clock_skew`): the same channel and plaintext under a new msg_id. The old
+/// entry leaves the outbox only once the new one is durable in it.
+fn reseal(inner: &Inner, old: &MsgId) -> Result<Option<MsgId>, ClientError> {
+    let Some(entry) = inner.outbox.get(old)? else {
+        return Ok(None);
+    };
+    let s = &inner.settings;
+    let opened = UntrustedEnvelope::decode(&entry.envelope)
+        .and_then(|u| u.verify(&s.roster))
+        .and_then(|v| v.open_with_content_key(&entry.content_key))
+        .map_err(ClientError::Seal)?;
+    let sealed = seal(
+        &s.identity,
+        &s.roster,
+        &entry.channel,
+        &opened.message,
+        now_ms(),
+    )
+    .map_err(ClientError::Seal)?;
+    let fresh = OutboxEntry {
+        msg_id: sealed.msg_id(),
+        channel: entry.channel.clone(),
+        subject: entry.subject.clone(),
+        created_at_ms: entry.created_at_ms,
+        envelope: sealed.as_bytes().to_vec(),
+        content_key: *sealed.content_key(),
+        attempts: entry.attempts.saturating_add(1),
+    };
+    inner.outbox.put(&fresh)?;
+    inner.outbox.remove(old)?;
+    inner.try_write(&Frame::Send {
+        envelope: fresh.envelope.clone(),
+    });
+    Ok(Some(fresh.msg_id))
 }
 
 /// Resends deferred messages (rate limited, relay busy) after a pause with

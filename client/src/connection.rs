@@ -79,7 +79,12 @@ impl ConnectError {
     /// limits), as opposed to a configuration or identity problem.
     pub fn is_transient(&self) -> bool {
         match self {
-            ConnectError::Connect { reason, .. } => !reason.contains("pin"),
+            // A certificate the client refuses (pin mismatch, unknown CA,
+            // wrong name) will not fix itself: fatal. Anything else
+            // (unreachable, timed out) is worth retrying.
+            ConnectError::Connect { reason, .. } => {
+                !(reason.contains("pin") || reason.contains("certificate"))
+            }
             ConnectError::Lost(_) | ConnectError::Timeout(_) => true,
             ConnectError::Refused { code, .. } => matches!(
                 code,
@@ -158,7 +163,7 @@ impl ServerCertVerifier for PinVerifier {
 ///
 /// # Errors
 /// [`ConnectError::NoTrust`], [`ConnectError::CaFile`], [`ConnectError::Setup`].
-pub fn endpoint(trust: Option<&Trust>) -> Result<Endpoint, ConnectError> {
+pub fn endpoint(trust: Option<&Trust>, relay: SocketAddr) -> Result<Endpoint, ConnectError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -199,9 +204,12 @@ pub fn endpoint(trust: Option<&Trust>) -> Result<Endpoint, ConnectError> {
             .map_err(|e| ConnectError::Setup(e.to_string()))?,
     ));
     client.transport_config(Arc::new(transport));
-    let bind: SocketAddr = "0.0.0.0:0"
-        .parse()
-        .map_err(|_| ConnectError::Setup("bind address".into()))?;
+    // Bind the address family of the relay (an IPv4 socket cannot reach IPv6).
+    let bind: SocketAddr = if relay.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
     let mut ep = Endpoint::client(bind).map_err(|e| ConnectError::Setup(e.to_string()))?;
     ep.set_default_client_config(client);
     Ok(ep)

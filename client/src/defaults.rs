@@ -11,7 +11,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// First reconnect pause; doubled on every failure up to [`MAX_BACKOFF`],
-/// with full jitter so a relay restart does not see every client at once.
+/// with jitter (a pause between half and all of it) so a relay restart does
+/// not see every client at once.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Longest reconnect pause.

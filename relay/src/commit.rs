@@ -6,6 +6,7 @@
 //!                                         take everything queued (a batch)
 //!                                         append each (dedupe, seq) / ack each
 //!                                         store.flush()            ← one fsync
+//!                                         (skipped for a batch of acks only)
 //!                                         reply Accepted to each sender
 //!                                         router.deliver(each new message)
 //! ```
@@ -184,6 +185,13 @@ fn writer(rx: mpsc::Receiver<Request>, store: &dyn Store, router: &Router, metri
                 Request::Flush { reply } => flush_waiters.push(reply),
                 Request::Stop => stopping = true,
             }
+        }
+        // A batch of acknowledgements only is not flushed: a cursor lost in
+        // a crash means a redelivery, which clients deduplicate, and sled's
+        // background flusher writes it within a second anyway. Appends and
+        // explicit flush requests are always flushed before anyone is told.
+        if done.is_empty() && flush_waiters.is_empty() {
+            continue;
         }
         // One durable flush for all of them.
         let started = Instant::now();

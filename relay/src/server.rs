@@ -88,10 +88,19 @@ struct ResetKey([u8; 32]);
 
 impl ResetKey {
     fn load_or_create(path: &std::path::Path) -> std::io::Result<Self> {
-        if let Ok(bytes) = std::fs::read(path) {
-            if let Ok(k) = <[u8; 32]>::try_from(bytes.as_slice()) {
-                return Ok(Self(k));
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                return <[u8; 32]>::try_from(bytes.as_slice())
+                    .map(Self)
+                    .map_err(|_| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("{} must hold exactly 32 bytes", path.display()),
+                        )
+                    });
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;

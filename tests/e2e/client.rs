@@ -464,3 +464,63 @@ async fn two_devices_and_connection_cut_mid_delivery() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_outbox_message_is_resealed_after_clock_skew() {
+    timed(async {
+        let env = Env::new().await;
+        // A message that sat in the outbox for an hour (relay skew limit 5 min).
+        let ua = Client::open(env.settings("UA", "default")).unwrap();
+        let hour_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            - 3_600_000;
+        let msg = Message::note(Tlp::Amber, "written an hour ago", "offline draft");
+        let sealed = tallinn_common::envelope::seal(
+            &env.dep.id("UA"),
+            &env.dep.roster,
+            "front-office",
+            &msg,
+            hour_ago,
+        )
+        .unwrap();
+        ua.outbox()
+            .put(&tallinn_client::outbox::OutboxEntry {
+                msg_id: sealed.msg_id(),
+                channel: "front-office".into(),
+                subject: msg.subject.clone(),
+                created_at_ms: hour_ago,
+                envelope: sealed.as_bytes().to_vec(),
+                content_key: *sealed.content_key(),
+                attempts: 0,
+            })
+            .unwrap();
+        drop(ua);
+        let ua = env.client("UA", "default").await;
+        ua.sync(WAIT, |_| {}).await.unwrap();
+        assert!(ua.outbox().is_empty());
+        let ee = env.client("EE", "default").await;
+        ee.sync(WAIT, |_| {}).await.unwrap();
+        let got = ee.archive().search(&Filter::default(), 10).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].message, msg, "same message");
+        assert_ne!(
+            got[0].msg_id,
+            sealed.msg_id(),
+            "sealed again under a new id"
+        );
+        assert!(
+            env.relay
+                .as_ref()
+                .unwrap()
+                .metrics()
+                .sends_rejected
+                .get(ErrorCode::ClockSkew)
+                >= 1
+        );
+        ee.close().await;
+        ua.close().await;
+    })
+    .await;
+}
