@@ -93,16 +93,22 @@ impl Setup {
         })
     }
 
-    /// Writes `relay.toml` for a relay on `port` with data in `data`.
+    /// Writes `relay.toml` for a relay on `port` with data in `data` and
+    /// metrics on `metrics_port`.
     ///
     /// # Errors
     /// I/O failures.
-    pub fn write_relay_config(&self, port: u16, data: &str) -> Result<std::path::PathBuf> {
+    pub fn write_relay_config(
+        &self,
+        port: u16,
+        data: &str,
+        metrics_port: u16,
+    ) -> Result<std::path::PathBuf> {
         let path = self.dir.join("relay.toml");
         std::fs::write(
             &path,
             format!(
-                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\nroster = \"roster.toml\"\nmetrics_listen = \"\"\n\
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\nroster = \"roster.toml\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
                  [tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\ngenerate_self_signed = false\n\
                  [limits]\nsend_rate_per_sec = 1000000000.0\nsend_burst = 1000000000\n\
                  max_connections_per_participant = 64\nmax_inflight_sends = 1024\n"
@@ -406,6 +412,9 @@ pub async fn run(setup: &Setup, addr: SocketAddr, pin: [u8; 32], p: &Params) -> 
     }
 
     // The timed part.
+    if std::env::var_os("TALLINN_BENCH_VERBOSE").is_some() {
+        eprintln!("timed part starts");
+    }
     let start_ns = shared.now_ns();
     let mut sends = Vec::new();
     for (s, list) in envelopes.into_iter().enumerate() {

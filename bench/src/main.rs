@@ -60,6 +60,13 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The relay's store alone: appends of 1 KiB messages to 14 recipients
+    /// with one flush (fsync) per batch, for several batch sizes.
+    Store {
+        /// Messages per batch size.
+        #[arg(long, default_value_t = 4000)]
+        messages: usize,
+    },
     /// Run the bare quinn forwarder (used by `fanout`).
     Forwarder {
         /// Listen address.
@@ -85,6 +92,10 @@ struct Row {
     max_deliveries_per_s: f64,
     server_cpu_us_per_delivery: f64,
     server_peak_rss_mib: f64,
+    /// Relay only: messages per group-commit flush (mean over the runs).
+    mean_flush_batch: f64,
+    /// Relay only: mean flush (fsync) duration.
+    mean_flush_ms: f64,
 }
 
 fn median(mut runs: Vec<Outcome>) -> (Outcome, f64, f64) {
@@ -98,14 +109,22 @@ fn median(mut runs: Vec<Outcome>) -> (Outcome, f64, f64) {
 async fn fanout_row(kind: SystemKind, p: &Params, runs: usize, pin: bool) -> Result<Row> {
     let mut outcomes = Vec::new();
     let mut cpu = Vec::new();
+    let mut batches = Vec::new();
+    let mut flush_ms = Vec::new();
     let mut rss = 0u64;
     for run in 0..runs {
         let dir = tempfile::tempdir()?;
         let setup = Setup::create(dir.path(), p.participants)?;
         let port = system::free_port()?;
+        let mut metrics_port = None;
         let server = match kind {
             SystemKind::Relay => {
-                let cfg = setup.write_relay_config(port, &format!("data-{run}"))?;
+                metrics_port = Some(free_tcp_port()?);
+                let cfg = setup.write_relay_config(
+                    port,
+                    &format!("data-{run}"),
+                    metrics_port.unwrap_or(0),
+                )?;
                 Server::start(
                     &system::sibling("tallinn-relay")?,
                     &["run", "--config", cfg.to_str().context("path")?],
@@ -136,6 +155,23 @@ async fn fanout_row(kind: SystemKind, p: &Params, runs: usize, pin: bool) -> Res
         let before = system::cpu_us(server.pid())?;
         let outcome = load::run(&setup, server.addr, pin_hash, p).await?;
         let after = system::cpu_us(server.pid())?;
+        if let Some(mp) = metrics_port {
+            if let Ok(text) = scrape(mp) {
+                let get = |name: &str| -> f64 {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+                        .unwrap_or(0.0)
+                };
+                let (sum, count) = (
+                    get("tallinn_flush_batch_messages_sum "),
+                    get("tallinn_flush_batch_messages_count "),
+                );
+                if count > 0.0 {
+                    batches.push(sum / count);
+                    flush_ms.push(get("tallinn_flush_seconds_sum ") / count * 1e3);
+                }
+            }
+        }
         rss = rss.max(system::peak_rss_kib(server.pid())?);
         let deliveries = outcome.deliveries_per_s * outcome.seconds;
         if deliveries > 0.0 {
@@ -156,7 +192,26 @@ async fn fanout_row(kind: SystemKind, p: &Params, runs: usize, pin: bool) -> Res
         max_deliveries_per_s: max,
         server_cpu_us_per_delivery: cpu.get(cpu.len() / 2).copied().unwrap_or(0.0),
         server_peak_rss_mib: rss as f64 / 1024.0,
+        mean_flush_batch: batches.iter().sum::<f64>() / batches.len().max(1) as f64,
+        mean_flush_ms: flush_ms.iter().sum::<f64>() / flush_ms.len().max(1) as f64,
     })
+}
+
+fn free_tcp_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Fetches the relay's Prometheus text.
+fn scrape(port: u16) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
 }
 
 fn print_header() {
@@ -181,7 +236,7 @@ fn print_header() {
 fn print_row(r: &Row) {
     let m = &r.median;
     println!(
-        "{:<6} {:>3} {:>3} {:>6} {:>9.0} {:>11.0} {:>19} {:>7.1} {:>28} {:>28} {:>7.2} {:>7.1} {:>5}",
+        "{:<6} {:>3} {:>3} {:>6} {:>9.0} {:>11.0} {:>19} {:>7.1} {:>28} {:>28} {:>7.2} {:>7.1} {:>5} {:>13}",
         format!("{:?}", r.system).to_lowercase(),
         r.params.participants,
         r.params.senders,
@@ -194,12 +249,58 @@ fn print_row(r: &Row) {
         format!("{}/{}/{}/{}", m.deliver_us.p50, m.deliver_us.p99, m.deliver_us.p999, m.deliver_us.max),
         r.server_cpu_us_per_delivery,
         r.server_peak_rss_mib,
-        m.lost
+        m.lost,
+        if r.mean_flush_batch > 0.0 {
+            format!("{:.1}/{:.2}ms", r.mean_flush_batch, r.mean_flush_ms)
+        } else {
+            "-".to_string()
+        }
     );
+}
+
+fn store_bench(messages: usize) -> Result<()> {
+    use tallinn_relay::store::{LogEntry, SledStore, Store};
+    println!("store: {messages} appends of 1 KiB to 14 recipients per row");
+    println!(
+        "{:>6} {:>12} {:>12} {:>14}",
+        "batch", "appends/s", "flushes/s", "µs per append"
+    );
+    for batch in [1usize, 8, 64, 512] {
+        let dir = tempfile::tempdir()?;
+        let store = SledStore::open(dir.path())?;
+        let recipients: Vec<String> = (1..14).map(|i| format!("P{i:02}")).collect();
+        let start = std::time::Instant::now();
+        for i in 0..messages {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            store.append(
+                tallinn_common::message::MsgId(id),
+                &LogEntry {
+                    received_at_ms: 0,
+                    sender: "P00".into(),
+                    recipients: recipients.clone(),
+                    envelope: vec![7; 1024 + 13 * 110],
+                },
+            )?;
+            if (i + 1) % batch == 0 {
+                store.flush()?;
+            }
+        }
+        store.flush()?;
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "{batch:>6} {:>12.0} {:>12.0} {:>14.1}",
+            messages as f64 / secs,
+            (messages / batch) as f64 / secs,
+            secs * 1e6 / messages as f64
+        );
+    }
+    Ok(())
 }
 
 async fn real_main(cli: Cli) -> Result<()> {
     match cli.command {
+        Cmd::Store { messages } => store_bench(messages),
         Cmd::Forwarder { listen, cert, key } => {
             let tls = tallinn_relay::TlsIdentity::from_pem_files(&cert, &key)?;
             tallinn_bench::forwarder::run(listen, &tls).await

@@ -95,6 +95,7 @@ pub struct Record {
     /// The decrypted message.
     pub message: Message,
     /// The envelope bytes exactly as received (or sent).
+    #[serde(with = "serde_bytes")]
     pub envelope: Vec<u8>,
     /// For sent messages: the content key, so the copy stays verifiable.
     pub content_key: Option<[u8; 32]>,
@@ -147,6 +148,7 @@ pub struct Quarantined {
     /// Claimed channel, if the envelope parsed.
     pub claimed_channel: Option<String>,
     /// The envelope bytes as received.
+    #[serde(with = "serde_bytes")]
     pub envelope: Vec<u8>,
 }
 

@@ -26,6 +26,7 @@ pub struct OutboxEntry {
     /// When it was sealed, ms.
     pub created_at_ms: u64,
     /// The sealed envelope, sent verbatim on every attempt.
+    #[serde(with = "serde_bytes")]
     pub envelope: Vec<u8>,
     /// Its content key (the archived sent copy stays verifiable).
     pub content_key: [u8; 32],

@@ -82,6 +82,7 @@ pub struct WrappedKey {
     /// HPKE encapsulated key (X25519 ephemeral public key).
     pub enc: [u8; 32],
     /// HPKE ciphertext of the content key (48 bytes).
+    #[serde(with = "serde_bytes")]
     pub ct: Vec<u8>,
 }
 
@@ -93,6 +94,7 @@ pub struct SealedBody {
     /// One wrapped key per recipient, sorted by recipient id.
     pub recipients: Vec<WrappedKey>,
     /// ChaCha20-Poly1305 ciphertext of `postcard(Message)`, tag appended.
+    #[serde(with = "serde_bytes")]
     pub ciphertext: Vec<u8>,
 }
 
@@ -100,6 +102,7 @@ pub struct SealedBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     /// `postcard(SealedBody)`, exactly as signed.
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
     /// Ed25519 over `"tallinn/1 envelope" || body`.
     #[serde(with = "BigArray")]

@@ -217,6 +217,7 @@ pub struct Attachment {
     /// Media type, e.g. `application/pdf`.
     pub media_type: String,
     /// The content.
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 

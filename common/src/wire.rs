@@ -179,6 +179,7 @@ pub enum Frame {
     /// 3, client -> relay: submit an envelope (`postcard(Envelope)` bytes).
     Send {
         /// The encoded envelope.
+        #[serde(with = "serde_bytes")]
         envelope: Vec<u8>,
     },
     /// 4, relay -> client: the envelope is durably stored.
@@ -204,6 +205,7 @@ pub enum Frame {
         /// Relay clock when it accepted the envelope, ms since the epoch.
         received_at_ms: u64,
         /// The encoded envelope, exactly as the sender sent it.
+        #[serde(with = "serde_bytes")]
         envelope: Vec<u8>,
     },
     /// 7, client -> relay: every delivery up to and including `up_to_seq` is

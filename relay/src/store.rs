@@ -66,6 +66,7 @@ pub struct LogEntry {
     /// Recipient ids (as verified against the roster at acceptance).
     pub recipients: Vec<String>,
     /// The envelope bytes exactly as received.
+    #[serde(with = "serde_bytes")]
     pub envelope: Vec<u8>,
 }
 
@@ -272,6 +273,9 @@ impl SledStore {
             // Durability comes from explicit group-commit flushes; the
             // background flusher only bounds what an idle relay holds.
             .flush_every_ms(Some(1000))
+            // Favour write throughput over space: the log is short-lived
+            // (deleted once acknowledged), so space amplification is cheap.
+            .mode(sled::Mode::HighThroughput)
             .open()?;
         let tree = db.open_tree("relay")?;
         let stored_next = match tree.get(NEXT_SEQ_KEY)? {
