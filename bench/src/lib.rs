@@ -16,4 +16,5 @@
 
 pub mod forwarder;
 pub mod load;
+pub mod scenarios;
 pub mod system;

@@ -60,6 +60,26 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Messages queued for an offline participant, then drained by the real
+    /// client (verify, decrypt, durable archive, acks).
+    Backlog {
+        /// Messages in the backlog.
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+    },
+    /// Authenticated idle connections: relay RSS per connection, handshakes/s.
+    Connections {
+        /// Connection counts to try.
+        #[arg(long, value_delimiter = ',', default_values_t = vec![1000, 10000])]
+        count: Vec<usize>,
+    },
+    /// A client archive of many records: insert, first page of a channel and
+    /// of a text search, export, verify.
+    Archive {
+        /// Records.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+    },
     /// The relay's store alone: appends of 1 KiB messages to 14 recipients
     /// with one flush (fsync) per batch, for several batch sizes.
     Store {
@@ -301,6 +321,9 @@ fn store_bench(messages: usize) -> Result<()> {
 async fn real_main(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Store { messages } => store_bench(messages),
+        Cmd::Backlog { messages } => tallinn_bench::scenarios::backlog(messages).await,
+        Cmd::Connections { count } => tallinn_bench::scenarios::connections(&count).await,
+        Cmd::Archive { records } => tallinn_bench::scenarios::archive(records),
         Cmd::Forwarder { listen, cert, key } => {
             let tls = tallinn_relay::TlsIdentity::from_pem_files(&cert, &key)?;
             tallinn_bench::forwarder::run(listen, &tls).await

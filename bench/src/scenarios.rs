@@ -1,0 +1,350 @@
+//! The `backlog`, `connections` and `archive` scenarios.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tallinn_client::archive::{Archive, Filter};
+use tallinn_client::{Client, Settings};
+use tallinn_common::envelope::{seal, UntrustedEnvelope};
+use tallinn_common::identity::{DeviceId, Identity};
+use tallinn_common::message::{Message, Tlp};
+use tallinn_common::wire::{self, Frame};
+
+use crate::load::{self, Setup};
+use crate::system::{self, Server};
+
+/// Seals `n` 1 KiB notes from `from` into `bench` on all cores.
+fn seal_many(setup: &Setup, from: usize, n: usize, words: bool) -> Result<Vec<Vec<u8>>> {
+    let now = tallinn_common::unix_ms(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?,
+    );
+    let threads = 2;
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                let (id, roster) = (setup.ids[from].clone(), setup.roster.clone());
+                s.spawn(move || -> Result<Vec<Vec<u8>>> {
+                    (t..n)
+                        .step_by(threads)
+                        .map(|i| {
+                            // Every 1000th message carries a rare word, so a
+                            // text search has something to find far back.
+                            let subject = if words && i % 1000 == 7 {
+                                format!("generator failure report {i}")
+                            } else {
+                                format!("status update {i}")
+                            };
+                            let body = "x".repeat(1024);
+                            Ok(seal(
+                                &id,
+                                &roster,
+                                "bench",
+                                &Message::note(Tlp::Green, subject, body),
+                                now,
+                            )?
+                            .into_bytes())
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(n);
+        for h in hs {
+            out.extend(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("sealing thread panicked"))??,
+            );
+        }
+        Ok(out)
+    })
+}
+
+fn start_relay(setup: &Setup, edit: impl Fn(String) -> String) -> Result<Server> {
+    let port = system::free_port()?;
+    let cfg = setup.write_relay_config(port, "data", 0)?;
+    // No metrics endpoint for these scenarios.
+    let text = std::fs::read_to_string(&cfg)?
+        .replace("metrics_listen = \"127.0.0.1:0\"", "metrics_listen = \"\"");
+    std::fs::write(&cfg, edit(text))?;
+    Server::start(
+        &system::sibling("tallinn-relay")?,
+        &["run", "--config", cfg.to_str().context("path")?],
+        None,
+    )
+}
+
+/// Single-core crypto limit of a recipient: decode + verify + open per second.
+fn crypto_limit(setup: &Setup, sample: &[Vec<u8>], me: &Identity) -> Result<f64> {
+    let n = sample.len().min(2000);
+    let start = Instant::now();
+    for e in sample.iter().take(n) {
+        UntrustedEnvelope::decode(e)?
+            .verify(&setup.roster)?
+            .open(me)?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// `backlog`: `n` messages queued for an offline participant, then the real
+/// client (verify, decrypt, durable archive, acks) connects and drains.
+///
+/// # Errors
+/// Setup failures.
+pub async fn backlog(n: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let setup = Setup::create(dir.path(), 2)?;
+    println!("backlog: sealing {n} envelopes (1 KiB, P00 → P01)…");
+    let envelopes = seal_many(&setup, 0, n, false)?;
+    let limit = crypto_limit(&setup, &envelopes, &setup.ids[1])?;
+    let server = start_relay(&setup, |t| t)?;
+    let pin = setup.tls.pin()?;
+    // Queue everything while P01 is offline.
+    let ep = load::endpoint(pin)?;
+    let (conn, mut send, mut recv) = load::login(&ep, server.addr, &setup.ids[0]).await?;
+    let start = Instant::now();
+    let writer = tokio::spawn(async move {
+        for e in envelopes {
+            if send
+                .write_all(&wire::encode_frame(&Frame::Send { envelope: e }))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        send
+    });
+    let mut accepted = 0;
+    while accepted < n {
+        let mut p = [0u8; 4];
+        recv.read_exact(&mut p).await?;
+        let mut b = vec![0u8; wire::frame_len(p, u32::MAX)?];
+        recv.read_exact(&mut b).await?;
+        match wire::decode_frame(&b)? {
+            Frame::Accepted { .. } => accepted += 1,
+            Frame::Rejected { code, reason, .. } => bail!("rejected: {code}: {reason}"),
+            _ => {}
+        }
+    }
+    let queue_secs = start.elapsed().as_secs_f64();
+    let _ = writer.await;
+    conn.close(0u32.into(), b"done");
+    println!("  queued {n} at {:.0} accepted/s", n as f64 / queue_secs);
+
+    // The real client drains.
+    let archive_dir = dir.path().join("client");
+    std::fs::create_dir_all(&archive_dir)?;
+    let settings = Settings {
+        relay: server.addr,
+        server_name: "localhost".into(),
+        trust: Some(tallinn_client::config::Trust::Pin(pin)),
+        identity: setup.ids[1].clone(),
+        device: DeviceId::new("bench")?,
+        roster: setup.roster.clone(),
+        archive_dir,
+        connect_timeout: Duration::from_secs(30),
+        send_timeout: Duration::from_secs(30),
+        max_backoff: Duration::from_secs(2),
+    };
+    let start = Instant::now();
+    let client = Client::connect(settings).await?;
+    client.sync(Duration::from_secs(3600), |_| {}).await?;
+    let secs = start.elapsed().as_secs_f64();
+    let archived = client.archive().len();
+    client.close().await;
+    let cpu_limit = limit;
+    let rate = archived as f64 / secs;
+    println!(
+        "  drained {archived} in {secs:.1} s: {rate:.0} messages/s archived (verified, decrypted, encrypted at rest, fsynced, acked)"
+    );
+    println!(
+        "  single-core crypto limit (decode + verify + open): {cpu_limit:.0}/s; ratio {:.2}",
+        rate / cpu_limit
+    );
+    server.stop();
+    Ok(())
+}
+
+/// `connections`: `n` authenticated idle connections: relay RSS per
+/// connection and handshakes (QUIC + TLS + Auth) per second.
+///
+/// # Errors
+/// Setup failures.
+pub async fn connections(counts: &[usize]) -> Result<()> {
+    for &n in counts {
+        let dir = tempfile::tempdir()?;
+        let setup = Setup::create(dir.path(), 4)?;
+        let server = start_relay(&setup, |t| {
+            t.replace(
+                "max_connections_per_participant = 64",
+                &format!(
+                    "max_connections_per_participant = {}\nmax_connections = {}",
+                    n + 100,
+                    n + 100
+                ),
+            )
+        })?;
+        let pin = setup.tls.pin()?;
+        let base = system::rss_kib(server.pid())?;
+        // A few endpoints, each carrying many connections (one UDP socket each).
+        let endpoints: Vec<_> = (0..16)
+            .map(|_| load::endpoint(pin))
+            .collect::<Result<_>>()?;
+        let start = Instant::now();
+        let mut conns = Vec::with_capacity(n);
+        let mut tasks = tokio::task::JoinSet::new();
+        let sem = Arc::new(tokio::sync::Semaphore::new(64));
+        for i in 0..n {
+            let ep = endpoints[i % endpoints.len()].clone();
+            let id = setup.ids[i % setup.ids.len()].clone();
+            let addr: SocketAddr = server.addr;
+            let permit = sem.clone().acquire_owned().await?;
+            tasks.spawn(async move {
+                let r = login_device(&ep, addr, &id, i).await;
+                drop(permit);
+                r
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            conns.push(r??);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let rss = system::rss_kib(server.pid())?;
+        println!(
+            "connections: {n} authenticated idle connections in {secs:.1} s ({:.0} handshakes/s); relay RSS {:.1} MiB ({:.1} KiB per connection above the {:.1} MiB baseline)",
+            n as f64 / secs,
+            rss as f64 / 1024.0,
+            (rss.saturating_sub(base)) as f64 / n as f64,
+            base as f64 / 1024.0
+        );
+        for (c, _, _) in &conns {
+            c.close(0u32.into(), b"done");
+        }
+        server.stop();
+    }
+    Ok(())
+}
+
+async fn login_device(
+    ep: &quinn::Endpoint,
+    addr: SocketAddr,
+    id: &Identity,
+    i: usize,
+) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream)> {
+    use tallinn_common::defaults::{AUTH_EXPORTER_LABEL, SESSION_PREAMBLE};
+    let conn = ep.connect(addr, "localhost")?.await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(&SESSION_PREAMBLE).await?;
+    let mut p = [0u8; 4];
+    recv.read_exact(&mut p).await?;
+    let mut b = vec![0u8; wire::frame_len(p, 4096)?];
+    recv.read_exact(&mut b).await?;
+    let Frame::Hello { nonce, .. } = wire::decode_frame(&b)? else {
+        bail!("no Hello");
+    };
+    let mut exporter = [0u8; 32];
+    conn.export_keying_material(&mut exporter, AUTH_EXPORTER_LABEL, &nonce)
+        .map_err(|_| anyhow::anyhow!("exporter"))?;
+    let device = format!("d{i}");
+    send.write_all(&wire::encode_frame(&wire::sign_auth(
+        id, &device, &nonce, &exporter,
+    )))
+    .await?;
+    recv.read_exact(&mut p).await?;
+    let mut b = vec![0u8; wire::frame_len(p, 4096)?];
+    recv.read_exact(&mut b).await?;
+    match wire::decode_frame(&b)? {
+        Frame::Welcome { .. } => Ok((conn, send, recv)),
+        other => bail!("expected Welcome, got {}", other.name()),
+    }
+}
+
+/// `archive`: a client archive with `n` records: insert rate, first page of
+/// a channel and of a text search, export and verify rates.
+///
+/// # Errors
+/// Setup failures.
+pub fn archive(n: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let setup = Setup::create(dir.path(), 2)?;
+    println!("archive: sealing {n} envelopes (1 KiB)…");
+    let envelopes = seal_many(&setup, 0, n, true)?;
+    let me = &setup.ids[1];
+    let opened: Vec<_> = envelopes
+        .iter()
+        .map(|e| {
+            UntrustedEnvelope::decode(e)?
+                .verify(&setup.roster)?
+                .open(me)
+        })
+        .collect::<Result<_, _>>()?;
+    let a = Archive::open(&dir.path().join("archive"), me)?;
+    let start = Instant::now();
+    for (i, (e, o)) in envelopes.iter().zip(&opened).enumerate() {
+        a.insert_received(i as u64 + 1, i as u64, e, o)?;
+        if i % 128 == 127 {
+            a.flush()?; // as the client does: one fsync per delivery batch
+        }
+    }
+    a.flush()?;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "  insert: {:.0} records/s ({n} in {secs:.1} s, fsync per 128)",
+        n as f64 / secs
+    );
+    let t = Instant::now();
+    let page = a.search(
+        &Filter {
+            channel: Some("bench".into()),
+            ..Default::default()
+        },
+        20,
+    )?;
+    println!(
+        "  first page of the channel ({} rows): {:.1} ms",
+        page.len(),
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let t = Instant::now();
+    let hits = a.search(
+        &Filter {
+            text: Some("generator failure".into()),
+            ..Default::default()
+        },
+        20,
+    )?;
+    println!(
+        "  first page of a text search ({} rows, newest first, full-text scan): {:.1} ms",
+        hits.len(),
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let t = Instant::now();
+    let out = std::io::BufWriter::new(std::fs::File::create(dir.path().join("export.jsonl"))?);
+    let exported =
+        tallinn_client::export::export(&a, &setup.roster, "", "P01", "bench", 0, out, |_| {})?;
+    println!(
+        "  export: {:.0} records/s",
+        exported as f64 / t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let report = a.verify(&setup.roster, me, false, |_| {})?;
+    if let Some((i, why)) = report.first_error {
+        bail!("verify failed at {i}: {why}");
+    }
+    let vrate = report.records as f64 / t.elapsed().as_secs_f64();
+    // The single-core signature-verify limit, for comparison.
+    let t = Instant::now();
+    let k = envelopes.len().min(5000);
+    for e in envelopes.iter().take(k) {
+        let u = UntrustedEnvelope::decode(e)?;
+        u.verify_signature(&setup.ids[0].public().sign_key)?;
+    }
+    let limit = k as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "  verify: {vrate:.0} records/s (decrypt, chain, signature, policy); single-core verify limit {limit:.0}/s; ratio {:.2}",
+        vrate / limit
+    );
+    Ok(())
+}
