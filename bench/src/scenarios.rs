@@ -149,7 +149,9 @@ pub async fn backlog(n: usize) -> Result<()> {
         max_backoff: Duration::from_secs(2),
     };
     let start = Instant::now();
-    let client = Client::connect(settings).await?;
+    let client = Client::start(settings)?;
+    client.discard_events();
+    client.wait_connected(Duration::from_secs(30)).await?;
     client.sync(Duration::from_secs(3600), |_| {}).await?;
     let secs = start.elapsed().as_secs_f64();
     let archived = client.archive().len();

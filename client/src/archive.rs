@@ -395,6 +395,31 @@ impl Archive {
             envelope,
             opened,
             None,
+            false,
+        )
+        .map(|(i, _)| i)
+    }
+
+    /// [`Archive::insert_received`], also returning the new record (without
+    /// reading it back), for callers that report it.
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn insert_received_record(
+        &self,
+        seq: u64,
+        received_at_ms: u64,
+        envelope: &[u8],
+        opened: &Opened,
+    ) -> Result<(Inserted, Option<Record>), ArchiveError> {
+        self.insert(
+            Direction::Received,
+            seq,
+            received_at_ms,
+            envelope,
+            opened,
+            None,
+            true,
         )
     }
 
@@ -417,9 +442,12 @@ impl Archive {
             envelope,
             opened,
             Some(*content_key),
+            false,
         )
+        .map(|(i, _)| i)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn insert(
         &self,
         direction: Direction,
@@ -428,11 +456,12 @@ impl Archive {
         envelope: &[u8],
         opened: &Opened,
         content_key: Option<[u8; 32]>,
-    ) -> Result<Inserted, ArchiveError> {
+        want_record: bool,
+    ) -> Result<(Inserted, Option<Record>), ArchiveError> {
         let mut head = self.head.lock().map_err(|_| ArchiveError::Poisoned)?;
         let h = &opened.header;
         if let Some(i) = self.lookup(&h.msg_id)? {
-            return Ok(Inserted::Duplicate(i));
+            return Ok((Inserted::Duplicate(i), None));
         }
         let index = head.next_index;
         let record = Record {
@@ -490,7 +519,7 @@ impl Archive {
         self.tree.apply_batch(batch)?;
         head.next_index = index + 1;
         head.hash = hash;
-        Ok(Inserted::New(index))
+        Ok((Inserted::New(index), want_record.then_some(record)))
     }
 
     /// Stores a delivery that failed verification.

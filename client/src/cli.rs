@@ -921,6 +921,7 @@ async fn send(cli: &Cli, channel: &str, message: Message) -> Result<()> {
         .check_post(ctx.identity.id().as_str(), channel)
         .map_err(|e| anyhow!("cannot post: {e}"))?;
     let client = Client::start(ctx.settings()?)?;
+    client.discard_events();
     let result = match client.wait_connected(ctx.config.connect_timeout).await {
         Ok(()) => client
             .send(channel, &message)
@@ -943,6 +944,7 @@ async fn send(cli: &Cli, channel: &str, message: Message) -> Result<()> {
 async fn sync(cli: &Cli, timeout: Duration, json: bool) -> Result<()> {
     let ctx = Ctx::load(cli)?;
     let client = Client::start(ctx.settings()?)?;
+    client.discard_events();
     let before = client.archive().len();
     let outbox_before = client.outbox().len();
     if let Err(e) = client.wait_connected(ctx.config.connect_timeout).await {
@@ -1022,7 +1024,7 @@ async fn listen(cli: &Cli, count: Option<u64>, json: bool) -> Result<()> {
                     Event::Quarantined(q) => eprintln!("quarantined seq {}: {}", q.seq, q.reason),
                     Event::Disconnected { reason } => eprintln!("disconnected ({reason}); reconnecting"),
                     Event::Connected { pending } => if !json { eprintln!("connected; {pending} pending") },
-                    Event::Accepted { .. } => {}
+                    Event::Accepted { .. } | Event::Archived => {}
                 }
                 let _ = std::io::stdout().flush();
             }

@@ -123,6 +123,9 @@ pub enum Event {
     },
     /// A new message was verified, decrypted and archived (durably).
     Message(Box<Record>),
+    /// A new message was archived (internal: counted, not sent, when nobody
+    /// took the event stream).
+    Archived,
     /// A delivery failed verification and was quarantined.
     Quarantined(Box<Quarantined>),
     /// Our message was accepted by the relay.
@@ -172,6 +175,11 @@ struct Inner {
     writer: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
     state: watch::Sender<State>,
     events: mpsc::UnboundedSender<Event>,
+    /// Whether events are wanted: true until [`Client::discard_events`], so
+    /// nothing is missed before the stream is taken; a program that never
+    /// reads them (a CLI `sync`) turns them off so a large backlog does not
+    /// pile up copies of every record in memory.
+    subscribed: std::sync::atomic::AtomicBool,
 }
 
 /// A running client.
@@ -216,6 +224,7 @@ impl Client {
                 writer: Mutex::new(None),
                 state,
                 events: events_tx,
+                subscribed: std::sync::atomic::AtomicBool::new(true),
             }),
             events: Mutex::new(Some(events_rx)),
             stop,
@@ -312,8 +321,20 @@ impl Client {
         self.inner.state.subscribe()
     }
 
-    /// The event stream (can be taken once).
+    /// Stops producing events (for programs that never read them).
+    pub fn discard_events(&self) {
+        self.inner
+            .subscribed
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        drop(self.events.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+
+    /// The event stream (can be taken once). Events are buffered from the
+    /// start, so none is missed before this is called.
     pub fn events(&self) -> Option<mpsc::UnboundedReceiver<Event>> {
+        self.inner
+            .subscribed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
@@ -768,13 +789,16 @@ async fn process_frames(
             inner.finish_waiter(&id, r);
         }
         let (mut archived, mut quarantined) = (0, 0);
+        let listening = inner.subscribed.load(std::sync::atomic::Ordering::Relaxed);
         for ev in new_events {
             match &ev {
-                Event::Message(_) => archived += 1,
+                Event::Message(_) | Event::Archived => archived += 1,
                 Event::Quarantined(_) => quarantined += 1,
                 _ => {}
             }
-            let _ = inner.events.send(ev);
+            if listening && !matches!(ev, Event::Archived) {
+                let _ = inner.events.send(ev);
+            }
         }
         inner.update(|st| {
             st.delivered += delivered;
@@ -881,18 +905,20 @@ fn receive(
         Ok(o) => o,
         Err(e) => return quarantine(inner, seq, received_at_ms, envelope, Some(&claimed), e),
     };
+    let want = inner.subscribed.load(std::sync::atomic::Ordering::Relaxed);
     match inner
         .archive
-        .insert_received(seq, received_at_ms, &envelope, &opened)?
+        .insert_received_record(seq, received_at_ms, &envelope, &opened)?
     {
-        Inserted::New(i) => {
+        (Inserted::New(i), record) => {
             debug!(seq, index = i, msg_id = %opened.header.msg_id, "archived");
-            Ok(inner
-                .archive
-                .record(i)?
-                .map(|r| Event::Message(Box::new(r))))
+            Ok(Some(match record.filter(|_| want) {
+                Some(r) => Event::Message(Box::new(r)),
+                // Nobody listens: count it without keeping a copy.
+                None => Event::Archived,
+            }))
         }
-        Inserted::Duplicate(_) => Ok(None),
+        (Inserted::Duplicate(_), _) => Ok(None),
     }
 }
 
