@@ -18,6 +18,27 @@ use tokio::sync::{mpsc, Notify};
 use crate::metrics::Metrics;
 use crate::store::StoredMessage;
 
+/// A live delivery: the message's seq and its `Deliver` frame, encoded once
+/// per message and shared (reference-counted) by every recipient connection.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Sequence number.
+    pub seq: u64,
+    /// The encoded, length-prefixed `Deliver` frame.
+    pub frame: bytes::Bytes,
+}
+
+/// Encodes the `Deliver` frame of a stored message.
+pub fn deliver_frame(m: &StoredMessage) -> bytes::Bytes {
+    bytes::Bytes::from(tallinn_common::wire::encode_frame(
+        &tallinn_common::wire::Frame::Deliver {
+            seq: m.seq,
+            received_at_ms: m.received_at_ms,
+            envelope: m.envelope.clone(),
+        },
+    ))
+}
+
 /// A live connection as the router sees it.
 #[derive(Debug)]
 pub struct ConnHandle {
@@ -28,7 +49,7 @@ pub struct ConnHandle {
     /// Device label.
     pub device: String,
     /// Live deliveries.
-    pub queue: mpsc::Sender<Arc<StoredMessage>>,
+    pub queue: mpsc::Sender<Delivery>,
     /// Set when a live delivery could not be queued: read from the store.
     pub lagging: AtomicBool,
     /// Wakes the delivery task (lagging set, ack received, shutdown).
@@ -78,7 +99,7 @@ impl Router {
         device: &str,
         queue_len: usize,
         max: usize,
-    ) -> Option<(Arc<ConnHandle>, mpsc::Receiver<Arc<StoredMessage>>)> {
+    ) -> Option<(Arc<ConnHandle>, mpsc::Receiver<Delivery>)> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         let list = conns.entry(participant.to_string()).or_default();
         if list.len() >= max {
@@ -115,11 +136,15 @@ impl Router {
     /// Hands a committed message to every open connection of its recipients.
     /// Never blocks: a full queue marks the connection lagging.
     pub fn deliver(&self, msg: Arc<StoredMessage>, recipients: &[String]) {
+        let delivery = Delivery {
+            seq: msg.seq,
+            frame: deliver_frame(&msg),
+        };
         let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         for r in recipients {
             let Some(list) = conns.get(r) else { continue };
             for c in list {
-                if c.queue.try_send(msg.clone()).is_err() {
+                if c.queue.try_send(delivery.clone()).is_err() {
                     c.lagging.store(true, Ordering::SeqCst);
                     self.metrics
                         .delivery_queue_overflows

@@ -34,8 +34,8 @@ use tracing::{debug, info, warn, Instrument};
 use crate::commit::Committer;
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::router::{ConnHandle, Router};
-use crate::store::{Appended, LogEntry, Store, StoredMessage};
+use crate::router::{deliver_frame, ConnHandle, Delivery, Router};
+use crate::store::{Appended, LogEntry, Store};
 
 /// Largest frame accepted before authentication: an `Auth` is under 200 bytes.
 const MAX_AUTH_FRAME: u32 = 1024;
@@ -386,7 +386,7 @@ type AuthOk = (
     SendStream,
     RecvStream,
     Arc<ConnHandle>,
-    mpsc::Receiver<Arc<StoredMessage>>,
+    mpsc::Receiver<Delivery>,
     u64,
 );
 type AuthErr = (Option<SendStream>, ErrorCode, String);
@@ -517,18 +517,19 @@ async fn session(
     send: SendStream,
     mut recv: RecvStream,
     handle: &Arc<ConnHandle>,
-    rx: mpsc::Receiver<Arc<StoredMessage>>,
+    rx: mpsc::Receiver<Delivery>,
     acked: u64,
 ) -> (Close, Option<SendStream>) {
     let limits = &shared.limits;
-    let (out_tx, mut out_rx) =
-        mpsc::channel::<Vec<u8>>(limits.max_inflight_sends + limits.max_inflight_deliveries + 8);
+    let (out_tx, mut out_rx) = mpsc::channel::<bytes::Bytes>(
+        limits.max_inflight_sends + limits.max_inflight_deliveries + 8,
+    );
     // The writer owns the send half and hands it back when every sender of
     // `out_tx` is gone, so the final Error frame follows everything queued.
     let mut send = send;
     let writer = tokio::spawn(async move {
         while let Some(bytes) = out_rx.recv().await {
-            if send.write_all(&bytes).await.is_err() {
+            if send.write_chunk(bytes).await.is_err() {
                 break;
             }
         }
@@ -591,7 +592,7 @@ async fn session(
                         let metrics = shared.metrics.clone();
                         waiters.spawn(async move {
                             let frame = accept_frame(waiter.await, msg_id, &metrics, received);
-                            let _ = out.send(wire::encode_frame(&frame)).await;
+                            let _ = out.send(wire::encode_frame(&frame).into()).await;
                             drop(permit);
                         });
                     }
@@ -606,7 +607,11 @@ async fn session(
                             code: r.code,
                             reason: r.reason,
                         };
-                        if out_tx.send(wire::encode_frame(&frame)).await.is_err() {
+                        if out_tx
+                            .send(wire::encode_frame(&frame).into())
+                            .await
+                            .is_err()
+                        {
                             break Close {
                                 code: None,
                                 reason: "writer stopped".into(),
@@ -766,20 +771,13 @@ fn handle_send(
 async fn deliver_loop(
     shared: Arc<Shared>,
     handle: Arc<ConnHandle>,
-    mut rx: mpsc::Receiver<Arc<StoredMessage>>,
-    out: mpsc::Sender<Vec<u8>>,
+    mut rx: mpsc::Receiver<Delivery>,
+    out: mpsc::Sender<bytes::Bytes>,
     progress: Arc<Progress>,
 ) {
     let window = shared.limits.max_inflight_deliveries.max(1);
     let mut inflight: VecDeque<u64> = VecDeque::new();
     let mut last_sent = progress.last_sent.load(Ordering::SeqCst);
-    let send = |m: &StoredMessage| {
-        wire::encode_frame(&Frame::Deliver {
-            seq: m.seq,
-            received_at_ms: m.received_at_ms,
-            envelope: m.envelope.clone(),
-        })
-    };
     loop {
         if handle.kicked.load(Ordering::SeqCst) {
             return;
@@ -812,7 +810,7 @@ async fn deliver_loop(
                 handle.lagging.store(true, Ordering::SeqCst);
             }
             for m in &batch {
-                if out.send(send(m)).await.is_err() {
+                if out.send(deliver_frame(m)).await.is_err() {
                     return;
                 }
                 inflight.push_back(m.seq);
@@ -829,7 +827,7 @@ async fn deliver_loop(
         match rx.try_recv() {
             Ok(m) => {
                 if m.seq > last_sent {
-                    if out.send(send(&m)).await.is_err() {
+                    if out.send(m.frame).await.is_err() {
                         return;
                     }
                     inflight.push_back(m.seq);
