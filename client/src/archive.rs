@@ -712,7 +712,9 @@ impl Archive {
                         break;
                     }
                     let (k, _) = kv?;
-                    let Some(tail) = k.get(k.len().saturating_sub(16)..) else {
+                    // Index keys end in time:u64be index:u64be; a shorter
+                    // (tampered) key is skipped, never a panic.
+                    let Some(tail) = k.len().checked_sub(16).and_then(|s| k.get(s..)) else {
                         continue;
                     };
                     let (t, i) = tail.split_at(8);

@@ -391,9 +391,14 @@ impl Client {
             None
         };
         self.inner.outbox.put(&entry)?;
-        self.inner.try_write(&Frame::Send {
+        let written = self.inner.try_write(&Frame::Send {
             envelope: entry.envelope.clone(),
         });
+        if !written && self.inner.state.borrow().connected {
+            // Connected but the session's queue is full: try again shortly
+            // rather than waiting for the next session.
+            schedule_retry(self.inner.clone(), vec![msg_id]);
+        }
         Ok((msg_id, rx))
     }
 
@@ -486,14 +491,19 @@ impl Client {
 }
 
 impl Inner {
-    fn try_write(&self, frame: &Frame) {
-        if let Some(w) = self
+    /// Queues a frame on the current session without waiting. `false` if
+    /// there is no session or its queue is full: the caller must make sure
+    /// the frame is sent later (outbox entries are resent by every new
+    /// session, and by [`schedule_retry`]).
+    fn try_write(&self, frame: &Frame) -> bool {
+        match self
             .writer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
         {
-            let _ = w.try_send(wire::encode_frame(frame));
+            Some(w) => w.try_send(wire::encode_frame(frame)).is_ok(),
+            None => false,
         }
     }
 
@@ -861,7 +871,7 @@ fn reseal(inner: &Inner, old: &MsgId) -> Result<Option<MsgId>, ClientError> {
     };
     inner.outbox.put(&fresh)?;
     inner.outbox.remove(old)?;
-    inner.try_write(&Frame::Send {
+    let _ = inner.try_write(&Frame::Send {
         envelope: fresh.envelope.clone(),
     });
     Ok(Some(fresh.msg_id))
@@ -874,12 +884,19 @@ fn schedule_retry(inner: Arc<Inner>, ids: Vec<MsgId>) {
     tokio::spawn(async move {
         let pause = Duration::from_millis(rand::rng().random_range(500..1500));
         tokio::time::sleep(pause).await;
+        let mut again = Vec::new();
         for id in ids {
             if let Ok(Some(e)) = inner.outbox.get(&id) {
-                inner.try_write(&Frame::Send {
+                if !inner.try_write(&Frame::Send {
                     envelope: e.envelope.clone(),
-                });
+                }) && inner.state.borrow().connected
+                {
+                    again.push(id);
+                }
             }
+        }
+        if !again.is_empty() {
+            schedule_retry(inner, again);
         }
     });
 }

@@ -15,7 +15,7 @@
 //! order. While a flush runs, new requests queue up and form the next batch:
 //! the busier the relay, the more messages share a flush.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{self, Relaxed};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -203,6 +203,13 @@ fn writer(rx: mpsc::Receiver<Request>, store: &dyn Store, router: &Router, metri
             .observe_value(new_messages as f64);
         match flushed {
             Ok(()) => {
+                if let Some(max) = done
+                    .iter()
+                    .filter_map(|(_, _, m, _)| m.as_ref().map(|m| m.seq))
+                    .max()
+                {
+                    router.durable_seq.fetch_max(max, Ordering::SeqCst);
+                }
                 for (reply, result, msg, recipients) in done {
                     if let Some(msg) = msg {
                         router.deliver(Arc::new(msg), &recipients);
@@ -216,8 +223,11 @@ fn writer(rx: mpsc::Receiver<Request>, store: &dyn Store, router: &Router, metri
             Err(e) => {
                 // Nothing in this batch may be reported durable. The writes
                 // may still reach disk later; the senders will retry and be
-                // answered `duplicate`, which clients treat as accepted.
+                // answered `duplicate` after a later successful flush. These
+                // messages were never routed live: make every connection
+                // re-read its inbox so none is skipped.
                 tracing::error!(error = %e, "store flush failed");
+                router.mark_all_lagging();
                 for (reply, _, _, _) in done {
                     let _ = reply.send(Err(StoreError::Flush(e.to_string())));
                 }

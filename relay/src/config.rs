@@ -37,6 +37,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Unacknowledged deliveries per connection.
     pub max_inflight_deliveries: usize,
+    /// Bytes of unacknowledged deliveries per connection.
+    pub max_inflight_delivery_bytes: usize,
+    /// Devices (delivery cursors) per participant.
+    pub max_devices_per_participant: usize,
     /// Live delivery queue per connection.
     pub delivery_queue: usize,
     /// Sends per connection awaiting their flush.
@@ -59,6 +63,8 @@ impl Default for Limits {
             handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
             idle_timeout: defaults::IDLE_TIMEOUT,
             max_inflight_deliveries: defaults::MAX_INFLIGHT_DELIVERIES,
+            max_inflight_delivery_bytes: defaults::MAX_INFLIGHT_DELIVERY_BYTES,
+            max_devices_per_participant: defaults::MAX_DEVICES_PER_PARTICIPANT,
             delivery_queue: defaults::DELIVERY_QUEUE,
             max_inflight_sends: defaults::MAX_INFLIGHT_SENDS,
             max_clock_skew: defaults::MAX_CLOCK_SKEW,
@@ -215,6 +221,10 @@ pub struct FileLimits {
     pub idle_timeout_secs: Option<f64>,
     /// Unacknowledged deliveries per connection.
     pub max_inflight_deliveries: Option<usize>,
+    /// Bytes of unacknowledged deliveries per connection.
+    pub max_inflight_delivery_bytes: Option<usize>,
+    /// Devices per participant.
+    pub max_devices_per_participant: Option<usize>,
     /// Live delivery queue per connection.
     pub delivery_queue: Option<usize>,
     /// Sends per connection awaiting their flush.
@@ -358,6 +368,16 @@ impl FileConfig {
                 "limits.max_inflight_deliveries",
                 l.max_inflight_deliveries,
                 d.max_inflight_deliveries,
+            )?,
+            max_inflight_delivery_bytes: positive(
+                "limits.max_inflight_delivery_bytes",
+                l.max_inflight_delivery_bytes,
+                d.max_inflight_delivery_bytes,
+            )?,
+            max_devices_per_participant: positive(
+                "limits.max_devices_per_participant",
+                l.max_devices_per_participant,
+                d.max_devices_per_participant,
             )?,
             delivery_queue: positive("limits.delivery_queue", l.delivery_queue, d.delivery_queue)?,
             max_inflight_sends: positive(

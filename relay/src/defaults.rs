@@ -41,6 +41,17 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// 256 x 1 KiB keeps a 100 ms RTT link busy at over 2 MB/s.
 pub const MAX_INFLIGHT_DELIVERIES: usize = 256;
 
+/// Bytes of unacknowledged deliveries per connection (with
+/// [`MAX_INFLIGHT_DELIVERIES`], whichever is reached first): 256 large
+/// envelopes would otherwise be 256 MiB per connection for a reader that
+/// never reads.
+pub const MAX_INFLIGHT_DELIVERY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Devices (cursors) one participant may have. A new device label creates a
+/// durable cursor that holds back deletion until it acknowledges; a nation
+/// runs a handful of offices and scripts, not hundreds.
+pub const MAX_DEVICES_PER_PARTICIPANT: usize = 32;
+
 /// Queue of live deliveries per connection. When it is full the relay stops
 /// queueing and the connection catches up by reading from the store.
 pub const DELIVERY_QUEUE: usize = 512;

@@ -76,6 +76,10 @@ impl ConnHandle {
 /// The live connection table.
 #[derive(Debug)]
 pub struct Router {
+    /// Highest seq known durable (flushed). Deliveries read from the store
+    /// never go beyond it: sled reads see writes not yet flushed, and a
+    /// message must not reach a recipient before it is durable.
+    pub durable_seq: AtomicU64,
     conns: Mutex<HashMap<String, Vec<Arc<ConnHandle>>>>,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
@@ -85,6 +89,7 @@ impl Router {
     /// An empty router.
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
+            durable_seq: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             metrics,
@@ -150,6 +155,18 @@ impl Router {
                         .delivery_queue_overflows
                         .fetch_add(1, Ordering::Relaxed);
                 }
+                c.wake.notify_one();
+            }
+        }
+    }
+
+    /// Makes every connection re-read its inbox from the store (after a
+    /// failed flush, whose messages were never routed live).
+    pub fn mark_all_lagging(&self) {
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        for list in conns.values() {
+            for c in list {
+                c.lagging.store(true, Ordering::SeqCst);
                 c.wake.notify_one();
             }
         }

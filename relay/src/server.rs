@@ -191,6 +191,10 @@ impl Server {
         )?);
         let metrics = Arc::new(Metrics::default());
         let router = Arc::new(Router::new(metrics.clone()));
+        // What the store holds after opening is on disk: durable.
+        router
+            .durable_seq
+            .store(store.last_seq(), std::sync::atomic::Ordering::SeqCst);
         let (committer, committer_thread) =
             Committer::start(store.clone(), router.clone(), metrics.clone())
                 .map_err(SpawnError::Thread)?;

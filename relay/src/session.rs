@@ -344,7 +344,7 @@ pub(crate) async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
             }
         };
         let authed = tokio::time::timeout_at(deadline, authenticate(&conn, &shared, remote)).await;
-        let (send, recv, handle, rx, acked) = match authed {
+        let (send, recv, registration, rx, acked) = match authed {
             Ok(Ok(s)) => s,
             Ok(Err((mut send, code, reason))) => {
                 shared.metrics.auth_failures.inc(code);
@@ -364,9 +364,10 @@ pub(crate) async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
                 return;
             }
         };
+        let handle = registration.handle.clone();
         tracing::Span::current().record("participant", handle.participant.as_str());
         let (close, mut send) = session(&shared, send, recv, &handle, rx, acked).await;
-        shared.router.unregister(&handle);
+        drop(registration);
         match close.code {
             Some(code) => {
                 info!(code = %code, reason = %close.reason, "session closed");
@@ -382,10 +383,23 @@ pub(crate) async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
     .await;
 }
 
+/// A router registration that is undone when dropped, however the session
+/// ends (including an authentication timeout that cancels mid-`Welcome`).
+struct Registered {
+    router: Arc<Router>,
+    handle: Arc<ConnHandle>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.router.unregister(&self.handle);
+    }
+}
+
 type AuthOk = (
     SendStream,
     RecvStream,
-    Arc<ConnHandle>,
+    Registered,
     mpsc::Receiver<Delivery>,
     u64,
 );
@@ -460,7 +474,7 @@ async fn authenticate(
             return Err((Some(send), code, reason));
         }
     };
-    let Some((handle, rx)) = shared.router.register(
+    let Some((registered_handle, rx)) = shared.router.register(
         &participant,
         &device,
         shared.limits.delivery_queue,
@@ -476,16 +490,40 @@ async fn authenticate(
             ),
         ));
     };
-    let registered = (|| {
-        let acked = shared.store.touch_device(&participant, &device, now_ms())?;
-        let pending = shared.store.pending(&participant, acked)?;
-        Ok::<_, crate::store::StoreError>((acked, pending))
-    })();
+    let registration = Registered {
+        router: shared.router.clone(),
+        handle: registered_handle,
+    };
+    // Store work (a log scan for `pending`) runs off the async workers.
+    let store = shared.store.clone();
+    let max_devices = shared.limits.max_devices_per_participant;
+    let (p2, d2) = (participant.clone(), device.clone());
+    let registered = tokio::task::spawn_blocking(move || {
+        let known = store.devices(&p2)?;
+        if !known.contains(&d2) && known.len() >= max_devices {
+            return Ok(None);
+        }
+        let acked = store.touch_device(&p2, &d2, now_ms())?;
+        let pending = store.pending(&p2, acked)?;
+        Ok::<_, crate::store::StoreError>(Some((acked, pending)))
+    })
+    .await;
     let (acked, pending) = match registered {
-        Ok(v) => v,
-        Err(e) => {
-            shared.router.unregister(&handle);
+        Ok(Ok(Some(v))) => v,
+        Ok(Ok(None)) => {
+            warn!(%participant, %device, "too many devices for participant");
+            return Err((
+                Some(send),
+                ErrorCode::RateLimited,
+                format!("{participant} already has {max_devices} devices; reuse a device label"),
+            ));
+        }
+        Ok(Err(e)) => {
             tracing::error!(error = %e, "store failure during auth");
+            return Err((Some(send), ErrorCode::Internal, "storage failure".into()));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "auth store task failed");
             return Err((Some(send), ErrorCode::Internal, "storage failure".into()));
         }
     };
@@ -495,7 +533,6 @@ async fn authenticate(
         pending,
     });
     if let Err(e) = send.write_all(&welcome).await {
-        shared.router.unregister(&handle);
         return Err((None, ErrorCode::Internal, format!("writing Welcome: {e}")));
     }
     shared
@@ -503,7 +540,7 @@ async fn authenticate(
         .sessions_authenticated
         .fetch_add(1, Ordering::Relaxed);
     info!(%participant, %device, pending, "authenticated");
-    Ok((send, recv, handle, rx, acked))
+    Ok((send, recv, registration, rx, acked))
 }
 
 /// Delivery progress shared by the reader (acks) and the delivery task.
@@ -582,9 +619,17 @@ async fn session(
         };
         match frame {
             Frame::Send { envelope } => {
-                let Ok(permit) = sends.clone().acquire_owned().await else {
-                    break Close::err(ErrorCode::Internal, "send limiter closed");
-                };
+                // A client that stops reading makes this wait: stay
+                // responsive to a kick or a shutdown meanwhile.
+                let permit =
+                    match interruptible(sends.clone().acquire_owned(), &mut shutdown, handle).await
+                    {
+                        Some(Ok(p)) => p,
+                        Some(Err(_)) => {
+                            break Close::err(ErrorCode::Internal, "send limiter closed")
+                        }
+                        None => break interrupted(&shutdown, handle),
+                    };
                 let received = Instant::now();
                 match handle_send(shared, &handle.participant, envelope) {
                     Ok((msg_id, waiter)) => {
@@ -607,15 +652,21 @@ async fn session(
                             code: r.code,
                             reason: r.reason,
                         };
-                        if out_tx
-                            .send(wire::encode_frame(&frame).into())
-                            .await
-                            .is_err()
+                        match interruptible(
+                            out_tx.send(wire::encode_frame(&frame).into()),
+                            &mut shutdown,
+                            handle,
+                        )
+                        .await
                         {
-                            break Close {
-                                code: None,
-                                reason: "writer stopped".into(),
-                            };
+                            Some(Ok(())) => {}
+                            Some(Err(_)) => {
+                                break Close {
+                                    code: None,
+                                    reason: "writer stopped".into(),
+                                }
+                            }
+                            None => break interrupted(&shutdown, handle),
                         }
                     }
                 }
@@ -671,6 +722,41 @@ async fn session(
         .ok()
         .and_then(Result::ok);
     (close, send)
+}
+
+/// Runs `fut` unless the relay shuts down or the session is kicked first
+/// (`None` then).
+async fn interruptible<F: std::future::Future>(
+    fut: F,
+    shutdown: &mut watch::Receiver<bool>,
+    handle: &ConnHandle,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            _ = shutdown.changed() => return None,
+            _ = handle.kick.notified() => {
+                if handle.kicked.load(Ordering::SeqCst) {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Why an [`interruptible`] wait was cut short.
+fn interrupted(shutdown: &watch::Receiver<bool>, handle: &ConnHandle) -> Close {
+    if *shutdown.borrow() {
+        return Close::err(ErrorCode::ShuttingDown, "relay is shutting down");
+    }
+    let (code, reason) = handle
+        .kick_reason
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or((ErrorCode::Internal, "closed by the relay".into()));
+    Close::err(code, reason)
 }
 
 /// The frame answering a send once its commit resolved.
@@ -776,17 +862,26 @@ async fn deliver_loop(
     progress: Arc<Progress>,
 ) {
     let window = shared.limits.max_inflight_deliveries.max(1);
-    let mut inflight: VecDeque<u64> = VecDeque::new();
+    let max_bytes = shared.limits.max_inflight_delivery_bytes.max(1);
+    // (seq, frame bytes) sent and not yet acknowledged.
+    let mut inflight: VecDeque<(u64, usize)> = VecDeque::new();
+    let mut inflight_bytes = 0usize;
     let mut last_sent = progress.last_sent.load(Ordering::SeqCst);
     loop {
         if handle.kicked.load(Ordering::SeqCst) {
             return;
         }
         let acked = progress.acked.load(Ordering::SeqCst);
-        while inflight.front().is_some_and(|s| *s <= acked) {
+        while let Some(&(seq, len)) = inflight.front() {
+            if seq > acked {
+                break;
+            }
             inflight.pop_front();
+            inflight_bytes -= len;
         }
-        if inflight.len() >= window {
+        // The window: a count and a byte budget (a frame is always allowed
+        // when nothing is in flight, however large).
+        if inflight.len() >= window || inflight_bytes >= max_bytes {
             handle.wake.notified().await;
             continue;
         }
@@ -809,11 +904,22 @@ async fn deliver_loop(
                 // There may be more: come back once the window allows.
                 handle.lagging.store(true, Ordering::SeqCst);
             }
-            for m in &batch {
-                if out.send(deliver_frame(m)).await.is_err() {
+            // Never deliver what is not yet durable; those messages arrive
+            // through the live queue once their flush has returned.
+            let durable = shared.router.durable_seq.load(Ordering::SeqCst);
+            for m in batch.iter().take_while(|m| m.seq <= durable) {
+                if inflight_bytes >= max_bytes {
+                    // Byte budget spent: read the rest again later.
+                    handle.lagging.store(true, Ordering::SeqCst);
+                    break;
+                }
+                let frame = deliver_frame(m);
+                let len = frame.len();
+                if out.send(frame).await.is_err() {
                     return;
                 }
-                inflight.push_back(m.seq);
+                inflight.push_back((m.seq, len));
+                inflight_bytes += len;
                 last_sent = m.seq;
                 progress.last_sent.store(last_sent, Ordering::SeqCst);
                 shared.metrics.deliveries.fetch_add(1, Ordering::Relaxed);
@@ -827,10 +933,12 @@ async fn deliver_loop(
         match rx.try_recv() {
             Ok(m) => {
                 if m.seq > last_sent {
+                    let len = m.frame.len();
                     if out.send(m.frame).await.is_err() {
                         return;
                     }
-                    inflight.push_back(m.seq);
+                    inflight.push_back((m.seq, len));
+                    inflight_bytes += len;
                     last_sent = m.seq;
                     progress.last_sent.store(last_sent, Ordering::SeqCst);
                     shared.metrics.deliveries.fetch_add(1, Ordering::Relaxed);

@@ -170,6 +170,12 @@ pub trait Store: Send + Sync + 'static {
     fn touch_device(&self, participant: &str, device: &str, now_ms: u64)
         -> Result<u64, StoreError>;
 
+    /// The known devices of a participant.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    fn devices(&self, participant: &str) -> Result<Vec<String>, StoreError>;
+
     /// Advances a device's cursor to `up_to` (never backwards).
     ///
     /// # Errors
@@ -190,6 +196,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// A cheap liveness probe (one read), for `/healthz`.
     fn healthy(&self) -> bool;
+
+    /// The highest seq assigned so far (0 if none): everything up to it that
+    /// was on disk when the store was opened is durable.
+    fn last_seq(&self) -> u64;
 
     /// Size figures (walks the store; for metrics scrapes, not hot paths).
     ///
@@ -505,6 +515,24 @@ impl Store for SledStore {
         self.tree.get(NEXT_SEQ_KEY).is_ok()
     }
 
+    fn devices(&self, participant: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = cursor_key(participant, "");
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            let device = k.get(prefix.len()..).unwrap_or_default();
+            out.push(String::from_utf8_lossy(device).into_owned());
+        }
+        Ok(out)
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.next_seq
+            .lock()
+            .map(|n| n.saturating_sub(1))
+            .unwrap_or(0)
+    }
+
     fn stats(&self) -> Result<StoreStats, StoreError> {
         let mut s = StoreStats::default();
         let mut min_acked: HashMap<String, u64> = HashMap::new();
@@ -615,6 +643,19 @@ mod tests {
         assert_eq!(st.devices_forgotten, 2);
         assert_eq!(st.seen_pruned, 2);
         assert_eq!(s.stats().unwrap().messages, 0);
+    }
+
+    #[test]
+    fn devices_are_listed_per_participant() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.touch_device("GB", "front-office", 1).unwrap();
+        s.touch_device("GB", "back-office", 1).unwrap();
+        s.touch_device("GBX", "other", 1).unwrap();
+        let mut d = s.devices("GB").unwrap();
+        d.sort();
+        assert_eq!(d, vec!["back-office", "front-office"]);
+        assert!(s.devices("NL").unwrap().is_empty());
     }
 
     #[test]

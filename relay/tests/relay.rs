@@ -394,7 +394,19 @@ async fn store_and_forward_in_order_with_acks_and_redelivery() {
             up_to_seq: got[11].0,
         })
         .await;
-        // Wait until the ack is durable (an event: a flush round trip via a send).
+        // Wait until the relay has read the Ack (finishing PL's stream: the
+        // relay's reader sees the end only after every frame before it),
+        // then push a send through the commit thread, which applies writes
+        // in order: once it is accepted, the cursor update is applied too.
+        pl.send.finish().unwrap();
+        let acks = &relay.server.metrics().acks;
+        tokio::time::timeout(WAIT, async {
+            while acks.load(Ordering::SeqCst) < 1 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("relay read the ack");
         let env = w.seal("UA", "front-office", "sync point");
         ua.send_env(env.as_bytes()).await;
         pl.conn.close(0u32.into(), b"bye");
@@ -800,4 +812,73 @@ fn cli_gen_cert_check_config_and_enrol() {
     let out = relay_cli(&["check-config", "--config", "bad.toml"], d);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("send_burst"));
+}
+
+#[tokio::test]
+async fn device_cap_refuses_new_labels_beyond_the_limit() {
+    timed(async {
+        let w = World::tallinn();
+        let limits = Limits {
+            max_devices_per_participant: 2,
+            ..test_limits()
+        };
+        let relay = TestRelay::start(&w, limits).await;
+        drop(login(relay.addr(), relay.pin, w.id("UA"), "a").await);
+        drop(login(relay.addr(), relay.pin, w.id("UA"), "b").await);
+        // A known device may always come back; a third label may not.
+        let (_again, _) = login(relay.addr(), relay.pin, w.id("UA"), "a").await;
+        let mut third = open(relay.addr(), relay.pin).await;
+        assert_eq!(
+            code_of(&third.auth_as(w.id("UA"), "c").await),
+            Some(ErrorCode::RateLimited)
+        );
+        relay.server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn delivery_window_is_also_bounded_in_bytes() {
+    timed(async {
+        let w = World::tallinn();
+        let limits = Limits {
+            max_inflight_delivery_bytes: 20_000,
+            send_burst: 10_000,
+            ..test_limits()
+        };
+        let relay = TestRelay::start(&w, limits).await;
+        let (mut ee, _) = login(relay.addr(), relay.pin, w.id("EE"), "d").await;
+        let (mut ua, _) = login(relay.addr(), relay.pin, w.id("UA"), "d").await;
+        // 30 messages of about 4 KiB: 20 KB allows about five in flight.
+        let body = "y".repeat(4096);
+        let mut ids = Vec::new();
+        for i in 0..30 {
+            let env = tallinn_common::envelope::seal(
+                w.id("UA"),
+                &w.roster,
+                "front-office",
+                &Message::note(Tlp::Green, format!("big {i}"), body.clone()),
+                now_ms(),
+            )
+            .unwrap();
+            assert!(matches!(
+                ua.send_env(env.as_bytes()).await,
+                Frame::Accepted { .. }
+            ));
+            ids.push(env.msg_id());
+        }
+        let sent = relay.server.metrics().deliveries.load(Ordering::Relaxed);
+        assert!(
+            sent <= 6,
+            "byte budget bounds unacknowledged deliveries: {sent}"
+        );
+        let got: Vec<_> = receive(&mut ee, 30, true)
+            .await
+            .into_iter()
+            .map(|g| g.1)
+            .collect();
+        assert_eq!(got, ids);
+        relay.server.shutdown().await;
+    })
+    .await;
 }

@@ -109,6 +109,17 @@ async fn all_fourteen_send_concurrently_into_plenary() {
                 .unwrap();
             assert_eq!(ids, all, "{id}: same set");
             assert_eq!(n, all.len(), "{id}: each once");
+            let mut subjects = BTreeSet::new();
+            c.archive()
+                .for_each(|r| {
+                    assert!(
+                        subjects.insert(r.message.subject.clone()),
+                        "{id}: {} twice",
+                        r.message.subject
+                    );
+                    Ok(())
+                })
+                .unwrap();
             let v = c
                 .archive()
                 .verify(&env.dep.roster, &env.dep.id(id), false, |_| {})
@@ -297,6 +308,20 @@ async fn relay_sigkill_loop_loses_and_duplicates_nothing() {
                 .unwrap();
             let set: BTreeSet<MsgId> = ids.iter().copied().collect();
             assert_eq!(set.len(), ids.len(), "{id}: duplicates in the archive");
+            // Also no duplicate *content*: a resend sealed again under a new
+            // id would pass the msg_id check. (Order across relay crashes is
+            // not promised: a resend after reconnect can follow a later send.)
+            let mut subjects = BTreeSet::new();
+            c.archive()
+                .for_each(|r| {
+                    assert!(
+                        subjects.insert(r.message.subject.clone()),
+                        "{id}: {} twice",
+                        r.message.subject
+                    );
+                    Ok(())
+                })
+                .unwrap();
             let missing: Vec<_> = accepted.difference(&set).collect();
             assert!(
                 missing.is_empty(),
