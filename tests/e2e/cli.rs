@@ -135,6 +135,8 @@ async fn send_sync_read_and_json_everywhere() {
         // UA files a request with an attachment; PL offers; EE reads.
         let att = env.dir.path().join("needs.txt");
         std::fs::write(&att, "list of needs").unwrap();
+        let body_file = env.dir.path().join("request.txt");
+        std::fs::write(&body_file, "Need two teams").unwrap();
         let out = env.cli(
             "UA",
             &[
@@ -151,8 +153,8 @@ async fn send_sync_read_and_json_everywhere() {
                 "AMBER",
                 "--subject",
                 "Energy DFIR",
-                "--body",
-                "Need two teams",
+                "--body-file",
+                body_file.to_str().unwrap(),
                 "--attach",
                 att.to_str().unwrap(),
             ],
@@ -180,16 +182,17 @@ async fn send_sync_read_and_json_everywhere() {
         );
         assert!(out.status.success(), "{}", stderr(&out));
         let offer = stdout(&out).trim().to_string();
+        // UA syncs, then answers by prefix; the channel comes from its archive.
+        let out = env.cli("UA", &["sync"]);
+        assert!(out.status.success(), "{}", stderr(&out));
         let out = env.cli(
             "UA",
             &[
                 "status",
                 "--about",
-                &offer,
+                &offer[..7],
                 "--state",
                 "in-progress",
-                "--channel",
-                "loe-immediate",
                 "--tlp",
                 "AMBER",
                 "--subject",
@@ -197,16 +200,33 @@ async fn send_sync_read_and_json_everywhere() {
             ],
         );
         assert!(out.status.success(), "{}", stderr(&out));
+        let out = env.cli(
+            "UA",
+            &[
+                "send",
+                "--channel",
+                "loe-immediate",
+                "--tlp",
+                "GREEN",
+                "--subject",
+                "Thanks",
+                "--body",
+                "see you Thursday",
+                "--reply-to",
+                &req,
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
 
         let out = env.cli("EE", &["sync"]);
         assert!(out.status.success(), "{}", stderr(&out));
-        assert!(stdout(&out).contains("3 new"), "{}", stdout(&out));
+        assert!(stdout(&out).contains("4 new"), "{}", stdout(&out));
 
         // Every read command with --json parses.
         for args in [
             vec!["inbox", "--json"],
             vec!["inbox", "--channel", "loe-immediate", "--json"],
-            vec!["show", &req, "--json"],
+            vec!["show", &req[..6], "--json"],
             vec!["thread", &offer, "--json"],
             vec!["outbox", "--json"],
             vec!["quarantine", "--json"],
@@ -236,8 +256,8 @@ async fn send_sync_read_and_json_everywhere() {
             if args[0] == "thread" {
                 assert_eq!(
                     v.as_array().unwrap().len(),
-                    3,
-                    "thread has request, offer, status"
+                    4,
+                    "thread has request, offer, status, reply"
                 );
             }
             if args[0] == "show" {
@@ -258,10 +278,10 @@ async fn send_sync_read_and_json_everywhere() {
             &["archive", "export", "--out", export.to_str().unwrap()],
         );
         assert!(out.status.success(), "{}", stderr(&out));
-        assert_eq!(std::fs::read_to_string(&export).unwrap().lines().count(), 4);
+        assert_eq!(std::fs::read_to_string(&export).unwrap().lines().count(), 5);
         let out = env.cli("EE", &["archive", "verify", "--deep"]);
         assert!(out.status.success(), "{}", stderr(&out));
-        assert!(stdout(&out).contains("archive OK: 3 records"));
+        assert!(stdout(&out).contains("archive OK: 4 records"));
     })
     .await;
 }
