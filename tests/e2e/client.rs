@@ -411,9 +411,37 @@ async fn message_sent_while_relay_is_down_is_delivered_once_after_it_returns() {
         let mut events = pl.events().unwrap();
         let got = expect_messages(&mut events, 1).await;
         assert_eq!(got[0].msg_id, id);
-        // Resending the same envelope (as after a lost Accepted) is harmless.
+        // Once on the wire too (not only once in the deduplicating archive).
         let sync = pl.sync(WAIT, |_| {}).await.unwrap();
+        assert_eq!(sync.delivered, 1, "the relay delivered it exactly once");
         assert_eq!(sync.archived, 1);
+        assert_eq!(pl.archive().len(), 1);
+        // Resending the same envelope (as after a lost Accepted) is harmless:
+        // answered `duplicate`, treated as accepted, never delivered again.
+        let env_bytes = ua.archive().get(&id).unwrap().unwrap().envelope.clone();
+        let relay = env.relay.as_ref().unwrap();
+        let dup_before = relay.metrics().sends_rejected.get(ErrorCode::Duplicate);
+        let ua2 = Client::start(env.settings("UA", "resend")).unwrap();
+        ua2.outbox()
+            .put(&tallinn_client::outbox::OutboxEntry {
+                msg_id: id,
+                channel: "back-office".into(),
+                subject: "while down".into(),
+                created_at_ms: 0,
+                envelope: env_bytes,
+                content_key: [0; 32],
+                attempts: 0,
+            })
+            .unwrap();
+        ua2.sync(WAIT, |_| {}).await.unwrap();
+        assert!(ua2.outbox().is_empty(), "duplicate counts as accepted");
+        assert_eq!(
+            relay.metrics().sends_rejected.get(ErrorCode::Duplicate),
+            dup_before + 1
+        );
+        ua2.close().await;
+        let again = pl.sync(WAIT, |_| {}).await.unwrap();
+        assert_eq!(again.delivered, 1, "still delivered once");
         assert_eq!(pl.archive().len(), 1);
         pl.close().await;
         ua.close().await;
@@ -422,7 +450,7 @@ async fn message_sent_while_relay_is_down_is_delivered_once_after_it_returns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_devices_and_connection_cut_mid_delivery() {
+async fn two_devices_and_reconnect_mid_delivery() {
     timed(async {
         let env = Env::new().await;
         let ua = env.client("UA", "default").await;
@@ -435,7 +463,8 @@ async fn two_devices_and_connection_cut_mid_delivery() {
             );
         }
         ua.sync(WAIT, |_| {}).await.unwrap();
-        // GB front office receives part, then its connection is cut.
+        // GB front office receives part, then disconnects mid-delivery (an
+        // abrupt cut, SIGKILL of the client, is in cli::sigkill_in_the_middle_of_sync…).
         let front = env.client("GB", "front-office").await;
         let mut ev = front.events().unwrap();
         expect_messages(&mut ev, 50).await;
