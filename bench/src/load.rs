@@ -252,60 +252,18 @@ fn preseal(setup: &Setup, p: &Params) -> Result<Vec<Vec<Vec<u8>>>> {
     })
 }
 
-/// A client endpoint pinned to the server certificate.
+/// A client endpoint pinned to the server certificate: the real client's
+/// (`tallinn_client::connection::endpoint`), so the load generator trusts and
+/// configures QUIC exactly as a client does.
+///
+/// # Errors
+/// Setup failures.
 pub fn endpoint(pin: [u8; 32]) -> Result<Endpoint> {
-    #[derive(Debug)]
-    struct Pin([u8; 32], Arc<rustls::crypto::CryptoProvider>);
-    impl rustls::client::danger::ServerCertVerifier for Pin {
-        fn verify_server_cert(
-            &self,
-            ee: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            match tallinn_relay::tls::spki_pin(ee) {
-                Ok(p) if p == self.0 => Ok(rustls::client::danger::ServerCertVerified::assertion()),
-                _ => Err(rustls::Error::General("pin mismatch".into())),
-            }
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Err(rustls::Error::General("TLS 1.2".into()))
-        }
-        fn verify_tls13_signature(
-            &self,
-            m: &[u8],
-            c: &rustls::pki_types::CertificateDer<'_>,
-            d: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                m,
-                c,
-                d,
-                &self.1.signature_verification_algorithms,
-            )
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.1.signature_verification_algorithms.supported_schemes()
-        }
-    }
-    let provider = tallinn_relay::tls::provider();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pin(pin, provider)))
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![tallinn_common::defaults::ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(cfg)?;
-    let mut ep = Endpoint::client("127.0.0.1:0".parse()?)?;
-    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
-    Ok(ep)
+    let loopback: SocketAddr = "127.0.0.1:0".parse()?;
+    Ok(tallinn_client::connection::endpoint(
+        Some(&tallinn_client::config::Trust::Pin(pin)),
+        loopback,
+    )?)
 }
 
 async fn read(recv: &mut RecvStream) -> Option<Frame> {
