@@ -547,6 +547,8 @@ async fn authenticate(
 struct Progress {
     last_sent: AtomicU64,
     acked: AtomicU64,
+    /// Set when the session ends: the delivery task returns at its next turn.
+    stop: std::sync::atomic::AtomicBool,
 }
 
 async fn session(
@@ -575,6 +577,7 @@ async fn session(
     let progress = Arc::new(Progress {
         last_sent: AtomicU64::new(acked),
         acked: AtomicU64::new(acked),
+        stop: std::sync::atomic::AtomicBool::new(false),
     });
     let delivery = tokio::spawn(deliver_loop(
         shared.clone(),
@@ -709,14 +712,25 @@ async fn session(
 
     // Accepted is owed for every send already queued for commit: wait for
     // them (bounded), then stop delivering and take the stream back.
-    delivery.abort();
+    // Stop the delivery task at its next turn and wait for it, so no store
+    // read of this session outlives it (it may sit in a blocking read); one
+    // stuck on a stalled writer is aborted after the grace period.
+    progress.stop.store(true, Ordering::SeqCst);
+    handle.wake.notify_one();
+    let mut delivery = delivery;
+    if tokio::time::timeout(CLOSE_GRACE, &mut delivery)
+        .await
+        .is_err()
+    {
+        delivery.abort();
+        let _ = delivery.await;
+    }
     let _ = tokio::time::timeout(shared.limits.drain_timeout, async {
         while waiters.join_next().await.is_some() {}
     })
     .await;
     waiters.abort_all();
     drop(out_tx);
-    let _ = delivery.await;
     let send = tokio::time::timeout(shared.limits.drain_timeout, writer)
         .await
         .ok()
@@ -868,7 +882,7 @@ async fn deliver_loop(
     let mut inflight_bytes = 0usize;
     let mut last_sent = progress.last_sent.load(Ordering::SeqCst);
     loop {
-        if handle.kicked.load(Ordering::SeqCst) {
+        if handle.kicked.load(Ordering::SeqCst) || progress.stop.load(Ordering::SeqCst) {
             return;
         }
         let acked = progress.acked.load(Ordering::SeqCst);
@@ -889,13 +903,23 @@ async fn deliver_loop(
             // Everything queued is also in the store: drop it and read there.
             while rx.try_recv().is_ok() {}
             let room = (window - inflight.len()).min(256);
-            let batch = match shared
-                .store
-                .inbox_after(&handle.participant, last_sent, room)
-            {
-                Ok(b) => b,
-                Err(e) => {
+            // A log scan (entries for others are skipped): off the async
+            // workers, so a long backlog never stalls other sessions.
+            let store = shared.store.clone();
+            let participant = handle.participant.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                store.inbox_after(&participant, last_sent, room)
+            })
+            .await;
+            let batch = match read {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
                     tracing::error!(error = %e, "reading inbox failed");
+                    handle.kick(ErrorCode::Internal, "storage failure; reconnect later");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "inbox read task failed");
                     handle.kick(ErrorCode::Internal, "storage failure; reconnect later");
                     return;
                 }
