@@ -595,16 +595,10 @@ async fn session(
         // session ends anyway: a frame is never half-read and then resumed.
         let frame = tokio::select! {
             biased;
-            _ = shutdown.changed() => break Close::err(ErrorCode::ShuttingDown, "relay is shutting down"),
+            _ = shutdown.changed() => break interrupted(&shutdown, handle),
             _ = handle.kick.notified() => {
                 if handle.kicked.load(Ordering::SeqCst) {
-                    let (code, reason) = handle
-                        .kick_reason
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .clone()
-                        .unwrap_or((ErrorCode::Internal, "closed by the relay".into()));
-                    break Close::err(code, reason);
+                    break interrupted(&shutdown, handle);
                 }
                 continue;
             }

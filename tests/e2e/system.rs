@@ -109,17 +109,7 @@ async fn all_fourteen_send_concurrently_into_plenary() {
                 .unwrap();
             assert_eq!(ids, all, "{id}: same set");
             assert_eq!(n, all.len(), "{id}: each once");
-            let mut subjects = BTreeSet::new();
-            c.archive()
-                .for_each(|r| {
-                    assert!(
-                        subjects.insert(r.message.subject.clone()),
-                        "{id}: {} twice",
-                        r.message.subject
-                    );
-                    Ok(())
-                })
-                .unwrap();
+            assert_unique_subjects(&c, id);
             let v = c
                 .archive()
                 .verify(&env.dep.roster, &env.dep.id(id), false, |_| {})
@@ -131,6 +121,22 @@ async fn all_fourteen_send_concurrently_into_plenary() {
         }
     })
     .await;
+}
+
+/// No message content twice in an archive (a resend sealed again under a
+/// new msg_id would pass a msg_id check).
+fn assert_unique_subjects(c: &Client, id: &str) {
+    let mut subjects = BTreeSet::new();
+    c.archive()
+        .for_each(|r| {
+            assert!(
+                subjects.insert(r.message.subject.clone()),
+                "{id}: {} twice",
+                r.message.subject
+            );
+            Ok(())
+        })
+        .unwrap();
 }
 
 /// The relay binary as a child process on a fixed loopback port.
@@ -311,17 +317,7 @@ async fn relay_sigkill_loop_loses_and_duplicates_nothing() {
             // Also no duplicate *content*: a resend sealed again under a new
             // id would pass the msg_id check. (Order across relay crashes is
             // not promised: a resend after reconnect can follow a later send.)
-            let mut subjects = BTreeSet::new();
-            c.archive()
-                .for_each(|r| {
-                    assert!(
-                        subjects.insert(r.message.subject.clone()),
-                        "{id}: {} twice",
-                        r.message.subject
-                    );
-                    Ok(())
-                })
-                .unwrap();
+            assert_unique_subjects(&c, id);
             let missing: Vec<_> = accepted.difference(&set).collect();
             assert!(
                 missing.is_empty(),
