@@ -109,7 +109,7 @@ async fn all_fourteen_send_concurrently_into_plenary() {
                 .unwrap();
             assert_eq!(ids, all, "{id}: same set");
             assert_eq!(n, all.len(), "{id}: each once");
-            assert_unique_subjects(&c, id);
+            assert_unique_subjects(c, id);
             let v = c
                 .archive()
                 .verify(&env.dep.roster, &env.dep.id(id), false, |_| {})
