@@ -421,7 +421,9 @@ async fn message_sent_while_relay_is_down_is_delivered_once_after_it_returns() {
         let env_bytes = ua.archive().get(&id).unwrap().unwrap().envelope.clone();
         let relay = env.relay.as_ref().unwrap();
         let dup_before = relay.metrics().sends_rejected.get(ErrorCode::Duplicate);
-        let ua2 = Client::start(env.settings("UA", "resend")).unwrap();
+        // Put the entry in the outbox before the client connects, so the
+        // session start resends it (as after a crash that lost Accepted).
+        let ua2 = Client::open(env.settings("UA", "resend")).unwrap();
         ua2.outbox()
             .put(&tallinn_client::outbox::OutboxEntry {
                 msg_id: id,
@@ -433,6 +435,8 @@ async fn message_sent_while_relay_is_down_is_delivered_once_after_it_returns() {
                 attempts: 0,
             })
             .unwrap();
+        drop(ua2);
+        let ua2 = env.client("UA", "resend").await;
         ua2.sync(WAIT, |_| {}).await.unwrap();
         assert!(ua2.outbox().is_empty(), "duplicate counts as accepted");
         assert_eq!(
