@@ -264,9 +264,60 @@ struct Head {
     hash: [u8; 32],
 }
 
+/// The client's sled database (archive and outbox trees) with a real
+/// durability barrier: [`ArchiveDb::flush`] is sled's flush followed by an
+/// `fdatasync` of its log (see [`tallinn_common::durable`]).
+#[derive(Clone)]
+pub struct ArchiveDb {
+    sled: sled::Db,
+    log: std::sync::Arc<tallinn_common::durable::SledLog>,
+}
+
+impl ArchiveDb {
+    /// Opens (or creates) the database in `dir`.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`] (including "in use by another process"),
+    /// [`ArchiveError::Io`] if its log file cannot be opened for syncing.
+    pub fn open(dir: &std::path::Path) -> Result<Self, ArchiveError> {
+        let sled = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(1000))
+            .open()?;
+        let log = std::sync::Arc::new(tallinn_common::durable::SledLog::open(dir)?);
+        Ok(Self { sled, log })
+    }
+
+    /// Opens a tree of the database.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`].
+    pub fn open_tree(&self, name: &str) -> Result<sled::Tree, ArchiveError> {
+        Ok(self.sled.open_tree(name)?)
+    }
+
+    /// Makes every write so far durable: sled's flush, then `fdatasync`.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`] or [`ArchiveError::Io`].
+    pub fn flush(&self) -> Result<(), ArchiveError> {
+        self.sled.flush()?;
+        self.log.sync()?;
+        Ok(())
+    }
+
+    /// Bytes on disk.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`].
+    pub fn size_on_disk(&self) -> Result<u64, ArchiveError> {
+        Ok(self.sled.size_on_disk()?)
+    }
+}
+
 /// The encrypted, indexed, hash-chained archive.
 pub struct Archive {
-    db: sled::Db,
+    db: ArchiveDb,
     tree: sled::Tree,
     sealer: Sealer,
     index_key: Zeroizing<[u8; 32]>,
@@ -298,18 +349,14 @@ impl Archive {
     /// # Errors
     /// [`ArchiveError::Db`] (including "in use by another process").
     pub fn open(dir: &std::path::Path, identity: &Identity) -> Result<Self, ArchiveError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(Some(1000))
-            .open()?;
-        Self::with_db(db, identity)
+        Self::with_db(ArchiveDb::open(dir)?, identity)
     }
 
     /// Uses an already open database (shared with the outbox).
     ///
     /// # Errors
     /// [`ArchiveError`].
-    pub fn with_db(db: sled::Db, identity: &Identity) -> Result<Self, ArchiveError> {
+    pub fn with_db(db: ArchiveDb, identity: &Identity) -> Result<Self, ArchiveError> {
         let tree = db.open_tree("archive")?;
         let rec_key = identity.derive_storage_key(b"tallinn/1 archive");
         let index_key = identity.derive_storage_key(b"tallinn/1 archive index");
@@ -340,7 +387,7 @@ impl Archive {
     }
 
     /// The underlying database (for the outbox).
-    pub fn db(&self) -> &sled::Db {
+    pub fn db(&self) -> &ArchiveDb {
         &self.db
     }
 
@@ -575,8 +622,7 @@ impl Archive {
     /// # Errors
     /// [`ArchiveError::Db`].
     pub fn flush(&self) -> Result<(), ArchiveError> {
-        self.db.flush()?;
-        Ok(())
+        self.db.flush()
     }
 
     /// Reads the record at `index`.

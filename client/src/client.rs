@@ -204,11 +204,7 @@ impl Client {
     /// # Errors
     /// [`ClientError::Archive`] (e.g. another process holds the archive).
     pub fn open(settings: Settings) -> Result<Client, ClientError> {
-        let db = sled::Config::new()
-            .path(&settings.archive_dir)
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(ArchiveError::from)?;
+        let db = crate::archive::ArchiveDb::open(&settings.archive_dir)?;
         let archive = Archive::with_db(db.clone(), &settings.identity)?;
         let key = settings.identity.derive_storage_key(b"tallinn/1 archive");
         let outbox = Outbox::open(&db, &key)?;

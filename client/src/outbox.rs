@@ -52,7 +52,7 @@ impl Drop for OutboxEntry {
 
 /// The persistent outbox.
 pub struct Outbox {
-    db: sled::Db,
+    db: crate::archive::ArchiveDb,
     tree: sled::Tree,
     sealer: Sealer,
 }
@@ -68,7 +68,7 @@ impl Outbox {
     ///
     /// # Errors
     /// [`ArchiveError::Db`].
-    pub fn open(db: &sled::Db, key: &[u8; 32]) -> Result<Self, ArchiveError> {
+    pub fn open(db: &crate::archive::ArchiveDb, key: &[u8; 32]) -> Result<Self, ArchiveError> {
         Ok(Self {
             db: db.clone(),
             tree: db.open_tree("outbox")?,
@@ -164,11 +164,11 @@ mod tests {
             attempts: 0,
         };
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = crate::archive::ArchiveDb::open(dir.path()).unwrap();
             let o = Outbox::open(&db, &[1; 32]).unwrap();
             o.put(&e).unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::archive::ArchiveDb::open(dir.path()).unwrap();
         let o = Outbox::open(&db, &[1; 32]).unwrap();
         assert_eq!(o.pending().unwrap(), vec![e.clone()]);
         assert!(

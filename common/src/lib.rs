@@ -28,17 +28,21 @@
 //! - [`wire`]: session frames, the length-prefixed codec, error codes, the
 //!   exporter-bound authentication transcript.
 //! - [`defaults`]: protocol labels and default limits, each with its reason.
+//! - [`durable`]: `fdatasync` of a sled database's log, the barrier sled's
+//!   own `flush` does not provide.
 //!
 //! ## What it does not do
-//! No I/O beyond reading and writing the secret key file; no transport, no
-//! storage, no clock. The wire codec works on byte buffers so that the relay
-//! and client drive it from their own async streams.
+//! No I/O beyond reading and writing the secret key file and syncing a
+//! storage file ([`durable`]); no transport, no storage, no clock. The wire
+//! codec works on byte buffers so that the relay and client drive it from
+//! their own async streams.
 //!
 //! The normative byte layouts are in `PROTOCOL.md` at the repository root.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod defaults;
+pub mod durable;
 pub mod envelope;
 pub mod identity;
 pub mod message;

@@ -45,6 +45,9 @@ pub enum StoreError {
     /// The database reported an error (I/O, corruption).
     #[error("storage error: {0}")]
     Db(#[from] sled::Error),
+    /// Syncing the database file to stable storage failed.
+    #[error("storage sync failed: {0}")]
+    Sync(#[from] std::io::Error),
     /// A stored record could not be decoded (corruption or a version mismatch).
     #[error("corrupt stored record under key {0}")]
     Corrupt(String),
@@ -267,6 +270,8 @@ type CursorRecord = (Vec<u8>, Cursor);
 /// The sled-backed [`Store`].
 pub struct SledStore {
     db: sled::Db,
+    /// fdatasync of sled's log: sled's own flush is not a power-cut barrier.
+    log: tallinn_common::durable::SledLog,
     tree: sled::Tree,
     /// Serialises dedupe-check + seq assignment + batch write.
     next_seq: Mutex<u64>,
@@ -287,6 +292,7 @@ impl SledStore {
             // (deleted once acknowledged), so space amplification is cheap.
             .mode(sled::Mode::HighThroughput)
             .open()?;
+        let log = tallinn_common::durable::SledLog::open(dir)?;
         let tree = db.open_tree("relay")?;
         let stored_next = match tree.get(NEXT_SEQ_KEY)? {
             Some(v) => be_u64(&v, NEXT_SEQ_KEY)?,
@@ -302,6 +308,7 @@ impl SledStore {
         };
         Ok(Self {
             db,
+            log,
             tree,
             next_seq: Mutex::new(stored_next.max(after_log)),
         })
@@ -358,6 +365,7 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
+        self.log.sync()?;
         Ok(())
     }
 
@@ -508,6 +516,7 @@ impl Store for SledStore {
         }
         self.tree.apply_batch(batch)?;
         self.db.flush()?;
+        self.log.sync()?;
         Ok(stats)
     }
 
