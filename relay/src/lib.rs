@@ -10,7 +10,7 @@
 //!
 //! ```text
 //!            QUIC/TLS 1.3                      ┌──────────── commit thread ───────────┐
-//! client ═══ session stream ══▶ session ──────▶│ append (dedupe, seq) … flush (fsync) │
+//! client ═══ session stream ══▶ session ──────▶│ append (dedupe, seq) … commit (fsync)│
 //!   ▲        (Hello/Auth/Welcome,  │ check_send└───────┬──────────────────┬───────────┘
 //!   │         Send/Accepted,       │                   │ Accepted         │ router.deliver
 //!   │         Deliver/Ack)         ▼                   ▼                  ▼
@@ -24,6 +24,7 @@
 //! - [`router`]: live connection table, non-blocking hand-off.
 //! - [`commit`]: the group-commit writer thread.
 //! - [`store`]: the [`store::Store`] trait and its sled implementation.
+//! - [`wal`]: the commit log in front of sled (one `fdatasync` per batch).
 //! - [`metrics`]: Prometheus metrics and `/healthz`.
 //! - [`config`]: `relay.toml` and the library [`RelayConfig`].
 //! - [`tls`]: certificates, SPKI pins, the rustls server config.
@@ -44,6 +45,7 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod tls;
+pub mod wal;
 
 pub use config::{FileConfig, Limits, RelayConfig};
 pub use server::{Server, SpawnError};
