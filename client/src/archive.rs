@@ -377,13 +377,18 @@ impl Archive {
                 hash: [0; 32],
             },
         };
-        Ok(Self {
+        let archive = Self {
             db,
             tree,
             sealer: Sealer::new(&rec_key),
             index_key,
             head: Mutex::new(head),
-        })
+        };
+        let repaired = archive.repair_head()?;
+        if repaired > 0 {
+            tracing::info!(repaired, "completed archive records a crash left unfinished");
+        }
+        Ok(archive)
     }
 
     /// The underlying database (for the outbox).
@@ -529,44 +534,87 @@ impl Archive {
         // invariant: plain data; postcard encoding cannot fail.
         let plain =
             Zeroizing::new(postcard::to_allocvec(&record).expect("invariant: record encodes"));
-        let ib = index.to_be_bytes();
-        let tb = at.to_be_bytes();
-        let mut batch = sled::Batch::default();
-        batch.insert(
-            Self::key(b'R', &[&ib]),
+        // Plain inserts, record first, head last (see `repair_head`).
+        self.tree.insert(
+            Self::key(b'R', &[&index.to_be_bytes()]),
             self.sealer.seal(&plain, &aad(REC_AAD, index)),
-        );
-        batch.insert(Self::key(b'm', &[&self.tok("msg", &h.msg_id.0)]), &ib[..]);
-        batch.insert(
-            Self::key(
-                b'c',
-                &[&self.tok("channel", h.channel.as_bytes()), &tb, &ib],
-            ),
-            &[][..],
-        );
-        batch.insert(
-            Self::key(b's', &[&self.tok("sender", h.sender.as_bytes()), &tb, &ib]),
-            &[][..],
-        );
-        let parents: Vec<MsgId> = [opened.message.reply_to, opened.message.kind.refers_to()]
-            .into_iter()
-            .flatten()
-            .collect();
-        for p in parents {
-            batch.insert(Self::key(b'p', &[&self.tok("msg", &p.0), &ib]), &[][..]);
-        }
-        batch.insert(
-            Self::key(b'k', &[&[kind_code(&opened.message.kind)], &tb, &ib]),
-            &[][..],
-        );
-        let mut hv = Vec::with_capacity(40);
-        hv.extend_from_slice(&(index + 1).to_be_bytes());
-        hv.extend_from_slice(&hash);
-        batch.insert(HEAD_KEY, hv);
-        self.tree.apply_batch(batch)?;
+        )?;
+        self.write_index(&record)?;
+        self.write_head(index + 1, &hash)?;
         head.next_index = index + 1;
         head.hash = hash;
         Ok((Inserted::New(index), want_record.then_some(record)))
+    }
+
+    /// Writes the index entries of a record (idempotent).
+    fn write_index(&self, r: &Record) -> Result<(), ArchiveError> {
+        let ib = r.index.to_be_bytes();
+        let tb = r.received_at_ms.to_be_bytes();
+        self.tree
+            .insert(Self::key(b'm', &[&self.tok("msg", &r.msg_id.0)]), &ib[..])?;
+        self.tree.insert(
+            Self::key(
+                b'c',
+                &[&self.tok("channel", r.channel.as_bytes()), &tb, &ib],
+            ),
+            &[][..],
+        )?;
+        self.tree.insert(
+            Self::key(b's', &[&self.tok("sender", r.sender.as_bytes()), &tb, &ib]),
+            &[][..],
+        )?;
+        for p in [r.message.reply_to, r.message.kind.refers_to()]
+            .into_iter()
+            .flatten()
+        {
+            self.tree
+                .insert(Self::key(b'p', &[&self.tok("msg", &p.0), &ib]), &[][..])?;
+        }
+        self.tree.insert(
+            Self::key(b'k', &[&[kind_code(&r.message.kind)], &tb, &ib]),
+            &[][..],
+        )?;
+        Ok(())
+    }
+
+    fn write_head(&self, next_index: u64, hash: &[u8; 32]) -> Result<(), ArchiveError> {
+        let mut hv = Vec::with_capacity(40);
+        hv.extend_from_slice(&next_index.to_be_bytes());
+        hv.extend_from_slice(hash);
+        self.tree.insert(HEAD_KEY, hv)?;
+        Ok(())
+    }
+
+    /// Completes records a crash left half-written.
+    ///
+    /// A record is written as plain sled inserts (record, index entries,
+    /// head), not as one `sled::Batch`: sled 0.34 writes and syncs its I/O
+    /// buffer for every batch, which cost more than the crypto per record.
+    /// sled recovers a prefix of its writes, so after a crash the head may
+    /// lag records that exist (with some of their index entries). This walks
+    /// forward from the head while the next record exists and chains onto
+    /// it, rewrites its index entries and advances the head.
+    fn repair_head(&self) -> Result<u64, ArchiveError> {
+        let mut head = self.head.lock().map_err(|_| ArchiveError::Poisoned)?;
+        let mut repaired = 0;
+        // An unreadable record stops the walk too: `verify` names it.
+        while let Ok(Some(r)) = self.record(head.next_index) {
+            if r.prev_hash != head.hash {
+                // Not a continuation of this chain: leave it to `verify`.
+                break;
+            }
+            self.write_index(&r)?;
+            let hash = r.hash();
+            self.write_head(r.index + 1, &hash)?;
+            head.next_index = r.index + 1;
+            head.hash = hash;
+            repaired += 1;
+        }
+        if repaired > 0 {
+            drop(head);
+            self.flush()?;
+        }
+        Ok(repaired)
     }
 
     /// Stores a delivery that failed verification.
@@ -1117,6 +1165,44 @@ mod tests {
         let t = deliver(&w, &a, "plenary", &reply, 4);
         a.flush().unwrap();
         (w, dir, a, vec![r, n, s, t])
+    }
+
+    #[test]
+    fn half_written_records_are_completed_at_open() {
+        let (w, dir, a, ids) = filled();
+        let head = a.head_hash();
+        // What a crash can leave (sled recovers a prefix of the inserts):
+        // the last two records exist, but the head still points before them
+        // and the msg_id and thread index entries of the last are missing.
+        a.write_head(2, &a.record(1).unwrap().unwrap().hash()).unwrap();
+        a.tree
+            .remove(Archive::key(b'm', &[&a.tok("msg", &ids[3].0)]))
+            .unwrap();
+        a.tree
+            .remove(Archive::key(
+                b'p',
+                &[&a.tok("msg", &ids[2].0), &3u64.to_be_bytes()],
+            ))
+            .unwrap();
+        a.flush().unwrap();
+        drop(a);
+        let a = Archive::open(dir.path(), &w.ee).unwrap();
+        assert_eq!(a.len(), 4, "head advanced over both records");
+        assert_eq!(a.head_hash(), head);
+        assert_eq!(a.lookup(&ids[3]).unwrap(), Some(3), "msg_id index rebuilt");
+        assert_eq!(a.thread(&ids[2]).unwrap().len(), 3, "thread index rebuilt");
+        // A redelivery is recognised, so nothing is archived twice.
+        let rec = a.record(3).unwrap().unwrap();
+        let opened = UntrustedEnvelope::decode(&rec.envelope)
+            .unwrap()
+            .verify(&w.roster)
+            .unwrap()
+            .open(&w.ee)
+            .unwrap();
+        assert_eq!(
+            a.insert_received(4, 9, &rec.envelope, &opened).unwrap(),
+            Inserted::Duplicate(3)
+        );
     }
 
     #[test]
