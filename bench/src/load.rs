@@ -1,5 +1,6 @@
 //! The load generator: the same traffic and the same measurement code for
-//! every system under test (the relay, the bare quinn forwarder).
+//! every system under test (the relay, the bare quinn forwarder, and through
+//! `Traffic` and `Shared` the NATS baselines in [`crate::nats`]).
 //!
 //! Every participant of the channel is one QUIC connection that
 //! authenticates like a real client. Envelopes are sealed before the timed
@@ -188,7 +189,10 @@ pub struct Outcome {
     pub envelope_bytes: usize,
 }
 
-struct Shared {
+/// The measurement state of one run, shared by every task of the load
+/// generator whatever the system under test: which message is which, when
+/// each was sent, the counters, and every latency sample.
+pub(crate) struct Shared {
     index: HashMap<MsgId, usize>,
     sent_ns: Vec<AtomicU64>,
     accepted: AtomicU64,
@@ -197,29 +201,241 @@ struct Shared {
     last_ns: AtomicU64,
     expected_deliveries: u64,
     expected_accepts: u64,
+    /// How long the timed part may take before the run counts as stuck.
+    budget: Duration,
     done: Notify,
     t0: Instant,
     accept_lat: Mutex<Vec<u64>>,
     deliver_lat: Mutex<Vec<u64>>,
 }
 
+/// Latency samples a task collects before merging them into [`Shared`] in
+/// batches (keeps the locks cold).
+#[derive(Default)]
+pub(crate) struct Samples {
+    accept: Vec<u64>,
+    deliver: Vec<u64>,
+}
+
 impl Shared {
-    fn now_ns(&self) -> u64 {
+    /// Nanoseconds since the run's clock started.
+    pub(crate) fn now_ns(&self) -> u64 {
         self.t0.elapsed().as_nanos() as u64
     }
 
-    fn check_done(&self) {
-        if self.accepted.load(Ordering::SeqCst) >= self.expected_accepts
+    /// The message number of an envelope of this run.
+    pub(crate) fn index_of(&self, envelope: &[u8]) -> Option<usize> {
+        msg_id_of(envelope).and_then(|m| self.index_of_id(&m))
+    }
+
+    /// The message number of a msg_id of this run.
+    pub(crate) fn index_of_id(&self, id: &MsgId) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    /// Open loop: when the `i`-th send of a sender at `rate` per second is due.
+    pub(crate) fn scheduled_ns(start_ns: u64, i: usize, rate: f64) -> u64 {
+        start_ns + (i as f64 / rate * 1e9) as u64
+    }
+
+    /// Waits until the `i`-th send of a sender may go and returns the time
+    /// its latencies count from. Open loop (`rate` per second for this
+    /// sender): sleeps until the scheduled time and returns it (coordinated
+    /// omission corrected). Closed loop: takes one permit of the sender's
+    /// `window` for good (whoever sees the message accepted adds it back)
+    /// and returns now. `None` if the window was closed.
+    pub(crate) async fn pace(
+        &self,
+        start_ns: u64,
+        i: usize,
+        rate: Option<f64>,
+        window: &Semaphore,
+    ) -> Option<u64> {
+        match rate {
+            Some(r) => {
+                // Open loop: latency counts from the scheduled time.
+                let scheduled = Self::scheduled_ns(start_ns, i, r);
+                let now = self.now_ns();
+                if scheduled > now {
+                    tokio::time::sleep(Duration::from_nanos(scheduled - now)).await;
+                }
+                Some(scheduled)
+            }
+            None => {
+                window.acquire().await.ok()?.forget();
+                Some(self.now_ns())
+            }
+        }
+    }
+
+    /// Records that message `idx` was sent (or scheduled) at `at`.
+    pub(crate) fn mark_sent(&self, idx: usize, at: u64) {
+        self.sent_ns[idx].store(at, Ordering::SeqCst);
+    }
+
+    fn since_sent_us(&self, idx: usize, now: u64) -> u64 {
+        (now.saturating_sub(self.sent_ns[idx].load(Ordering::SeqCst))) / 1000
+    }
+
+    /// Counts one acceptance (of message `idx`, if known) seen at `now`.
+    /// Call [`Shared::progress`] afterwards.
+    pub(crate) fn accepted(&self, idx: Option<usize>, now: u64, samples: &mut Samples) {
+        if let Some(i) = idx {
+            samples.accept.push(self.since_sent_us(i, now));
+        }
+        self.accepted.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Counts one delivery of `envelope` seen at `now`; true when it was the
+    /// last delivery the run expects (time for a final acknowledgement).
+    /// Call [`Shared::progress`] afterwards.
+    pub(crate) fn delivered(&self, envelope: &[u8], now: u64, samples: &mut Samples) -> bool {
+        if let Some(i) = self.index_of(envelope) {
+            samples.deliver.push(self.since_sent_us(i, now));
+        }
+        self.delivered_bytes
+            .fetch_add(envelope.len() as u64, Ordering::Relaxed);
+        self.delivered.fetch_add(1, Ordering::SeqCst) + 1 >= self.expected_deliveries
+    }
+
+    /// Notes activity at `now` and wakes the waiter once everything expected
+    /// was accepted and delivered.
+    pub(crate) fn progress(&self, now: u64) {
+        self.last_ns.fetch_max(now, Ordering::SeqCst);
+        self.check_done();
+    }
+
+    fn is_done(&self) -> bool {
+        self.accepted.load(Ordering::SeqCst) >= self.expected_accepts
             && self.delivered.load(Ordering::SeqCst) >= self.expected_deliveries
-        {
+    }
+
+    fn check_done(&self) {
+        if self.is_done() {
             self.done.notify_waiters();
             self.done.notify_one();
         }
     }
+
+    /// Moves a task's samples into the shared lists: in batches of 256
+    /// while running, everything (`all`) when the task ends.
+    pub(crate) fn merge(&self, samples: &mut Samples, all: bool) {
+        if all || samples.accept.len() >= 256 {
+            self.accept_lat
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .append(&mut samples.accept);
+        }
+        if all || samples.deliver.len() >= 256 {
+            self.deliver_lat
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .append(&mut samples.deliver);
+        }
+    }
+
+    /// Waits until everything expected was accepted and delivered, or the
+    /// budget ran out (false).
+    pub(crate) async fn wait_done(&self) -> bool {
+        tokio::time::timeout(self.budget, async {
+            loop {
+                let notified = self.done.notified();
+                if self.is_done() {
+                    break;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// The end of the timed part: the last activity if the run finished,
+    /// now if it ran out of time.
+    pub(crate) fn end_ns(&self, finished: bool) -> u64 {
+        if finished {
+            self.last_ns.load(Ordering::SeqCst)
+        } else {
+            self.now_ns()
+        }
+    }
+
+    /// The run's measurements; call once every task has merged its samples.
+    pub(crate) fn outcome(&self, start_ns: u64, end_ns: u64, envelope_bytes: usize) -> Outcome {
+        let secs = (end_ns.saturating_sub(start_ns)) as f64 / 1e9;
+        let delivered = self.delivered.load(Ordering::SeqCst);
+        let accept =
+            std::mem::take(&mut *self.accept_lat.lock().unwrap_or_else(|p| p.into_inner()));
+        let deliver =
+            std::mem::take(&mut *self.deliver_lat.lock().unwrap_or_else(|p| p.into_inner()));
+        Outcome {
+            accepted_per_s: self.accepted.load(Ordering::SeqCst) as f64 / secs,
+            deliveries_per_s: delivered as f64 / secs,
+            mb_per_s: self.delivered_bytes.load(Ordering::SeqCst) as f64 / secs / 1e6,
+            accept_us: Latency::of(accept),
+            deliver_us: Latency::of(deliver),
+            lost: self.expected_deliveries.saturating_sub(delivered),
+            seconds: secs,
+            envelope_bytes,
+        }
+    }
+}
+
+/// One run's traffic: the envelopes of each sender, sealed before the timed
+/// part, and the measurement state that knows them.
+pub(crate) struct Traffic {
+    /// Envelope bytes, one list per sender.
+    pub(crate) envelopes: Vec<Vec<Vec<u8>>>,
+    /// Size of one envelope.
+    pub(crate) envelope_bytes: usize,
+    /// Counters and samples; its clock starts here.
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Traffic {
+    /// Seals the run's messages and sets up its measurement state: every
+    /// message accepted once and delivered to each of the other
+    /// `participants - 1` members.
+    ///
+    /// # Errors
+    /// Sealing failures.
+    pub(crate) fn prepare(setup: &Setup, p: &Params) -> Result<Self> {
+        let envelopes = preseal(setup, p)?;
+        let envelope_bytes = envelopes
+            .first()
+            .and_then(|v| v.first())
+            .map_or(0, Vec::len);
+        let total: usize = envelopes.iter().map(Vec::len).sum();
+        let mut index = HashMap::with_capacity(total);
+        for (i, e) in envelopes.iter().flatten().enumerate() {
+            index.insert(msg_id_of(e).context("msg_id")?, i);
+        }
+        let shared = Arc::new(Shared {
+            index,
+            sent_ns: (0..total).map(|_| AtomicU64::new(0)).collect(),
+            accepted: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            delivered_bytes: AtomicU64::new(0),
+            last_ns: AtomicU64::new(0),
+            expected_deliveries: (total * (p.participants - 1)) as u64,
+            expected_accepts: total as u64,
+            budget: Duration::from_secs(30)
+                + Duration::from_millis((total as u64 * p.participants as u64) / 20),
+            done: Notify::new(),
+            t0: Instant::now(),
+            accept_lat: Mutex::new(Vec::with_capacity(total)),
+            deliver_lat: Mutex::new(Vec::with_capacity(total * (p.participants - 1))),
+        });
+        Ok(Self {
+            envelopes,
+            envelope_bytes,
+            shared,
+        })
+    }
 }
 
 /// Seals every message before the timed part, on all cores.
-fn preseal(setup: &Setup, p: &Params) -> Result<Vec<Vec<Vec<u8>>>> {
+pub(crate) fn preseal(setup: &Setup, p: &Params) -> Result<Vec<Vec<Vec<u8>>>> {
     let per = p.messages.div_ceil(p.senders);
     let body = "x".repeat(p.payload);
     let now = tallinn_common::unix_ms(
@@ -308,35 +524,11 @@ pub async fn login(
 /// # Errors
 /// Setup failures; losses are reported in the outcome.
 pub async fn run(setup: &Setup, addr: SocketAddr, pin: [u8; 32], p: &Params) -> Result<Outcome> {
-    let envelopes = preseal(setup, p)?;
-    let envelope_bytes = envelopes
-        .first()
-        .and_then(|v| v.first())
-        .map_or(0, Vec::len);
-    let total: usize = envelopes.iter().map(Vec::len).sum();
-    let mut index = HashMap::with_capacity(total);
-    let mut order = Vec::new();
-    for (s, list) in envelopes.iter().enumerate() {
-        for (i, e) in list.iter().enumerate() {
-            let id = msg_id_of(e).context("msg_id")?;
-            index.insert(id, order.len());
-            order.push((s, i));
-        }
-    }
-    let shared = Arc::new(Shared {
-        index,
-        sent_ns: (0..total).map(|_| AtomicU64::new(0)).collect(),
-        accepted: AtomicU64::new(0),
-        delivered: AtomicU64::new(0),
-        delivered_bytes: AtomicU64::new(0),
-        last_ns: AtomicU64::new(0),
-        expected_deliveries: (total * (p.participants - 1)) as u64,
-        expected_accepts: total as u64,
-        done: Notify::new(),
-        t0: Instant::now(),
-        accept_lat: Mutex::new(Vec::with_capacity(total)),
-        deliver_lat: Mutex::new(Vec::with_capacity(total * (p.participants - 1))),
-    });
+    let Traffic {
+        envelopes,
+        envelope_bytes,
+        shared,
+    } = Traffic::prepare(setup, p)?;
 
     // Connect everyone first (not timed).
     let mut writers = Vec::new();
@@ -382,28 +574,13 @@ pub async fn run(setup: &Setup, addr: SocketAddr, pin: [u8; 32], p: &Params) -> 
         let rate = p.rate.map(|r| r / p.senders as f64);
         sends.push(tokio::spawn(async move {
             for (i, env) in list.into_iter().enumerate() {
-                let Some(&idx) = msg_id_of(&env).and_then(|m| shared.index.get(&m)) else {
+                let Some(idx) = shared.index_of(&env) else {
                     continue;
                 };
-                let at = match rate {
-                    Some(r) => {
-                        // Open loop: latency counts from the scheduled time.
-                        let scheduled = start_ns + (i as f64 / r * 1e9) as u64;
-                        let now = shared.now_ns();
-                        if scheduled > now {
-                            tokio::time::sleep(Duration::from_nanos(scheduled - now)).await;
-                        }
-                        scheduled
-                    }
-                    None => {
-                        let Ok(permit) = sem.acquire().await else {
-                            return;
-                        };
-                        permit.forget();
-                        shared.now_ns()
-                    }
+                let Some(at) = shared.pace(start_ns, i, rate, &sem).await else {
+                    return;
                 };
-                shared.sent_ns[idx].store(at, Ordering::SeqCst);
+                shared.mark_sent(idx, at);
                 if tx
                     .send(wire::encode_frame(&Frame::Send { envelope: env }))
                     .await
@@ -414,26 +591,8 @@ pub async fn run(setup: &Setup, addr: SocketAddr, pin: [u8; 32], p: &Params) -> 
             }
         }));
     }
-    let budget = Duration::from_secs(30)
-        + Duration::from_millis((total as u64 * p.participants as u64) / 20);
-    let finished = tokio::time::timeout(budget, async {
-        loop {
-            let notified = shared.done.notified();
-            if shared.accepted.load(Ordering::SeqCst) >= shared.expected_accepts
-                && shared.delivered.load(Ordering::SeqCst) >= shared.expected_deliveries
-            {
-                break;
-            }
-            notified.await;
-        }
-    })
-    .await
-    .is_ok();
-    let end_ns = if finished {
-        shared.last_ns.load(Ordering::SeqCst)
-    } else {
-        shared.now_ns()
-    };
+    let finished = shared.wait_done().await;
+    let end_ns = shared.end_ns(finished);
     for s in sends {
         s.abort();
     }
@@ -445,21 +604,7 @@ pub async fn run(setup: &Setup, addr: SocketAddr, pin: [u8; 32], p: &Params) -> 
     for r in readers {
         let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
     }
-    let secs = (end_ns.saturating_sub(start_ns)) as f64 / 1e9;
-    let delivered = shared.delivered.load(Ordering::SeqCst);
-    let accept = std::mem::take(&mut *shared.accept_lat.lock().unwrap_or_else(|p| p.into_inner()));
-    let deliver =
-        std::mem::take(&mut *shared.deliver_lat.lock().unwrap_or_else(|p| p.into_inner()));
-    Ok(Outcome {
-        accepted_per_s: shared.accepted.load(Ordering::SeqCst) as f64 / secs,
-        deliveries_per_s: delivered as f64 / secs,
-        mb_per_s: shared.delivered_bytes.load(Ordering::SeqCst) as f64 / secs / 1e6,
-        accept_us: Latency::of(accept),
-        deliver_us: Latency::of(deliver),
-        lost: shared.expected_deliveries.saturating_sub(delivered),
-        seconds: secs,
-        envelope_bytes,
-    })
+    Ok(shared.outcome(start_ns, end_ns, envelope_bytes))
 }
 
 async fn reader(
@@ -470,65 +615,30 @@ async fn reader(
     sender: bool,
 ) {
     let mut since_ack = 0u32;
-    let mut acc = Vec::new();
-    let mut del = Vec::new();
+    let mut samples = Samples::default();
     while let Some(frame) = read(&mut recv).await {
         let now = shared.now_ns();
         match frame {
             Frame::Accepted { msg_id, .. } => {
-                if let Some(&i) = shared.index.get(&msg_id) {
-                    acc.push((now.saturating_sub(shared.sent_ns[i].load(Ordering::SeqCst))) / 1000);
-                }
                 if sender {
                     sem.add_permits(1);
                 }
-                shared.accepted.fetch_add(1, Ordering::SeqCst);
-                shared.last_ns.fetch_max(now, Ordering::SeqCst);
-                shared.check_done();
+                shared.accepted(shared.index_of_id(&msg_id), now, &mut samples);
+                shared.progress(now);
             }
             Frame::Deliver { seq, envelope, .. } => {
-                if let Some(&i) = msg_id_of(&envelope).and_then(|m| shared.index.get(&m)) {
-                    del.push((now.saturating_sub(shared.sent_ns[i].load(Ordering::SeqCst))) / 1000);
-                }
-                shared
-                    .delivered_bytes
-                    .fetch_add(envelope.len() as u64, Ordering::Relaxed);
                 since_ack += 1;
-                let all = shared.delivered.fetch_add(1, Ordering::SeqCst) + 1
-                    >= shared.expected_deliveries;
+                let all = shared.delivered(&envelope, now, &mut samples);
                 if since_ack >= 32 || all {
                     since_ack = 0;
                     let _ = tx.try_send(wire::encode_frame(&Frame::Ack { up_to_seq: seq }));
                 }
-                shared.last_ns.fetch_max(now, Ordering::SeqCst);
-                shared.check_done();
+                shared.progress(now);
             }
             _ => {}
         }
         // Publish samples in batches to keep the lock cold.
-        if acc.len() >= 256 {
-            shared
-                .accept_lat
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .append(&mut acc);
-        }
-        if del.len() >= 256 {
-            shared
-                .deliver_lat
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .append(&mut del);
-        }
+        shared.merge(&mut samples, false);
     }
-    shared
-        .accept_lat
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .append(&mut acc);
-    shared
-        .deliver_lat
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .append(&mut del);
+    shared.merge(&mut samples, true);
 }

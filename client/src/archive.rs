@@ -386,7 +386,10 @@ impl Archive {
         };
         let repaired = archive.repair_head()?;
         if repaired > 0 {
-            tracing::info!(repaired, "completed archive records a crash left unfinished");
+            tracing::info!(
+                repaired,
+                "completed archive records a crash left unfinished"
+            );
         }
         Ok(archive)
     }
@@ -1174,7 +1177,8 @@ mod tests {
         // What a crash can leave (sled recovers a prefix of the inserts):
         // the last two records exist, but the head still points before them
         // and the msg_id and thread index entries of the last are missing.
-        a.write_head(2, &a.record(1).unwrap().unwrap().hash()).unwrap();
+        a.write_head(2, &a.record(1).unwrap().unwrap().hash())
+            .unwrap();
         a.tree
             .remove(Archive::key(b'm', &[&a.tok("msg", &ids[3].0)]))
             .unwrap();

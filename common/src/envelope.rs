@@ -514,6 +514,56 @@ impl UntrustedEnvelope {
             .participant(&header.sender)
             .ok_or_else(|| EnvelopeError::UnknownSender(header.sender.clone()))?;
         self.verify_signature(&sender.public.sign_key)?;
+        self.check_policy(roster)
+    }
+
+    /// [`UntrustedEnvelope::verify`] for many envelopes at once: one Ed25519
+    /// batch verification for all signatures (about twice as fast as one by
+    /// one), then the roster policy of each. If the batch fails (or a sender
+    /// is unknown), every envelope is verified on its own, so each result is
+    /// exactly what `verify` says, culprit included.
+    ///
+    /// Batch verification is not bit-for-bit `verify_strict`: it may accept a
+    /// signature whose `R` carries a small torsion component, which only the
+    /// holder of the sender's secret key can make. The relay uses this; each
+    /// recipient still verifies strictly (and quarantines such a message).
+    pub fn verify_many(
+        envelopes: Vec<UntrustedEnvelope>,
+        roster: &Roster,
+    ) -> Vec<Result<VerifiedEnvelope, EnvelopeError>> {
+        if envelopes.len() < 2 {
+            return envelopes.into_iter().map(|e| e.verify(roster)).collect();
+        }
+        let keys: Option<Vec<VerifyingKey>> = envelopes
+            .iter()
+            .map(|e| {
+                roster
+                    .participant(&e.body.header.sender)
+                    .map(|p| p.public.sign_key)
+                    .filter(|k| !k.is_weak())
+            })
+            .collect();
+        let batch_ok = keys.is_some_and(|keys| {
+            let items: Vec<(&UntrustedEnvelope, &VerifyingKey)> =
+                envelopes.iter().zip(keys.iter()).collect();
+            verify_signatures_batch(&items).is_ok()
+        });
+        envelopes
+            .into_iter()
+            .map(|e| {
+                if batch_ok {
+                    e.check_policy(roster)
+                } else {
+                    e.verify(roster)
+                }
+            })
+            .collect()
+    }
+
+    /// The roster checks after the signature: channel, posting rights,
+    /// recipient list.
+    fn check_policy(self, roster: &Roster) -> Result<VerifiedEnvelope, EnvelopeError> {
+        let header = &self.body.header;
         let expected = roster.recipients(&header.sender, &header.channel)?;
         let got = &self.body.recipients;
         let mismatch = |detail: String| EnvelopeError::RecipientsMismatch {
@@ -1204,6 +1254,38 @@ mod tests {
             verify_signatures_batch(&swapped),
             Err(EnvelopeError::BadSignature)
         );
+    }
+
+    #[test]
+    fn verify_many_matches_verify_one_by_one() {
+        let w = tallinn();
+        let note = Message::note(Tlp::Clear, "s", "");
+        let sealed = |who: &str| {
+            seal(&w.ids[who], &w.roster, "trio", &note, 1)
+                .unwrap()
+                .into_bytes()
+        };
+        let decode = |b: &[u8]| UntrustedEnvelope::decode(b).unwrap();
+        let good: Vec<Vec<u8>> = ["UA", "EE", "PL", "UA"].iter().map(|s| sealed(s)).collect();
+        let all =
+            UntrustedEnvelope::verify_many(good.iter().map(|b| decode(b)).collect(), &w.roster);
+        assert!(all.iter().all(Result::is_ok));
+        // One flipped signature bit: only that one fails, the rest pass.
+        let mut bad = good.clone();
+        let last = bad[2].len() - 1;
+        bad[2][last] ^= 1;
+        let mixed =
+            UntrustedEnvelope::verify_many(bad.iter().map(|b| decode(b)).collect(), &w.roster);
+        let codes: Vec<Option<EnvelopeError>> = mixed.into_iter().map(Result::err).collect();
+        assert_eq!(
+            codes,
+            vec![None, None, Some(EnvelopeError::BadSignature), None]
+        );
+        // Policy failures are still reported per envelope after a good batch.
+        let other_roster = tallinn().roster;
+        let foreign =
+            UntrustedEnvelope::verify_many(good.iter().map(|b| decode(b)).collect(), &other_roster);
+        assert!(foreign.iter().all(Result::is_err), "keys of another roster");
     }
 
     proptest! {

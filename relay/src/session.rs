@@ -202,6 +202,63 @@ pub fn check_send(
     max_message_len: usize,
     take_token: impl FnOnce() -> bool,
 ) -> Result<VerifiedEnvelope, Refusal> {
+    let untrusted = precheck_send(authenticated, envelope, max_message_len, take_token)?;
+    let msg_id = untrusted.claimed_header().msg_id;
+    untrusted
+        .verify(roster)
+        .map_err(|e: EnvelopeError| Refusal::new(msg_id, e.code(), e.to_string()))
+}
+
+/// [`check_send`] for several envelopes that arrived together: the same
+/// checks and results, with one batch signature verification
+/// ([`UntrustedEnvelope::verify_many`]) for those that pass the cheap checks.
+pub fn check_sends(
+    roster: &Roster,
+    authenticated: &str,
+    envelopes: &[Vec<u8>],
+    max_message_len: usize,
+    mut take_token: impl FnMut() -> bool,
+) -> Vec<Result<VerifiedEnvelope, Refusal>> {
+    let mut out: Vec<Option<Result<VerifiedEnvelope, Refusal>>> = Vec::new();
+    let mut pending = Vec::new();
+    let mut at = Vec::new();
+    for (i, e) in envelopes.iter().enumerate() {
+        match precheck_send(authenticated, e, max_message_len, &mut take_token) {
+            Ok(u) => {
+                pending.push(u);
+                at.push(i);
+                out.push(None);
+            }
+            Err(r) => out.push(Some(Err(r))),
+        }
+    }
+    let ids: Vec<MsgId> = pending.iter().map(|u| u.claimed_header().msg_id).collect();
+    let verified = UntrustedEnvelope::verify_many(pending, roster);
+    for ((i, msg_id), v) in at.into_iter().zip(ids).zip(verified) {
+        if let Some(slot) = out.get_mut(i) {
+            *slot = Some(v.map_err(|e| Refusal::new(msg_id, e.code(), e.to_string())));
+        }
+    }
+    out.into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(Refusal::new(
+                    MsgId([0; 16]),
+                    ErrorCode::Internal,
+                    "send check lost its result",
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The checks before the signature: encoding, size, rate, sender.
+fn precheck_send(
+    authenticated: &str,
+    envelope: &[u8],
+    max_message_len: usize,
+    take_token: impl FnOnce() -> bool,
+) -> Result<UntrustedEnvelope, Refusal> {
     let zero = MsgId([0; 16]);
     let untrusted = UntrustedEnvelope::decode(envelope)
         .map_err(|e| Refusal::new(zero, e.code(), e.to_string()))?;
@@ -233,9 +290,7 @@ pub fn check_send(
             ),
         ));
     }
-    untrusted
-        .verify(roster)
-        .map_err(|e: EnvelopeError| Refusal::new(msg_id, e.code(), e.to_string()))
+    Ok(untrusted)
 }
 
 /// The clock-skew check: `sent_at_ms` within `max_skew` of `now_ms`.
@@ -268,6 +323,83 @@ impl Close {
         Self {
             code: Some(code),
             reason: reason.into(),
+        }
+    }
+}
+
+/// Most sends checked together (one batch signature verification).
+const SEND_BATCH: usize = 64;
+
+/// Reads frames from the session stream in chunks, so that sends which
+/// arrived together can be checked together.
+struct FrameReader {
+    recv: RecvStream,
+    decoder: wire::FrameDecoder,
+    ready: VecDeque<Frame>,
+    /// A decoding error, reported once the frames before it were served.
+    failed: Option<(ErrorCode, String)>,
+}
+
+impl FrameReader {
+    fn new(recv: RecvStream, max: u32) -> Self {
+        Self {
+            recv,
+            decoder: wire::FrameDecoder::new(max),
+            ready: VecDeque::new(),
+            failed: None,
+        }
+    }
+
+    /// The next frame; `Ok(None)` when the peer finished the stream cleanly.
+    /// Cancel-safe: a chunk is either taken whole or not at all.
+    async fn next(&mut self) -> Result<Option<Frame>, Close> {
+        loop {
+            if let Some(f) = self.ready.pop_front() {
+                return Ok(Some(f));
+            }
+            if let Some((code, reason)) = self.failed.take() {
+                return Err(Close::err(code, reason));
+            }
+            match self.recv.read_chunk(usize::MAX, true).await {
+                Ok(Some(chunk)) => {
+                    self.decoder.extend(&chunk.bytes);
+                    loop {
+                        match self.decoder.next_frame() {
+                            Ok(Some(f)) => self.ready.push_back(f),
+                            Ok(None) => break,
+                            Err(e) => {
+                                // Frames before the bad one are still served.
+                                self.failed = Some((e.code(), e.to_string()));
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok(None) if self.decoder.buffered() == 0 => return Ok(None),
+                Ok(None) => {
+                    return Err(Close {
+                        code: None,
+                        reason: "stream closed: finished mid-frame".into(),
+                    })
+                }
+                Err(e) => {
+                    return Err(Close {
+                        code: None,
+                        reason: format!("stream closed: {e}"),
+                    })
+                }
+            }
+        }
+    }
+
+    /// The envelope of the next frame if it is a `Send` already received.
+    fn take_ready_send(&mut self) -> Option<Vec<u8>> {
+        match self.ready.front() {
+            Some(Frame::Send { .. }) => match self.ready.pop_front() {
+                Some(Frame::Send { envelope }) => Some(envelope),
+                _ => None,
+            },
+            _ => None,
         }
     }
 }
@@ -554,12 +686,13 @@ struct Progress {
 async fn session(
     shared: &Arc<Shared>,
     send: SendStream,
-    mut recv: RecvStream,
+    recv: RecvStream,
     handle: &Arc<ConnHandle>,
     rx: mpsc::Receiver<Delivery>,
     acked: u64,
 ) -> (Close, Option<SendStream>) {
     let limits = &shared.limits;
+    let mut reader = FrameReader::new(recv, limits.max_frame_len);
     let (out_tx, mut out_rx) = mpsc::channel::<bytes::Bytes>(
         limits.max_inflight_sends + limits.max_inflight_deliveries + 8,
     );
@@ -590,7 +723,7 @@ async fn session(
     let sends = Arc::new(Semaphore::new(limits.max_inflight_sends));
     let mut shutdown = shared.shutdown.clone();
 
-    let close = loop {
+    let close = 'session: loop {
         // Only the read is cancelled by the other branches, and only when the
         // session ends anyway: a frame is never half-read and then resumed.
         let frame = tokio::select! {
@@ -602,7 +735,7 @@ async fn session(
                 }
                 continue;
             }
-            frame = read_frame(&mut recv, limits.max_frame_len) => frame,
+            frame = reader.next() => frame,
         };
         let frame = match frame {
             Ok(Some(f)) => f,
@@ -627,43 +760,61 @@ async fn session(
                         }
                         None => break interrupted(&shutdown, handle),
                     };
+                // Sends that arrived with this one are checked with it (one
+                // batch signature verification), each with its own permit.
+                let mut envelopes = vec![envelope];
+                let mut permits = vec![permit];
+                while envelopes.len() < SEND_BATCH {
+                    let Ok(p) = sends.clone().try_acquire_owned() else {
+                        break;
+                    };
+                    let Some(e) = reader.take_ready_send() else {
+                        break;
+                    };
+                    envelopes.push(e);
+                    permits.push(p);
+                }
                 let received = Instant::now();
-                match handle_send(shared, &handle.participant, envelope) {
-                    Ok((msg_id, waiter)) => {
-                        let out = out_tx.clone();
-                        let metrics = shared.metrics.clone();
-                        waiters.spawn(async move {
-                            let frame = accept_frame(waiter.await, msg_id, &metrics, received);
-                            let _ = out.send(wire::encode_frame(&frame).into()).await;
-                            drop(permit);
-                        });
-                    }
-                    Err(r) => {
-                        shared.metrics.sends_rejected.inc(r.code);
-                        warn!(code = %r.code, msg_id = %r.msg_id, reason = %r.reason, "rejected send");
-                        if r.code == ErrorCode::Malformed {
-                            break Close::err(ErrorCode::Malformed, r.reason);
+                let results = handle_sends(shared, &handle.participant, envelopes);
+                for (result, permit) in results.into_iter().zip(permits) {
+                    match result {
+                        Ok((msg_id, waiter)) => {
+                            let out = out_tx.clone();
+                            let metrics = shared.metrics.clone();
+                            waiters.spawn(async move {
+                                let frame = accept_frame(waiter.await, msg_id, &metrics, received);
+                                let _ = out.send(wire::encode_frame(&frame).into()).await;
+                                drop(permit);
+                            });
                         }
-                        let frame = Frame::Rejected {
-                            msg_id: r.msg_id,
-                            code: r.code,
-                            reason: r.reason,
-                        };
-                        match interruptible(
-                            out_tx.send(wire::encode_frame(&frame).into()),
-                            &mut shutdown,
-                            handle,
-                        )
-                        .await
-                        {
-                            Some(Ok(())) => {}
-                            Some(Err(_)) => {
-                                break Close {
-                                    code: None,
-                                    reason: "writer stopped".into(),
-                                }
+                        Err(r) => {
+                            drop(permit);
+                            shared.metrics.sends_rejected.inc(r.code);
+                            warn!(code = %r.code, msg_id = %r.msg_id, reason = %r.reason, "rejected send");
+                            if r.code == ErrorCode::Malformed {
+                                break 'session Close::err(ErrorCode::Malformed, r.reason);
                             }
-                            None => break interrupted(&shutdown, handle),
+                            let frame = Frame::Rejected {
+                                msg_id: r.msg_id,
+                                code: r.code,
+                                reason: r.reason,
+                            };
+                            match interruptible(
+                                out_tx.send(wire::encode_frame(&frame).into()),
+                                &mut shutdown,
+                                handle,
+                            )
+                            .await
+                            {
+                                Some(Ok(())) => {}
+                                Some(Err(_)) => {
+                                    break 'session Close {
+                                        code: None,
+                                        reason: "writer stopped".into(),
+                                    }
+                                }
+                                None => break 'session interrupted(&shutdown, handle),
+                            }
                         }
                     }
                 }
@@ -809,27 +960,40 @@ fn accept_frame(
     }
 }
 
-/// Runs the synchronous send checks and queues the append.
-fn handle_send(
+/// A queued append: the msg_id and where its durable outcome arrives.
+type Queued = (
+    MsgId,
+    tokio::sync::oneshot::Receiver<crate::commit::AppendResult>,
+);
+
+/// Runs the synchronous send checks on sends that arrived together and
+/// queues the appends of those that pass, in order.
+fn handle_sends(
     shared: &Shared,
     participant: &str,
-    envelope: Vec<u8>,
-) -> Result<
-    (
-        MsgId,
-        tokio::sync::oneshot::Receiver<crate::commit::AppendResult>,
-    ),
-    Refusal,
-> {
+    envelopes: Vec<Vec<u8>>,
+) -> Vec<Result<Queued, Refusal>> {
     let limits = &shared.limits;
     let roster = shared.roster();
-    let verified = check_send(
+    check_sends(
         &roster,
         participant,
-        &envelope,
+        &envelopes,
         limits.max_message_len,
         || shared.take_token(participant),
-    )?;
+    )
+    .into_iter()
+    .map(|v| v.and_then(|verified| queue_append(shared, participant, verified)))
+    .collect()
+}
+
+/// The duplicate and clock checks of a verified send, then its append.
+fn queue_append(
+    shared: &Shared,
+    participant: &str,
+    verified: VerifiedEnvelope,
+) -> Result<Queued, Refusal> {
+    let limits = &shared.limits;
     let msg_id = verified.msg_id();
     let now = now_ms();
     match shared.store.seen(&msg_id) {

@@ -372,7 +372,13 @@ impl SledStore {
                 Some(v) => be_u64(&v, NEXT_SEQ_KEY)?,
                 None => 1,
             };
-            write_message(&tree, r.seq, &r.msg_id, &r.entry, stored_next.max(r.seq + 1))?;
+            write_message(
+                &tree,
+                r.seq,
+                &r.msg_id,
+                &r.entry,
+                stored_next.max(r.seq + 1),
+            )?;
             replayed += 1;
         }
         if !wal.is_empty() || replay.discarded_bytes > 0 {
@@ -792,7 +798,10 @@ mod tests {
         assert_eq!(s.seen(&MsgId([2; 16])).unwrap(), Some(2));
         assert_eq!(s.last_seq(), 2);
         // Replay checkpointed sled and emptied the log.
-        assert_eq!(std::fs::metadata(dir.path().join(WAL_FILE)).unwrap().len(), 0);
+        assert_eq!(
+            std::fs::metadata(dir.path().join(WAL_FILE)).unwrap().len(),
+            0
+        );
         assert_eq!(
             s.append(MsgId([3; 16]), &entry(&["EE"], 13)).unwrap(),
             Appended::New(3)

@@ -112,7 +112,8 @@ impl Wal {
         let check = Sha256::digest(&payload);
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         self.pending.extend_from_slice(&len.to_le_bytes());
-        self.pending.extend_from_slice(check.get(..16).unwrap_or_default());
+        self.pending
+            .extend_from_slice(check.get(..16).unwrap_or_default());
         self.pending.extend_from_slice(&payload);
     }
 
