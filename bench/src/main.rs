@@ -15,8 +15,12 @@ use tallinn_bench::system::{self, Server};
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
+    /// A few seconds of every scenario with tiny counts (no NATS): keeps the
+    /// harness from rotting; `.ci/run` runs it. Numbers mean nothing.
+    #[arg(long)]
+    smoke: bool,
     #[command(subcommand)]
-    command: Cmd,
+    command: Option<Cmd>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -99,6 +103,22 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Fixed-rate latency at 10%, 50% and 80% of the relay's measured
+    /// saturation (1 KiB, N participants, one sender).
+    Latency {
+        /// Participants in the channel.
+        #[arg(long, default_value_t = 14)]
+        participants: usize,
+        /// Payload size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        payload: usize,
+        /// Messages per saturation run (rate runs last about as long).
+        #[arg(long, default_value_t = 6000)]
+        messages: usize,
+        /// Runs per row.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Messages queued for an offline participant, then drained by the real
     /// client (verify, decrypt, durable archive, acks).
     Backlog {
@@ -120,7 +140,8 @@ enum Cmd {
         records: usize,
     },
     /// The relay's store alone: appends of 1 KiB messages to 14 recipients
-    /// with one flush (fsync) per batch, for several batch sizes.
+    /// with one commit (fdatasync of the commit log) per batch, for several
+    /// batch sizes.
     Store {
         /// Messages per batch size.
         #[arg(long, default_value_t = 4000)]
@@ -341,7 +362,7 @@ fn store_bench(messages: usize) -> Result<()> {
     println!("store: {messages} appends of 1 KiB to 14 recipients per row");
     println!(
         "{:>6} {:>12} {:>12} {:>14}",
-        "batch", "appends/s", "flushes/s", "µs per append"
+        "batch", "appends/s", "commits/s", "µs per append"
     );
     for batch in [1usize, 8, 64, 512] {
         let dir = tempfile::tempdir()?;
@@ -361,10 +382,12 @@ fn store_bench(messages: usize) -> Result<()> {
                 },
             )?;
             if (i + 1) % batch == 0 {
-                store.flush()?;
+                // The group-commit barrier (commit log fdatasync; sled is
+                // checkpointed inside about once a second).
+                store.commit()?;
             }
         }
-        store.flush()?;
+        store.commit()?;
         let secs = start.elapsed().as_secs_f64();
         println!(
             "{batch:>6} {:>12.0} {:>12.0} {:>14.1}",
@@ -376,8 +399,72 @@ fn store_bench(messages: usize) -> Result<()> {
     Ok(())
 }
 
+/// Saturation of the relay, then open loop at fractions of it.
+async fn latency(participants: usize, payload: usize, messages: usize, runs: usize) -> Result<()> {
+    let mut p = Params {
+        participants,
+        senders: 1,
+        payload,
+        messages,
+        window: 256,
+        rate: None,
+    };
+    println!("latency: relay saturation first (closed loop), then fixed rates (open loop; latency from the scheduled send time)");
+    print_header();
+    let sat = fanout_row(SystemKind::Relay, &p, runs, false).await?;
+    print_row(&sat);
+    let accepted = sat.median.accepted_per_s;
+    for frac in [0.1, 0.5, 0.8] {
+        let rate = (accepted * frac).max(1.0);
+        // About three seconds per run at this rate.
+        p.rate = Some(rate);
+        p.messages = ((rate * 3.0) as usize).max(100);
+        println!("{:.0}% of saturation = {rate:.0} messages/s:", frac * 100.0);
+        let row = fanout_row(SystemKind::Relay, &p, runs, false).await?;
+        print_row(&row);
+    }
+    Ok(())
+}
+
+/// Every scenario with tiny counts.
+async fn smoke() -> Result<()> {
+    println!("smoke run: tiny counts, the numbers mean nothing");
+    print_header();
+    for kind in [SystemKind::Relay, SystemKind::Quinn] {
+        let p = Params {
+            participants: 14,
+            senders: 1,
+            payload: 256,
+            messages: 300,
+            window: 64,
+            rate: None,
+        };
+        print_row(&fanout_row(kind, &p, 1, false).await?);
+        let p = Params {
+            rate: Some(500.0),
+            ..p
+        };
+        print_row(&fanout_row(kind, &p, 1, false).await?);
+    }
+    tallinn_bench::scenarios::backlog(300).await?;
+    tallinn_bench::scenarios::connections(&[50]).await?;
+    tallinn_bench::scenarios::archive(500)?;
+    store_bench(200)
+}
+
 async fn real_main(cli: Cli) -> Result<()> {
-    match cli.command {
+    let command = match (cli.smoke, cli.command) {
+        (true, _) => return smoke().await,
+        (false, Some(c)) => c,
+        (false, None) => anyhow::bail!("give a scenario (see --help), or --smoke"),
+    };
+    match command {
+        Cmd::Latency {
+            participants,
+            payload,
+            messages,
+            runs,
+        } => latency(participants, payload, messages, runs).await,
         Cmd::Store { messages } => store_bench(messages),
         Cmd::Backlog { messages } => tallinn_bench::scenarios::backlog(messages).await,
         Cmd::Connections { count } => tallinn_bench::scenarios::connections(&count).await,
