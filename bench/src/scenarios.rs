@@ -181,8 +181,11 @@ pub async fn connections(counts: &[usize]) -> Result<()> {
         let server = start_relay(&setup, |t| {
             t.replace(
                 "max_connections_per_participant = 64",
+                // Every connection is its own device (`d<i>`), so the cap
+                // on devices per participant is raised with the others.
                 &format!(
-                    "max_connections_per_participant = {}\nmax_connections = {}",
+                    "max_connections_per_participant = {}\nmax_connections = {}\nmax_devices_per_participant = {}",
+                    n + 100,
                     n + 100,
                     n + 100
                 ),
@@ -259,6 +262,7 @@ async fn login_device(
     recv.read_exact(&mut b).await?;
     match wire::decode_frame(&b)? {
         Frame::Welcome { .. } => Ok((conn, send, recv)),
+        Frame::Error { code, reason } => bail!("relay refused device {device}: {code}: {reason}"),
         other => bail!("expected Welcome, got {}", other.name()),
     }
 }

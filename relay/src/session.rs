@@ -330,6 +330,9 @@ impl Close {
 /// Most sends checked together (one batch signature verification).
 const SEND_BATCH: usize = 64;
 
+/// Most queued frames handed to quinn in one write.
+const WRITE_BATCH: usize = 64;
+
 /// Reads frames from the session stream in chunks, so that sends which
 /// arrived together can be checked together.
 struct FrameReader {
@@ -700,8 +703,21 @@ async fn session(
     // `out_tx` is gone, so the final Error frame follows everything queued.
     let mut send = send;
     let writer = tokio::spawn(async move {
-        while let Some(bytes) = out_rx.recv().await {
-            if send.write_chunk(bytes).await.is_err() {
+        // Everything already queued goes to quinn in one call: one lock of
+        // the connection state and one wake of its driver per batch, not
+        // per frame.
+        let mut chunks: Vec<bytes::Bytes> = Vec::with_capacity(WRITE_BATCH);
+        while let Some(first) = out_rx.recv().await {
+            chunks.push(first);
+            while chunks.len() < WRITE_BATCH {
+                match out_rx.try_recv() {
+                    Ok(b) => chunks.push(b),
+                    Err(_) => break,
+                }
+            }
+            let written = send.write_all_chunks(&mut chunks).await;
+            chunks.clear();
+            if written.is_err() {
                 break;
             }
         }

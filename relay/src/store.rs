@@ -43,7 +43,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::wal::{Wal, WalRecord};
+use crate::wal::Wal;
 
 use serde::{Deserialize, Serialize};
 use tallinn_common::message::MsgId;
@@ -230,8 +230,9 @@ pub trait Store: Send + Sync + 'static {
 
 const NEXT_SEQ_KEY: &[u8] = b"Mnext_seq";
 
-/// Writes one accepted message into sled: log entry, next seq, then the
-/// seen entry, as three plain inserts.
+/// Writes one accepted message into sled: log entry, next seq (on replay
+/// only: appends leave it to the checkpoint), then the seen entry, as plain
+/// inserts of the already encoded entry.
 ///
 /// Not a `sled::Batch`: sled 0.34 seals and writes its I/O buffer (a
 /// `pwrite` + `sync_file_range` on its I/O threads) for every batch, which
@@ -244,18 +245,25 @@ fn write_message(
     tree: &sled::Tree,
     seq: u64,
     msg_id: &MsgId,
-    entry: &LogEntry,
-    next_seq: u64,
+    received_at_ms: u64,
+    encoded_entry: Vec<u8>,
+    next_seq: Option<u64>,
 ) -> Result<(), StoreError> {
-    // invariant: LogEntry is plain data; postcard encoding cannot fail.
-    let value = postcard::to_allocvec(entry).expect("invariant: log entry encodes");
-    tree.insert(log_key(seq), value)?;
-    tree.insert(NEXT_SEQ_KEY, &next_seq.to_be_bytes())?;
+    tree.insert(log_key(seq), encoded_entry)?;
+    if let Some(next) = next_seq {
+        tree.insert(NEXT_SEQ_KEY, &next.to_be_bytes())?;
+    }
     let mut seen = [0u8; 16];
     seen[..8].copy_from_slice(&seq.to_be_bytes());
-    seen[8..].copy_from_slice(&entry.received_at_ms.to_be_bytes());
+    seen[8..].copy_from_slice(&received_at_ms.to_be_bytes());
     tree.insert(seen_key(msg_id), &seen)?;
     Ok(())
+}
+
+/// postcard bytes of a log entry.
+fn encode_entry(entry: &LogEntry) -> Vec<u8> {
+    // invariant: LogEntry is plain data; postcard encoding cannot fail.
+    postcard::to_allocvec(entry).expect("invariant: log entry encodes")
 }
 
 fn log_key(seq: u64) -> [u8; 9] {
@@ -376,8 +384,9 @@ impl SledStore {
                 &tree,
                 r.seq,
                 &r.msg_id,
-                &r.entry,
-                stored_next.max(r.seq + 1),
+                r.entry.received_at_ms,
+                encode_entry(&r.entry),
+                Some(stored_next.max(r.seq + 1)),
             )?;
             replayed += 1;
         }
@@ -418,6 +427,10 @@ impl SledStore {
     /// sled flush + `fdatasync`, then the commit log is emptied. Called with
     /// the writer lock held, so no append slips between flush and reset.
     fn checkpoint(&self, w: &mut Writer) -> Result<(), StoreError> {
+        // Appends leave the next seq to here: one insert per checkpoint, not
+        // per message. A crash before it is covered by the log entries and
+        // the commit log, which both give the seq back at open.
+        self.tree.insert(NEXT_SEQ_KEY, &w.next_seq.to_be_bytes())?;
         self.db.flush()?;
         self.log.sync()?;
         w.wal.reset()?;
@@ -452,12 +465,16 @@ impl Store for SledStore {
             return Ok(Appended::Duplicate(be_u64(&v, &skey)?));
         }
         let seq = w.next_seq;
-        write_message(&self.tree, seq, &msg_id, entry, seq + 1)?;
-        w.wal.push(&WalRecord {
+        let encoded = encode_entry(entry);
+        w.wal.push_encoded(seq, &msg_id, &encoded);
+        write_message(
+            &self.tree,
             seq,
-            msg_id,
-            entry: entry.clone(),
-        });
+            &msg_id,
+            entry.received_at_ms,
+            encoded,
+            None,
+        )?;
         w.next_seq = seq + 1;
         Ok(Appended::New(seq))
     }
@@ -690,6 +707,7 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wal::WalRecord;
 
     fn entry(recipients: &[&str], at: u64) -> LogEntry {
         LogEntry {

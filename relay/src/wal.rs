@@ -108,9 +108,20 @@ impl Wal {
     /// Queues a record for the next [`Wal::commit`].
     pub fn push(&mut self, record: &WalRecord) {
         // invariant: plain data; postcard encoding cannot fail.
-        let payload = postcard::to_allocvec(record).expect("invariant: wal record encodes");
+        let entry = postcard::to_allocvec(&record.entry).expect("invariant: entry encodes");
+        self.push_encoded(record.seq, &record.msg_id, &entry);
+    }
+
+    /// [`Wal::push`] with the entry already postcard-encoded: the payload is
+    /// `postcard((seq, msg_id))` followed by those bytes, which is exactly
+    /// `postcard(WalRecord)` (postcard concatenates struct fields).
+    pub fn push_encoded(&mut self, seq: u64, msg_id: &MsgId, encoded_entry: &[u8]) {
+        // invariant: plain data; postcard encoding cannot fail.
+        let mut payload = postcard::to_allocvec(&(seq, msg_id)).expect("invariant: encodes");
+        payload.extend_from_slice(encoded_entry);
         let check = Sha256::digest(&payload);
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        self.pending.reserve(HEADER_LEN + payload.len());
         self.pending.extend_from_slice(&len.to_le_bytes());
         self.pending
             .extend_from_slice(check.get(..16).unwrap_or_default());
