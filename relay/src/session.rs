@@ -366,17 +366,7 @@ impl FrameReader {
             match self.recv.read_chunk(usize::MAX, true).await {
                 Ok(Some(chunk)) => {
                     self.decoder.extend(&chunk.bytes);
-                    loop {
-                        match self.decoder.next_frame() {
-                            Ok(Some(f)) => self.ready.push_back(f),
-                            Ok(None) => break,
-                            Err(e) => {
-                                // Frames before the bad one are still served.
-                                self.failed = Some((e.code(), e.to_string()));
-                                break;
-                            }
-                        }
-                    }
+                    self.decode_buffered();
                 }
                 Ok(None) if self.decoder.buffered() == 0 => return Ok(None),
                 Ok(None) => {
@@ -395,8 +385,49 @@ impl FrameReader {
         }
     }
 
+    /// Decodes whatever quinn has already received, without waiting.
+    ///
+    /// Polls `read_chunk` with a no-op waker: data that is there is taken
+    /// (cancel-safe: a chunk is taken whole), and on `Pending` the future is
+    /// dropped; the next real `read_chunk` registers the task's own waker
+    /// again. End of stream and errors are left for [`FrameReader::next`]
+    /// to meet on its own read.
+    fn poll_received(&mut self) {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        while self.failed.is_none() {
+            let polled = {
+                let mut read = std::pin::pin!(self.recv.read_chunk(usize::MAX, true));
+                std::future::Future::poll(read.as_mut(), &mut cx)
+            };
+            match polled {
+                std::task::Poll::Ready(Ok(Some(chunk))) => {
+                    self.decoder.extend(&chunk.bytes);
+                    self.decode_buffered();
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn decode_buffered(&mut self) {
+        loop {
+            match self.decoder.next_frame() {
+                Ok(Some(f)) => self.ready.push_back(f),
+                Ok(None) => break,
+                Err(e) => {
+                    // Frames before the bad one are still served.
+                    self.failed = Some((e.code(), e.to_string()));
+                    break;
+                }
+            }
+        }
+    }
+
     /// The envelope of the next frame if it is a `Send` already received.
     fn take_ready_send(&mut self) -> Option<Vec<u8>> {
+        if self.ready.is_empty() {
+            self.poll_received();
+        }
         match self.ready.front() {
             Some(Frame::Send { .. }) => match self.ready.pop_front() {
                 Some(Frame::Send { envelope }) => Some(envelope),

@@ -882,3 +882,46 @@ async fn delivery_window_is_also_bounded_in_bytes() {
     })
     .await;
 }
+
+/// Sends written in one go reach the relay together and are checked with one
+/// batch signature verification: a forged one among them is still refused
+/// on its own, with its msg_id, and the others are accepted.
+#[tokio::test]
+async fn sends_arriving_together_are_judged_one_by_one() {
+    timed(async {
+        let w = World::tallinn();
+        let relay = TestRelay::start(&w, test_limits()).await;
+        let (mut ua, _) = login(relay.addr(), relay.pin, w.id("UA"), "d").await;
+        let mut bytes = Vec::new();
+        let mut ids = Vec::new();
+        for i in 0..8 {
+            let sealed = w.seal("UA", "plenary", &format!("batch {i}"));
+            ids.push(sealed.msg_id());
+            let mut env = sealed.into_bytes();
+            if i == 5 {
+                let mut e: Envelope = postcard::from_bytes(&env).unwrap();
+                e.signature[3] ^= 1;
+                env = postcard::to_allocvec(&e).unwrap();
+            }
+            bytes.extend_from_slice(&wire::encode_frame(&Frame::Send { envelope: env }));
+        }
+        ua.send.write_all(&bytes).await.unwrap();
+        let mut answers = std::collections::HashMap::new();
+        while answers.len() < ids.len() {
+            match ua.read().await.expect("answers") {
+                Frame::Accepted { msg_id, .. } => {
+                    answers.insert(msg_id, None);
+                }
+                Frame::Rejected { msg_id, code, .. } => {
+                    answers.insert(msg_id, Some(code));
+                }
+                _ => {}
+            }
+        }
+        for (i, id) in ids.iter().enumerate() {
+            let want = (i == 5).then_some(ErrorCode::BadSignature);
+            assert_eq!(answers.get(id), Some(&want), "send {i}");
+        }
+    })
+    .await;
+}
