@@ -40,8 +40,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use crate::wal::Wal;
 
@@ -321,27 +321,44 @@ fn log_seq(key: &[u8]) -> Result<u64, StoreError> {
 type CursorRecord = (Vec<u8>, Cursor);
 
 /// The sled-backed [`Store`].
+///
+/// A background thread (`tallinn-checkpoint`) checkpoints sled about once a
+/// second while the commit log grows; it holds the store only while it
+/// works and stops when the store is dropped.
 pub struct SledStore {
+    inner: Arc<Inner>,
+    /// Wakes the checkpoint thread early (the commit log grew large);
+    /// dropping it stops the thread.
+    nudge: Option<mpsc::SyncSender<()>>,
+    checkpointer: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Inner {
     db: sled::Db,
     /// fdatasync of sled's log: sled's own flush is not a power-cut barrier.
     log: tallinn_common::durable::SledLog,
     tree: sled::Tree,
-    /// Serialises dedupe-check + seq assignment + batch write + commit log.
+    /// Serialises dedupe-check + seq assignment + sled writes + commit log.
     state: Mutex<Writer>,
+    /// One checkpoint at a time.
+    checkpointing: Mutex<()>,
 }
 
 /// The write side, under one lock.
 struct Writer {
     next_seq: u64,
-    wal: Wal,
-    last_checkpoint: Instant,
+    /// Two commit-log files: appends go to `wals[active]`; a checkpoint
+    /// switches files, flushes sled without blocking appends, then empties
+    /// the retired one.
+    wals: [Wal; 2],
+    active: usize,
 }
 
 /// How often sled is checkpointed while appends arrive.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// File name of the commit log in the data directory.
-pub const WAL_FILE: &str = "commit.wal";
+/// File names of the two commit-log files in the data directory.
+pub const WAL_FILES: [&str; 2] = ["commit-a.wal", "commit-b.wal"];
 
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
@@ -360,17 +377,28 @@ impl SledStore {
             .open()?;
         let log = tallinn_common::durable::SledLog::open(dir)?;
         let tree = db.open_tree("relay")?;
-        let (mut wal, replay) = Wal::open(&dir.join(WAL_FILE))?;
-        if let Some(why) = replay.stopped {
-            tracing::warn!(
-                reason = why,
-                discarded_bytes = replay.discarded_bytes,
-                "commit log ends in a torn or damaged record (a crash mid-write); \
-                 it was never acknowledged and is discarded"
-            );
+        let (wal_a, replay_a) = Wal::open(&dir.join(WAL_FILES[0]))?;
+        let (wal_b, replay_b) = Wal::open(&dir.join(WAL_FILES[1]))?;
+        let mut wals = [wal_a, wal_b];
+        let mut records = Vec::new();
+        let mut dirty = false;
+        for (name, replay) in WAL_FILES.iter().zip([replay_a, replay_b]) {
+            if let Some(why) = replay.stopped {
+                tracing::warn!(
+                    file = name,
+                    reason = why,
+                    discarded_bytes = replay.discarded_bytes,
+                    "commit log ends in a torn or damaged record (a crash mid-write); \
+                     it was never acknowledged and is discarded"
+                );
+            }
+            dirty |= !replay.records.is_empty() || replay.discarded_bytes > 0;
+            records.extend(replay.records);
         }
+        // Seq order (a record can be in both files: see `checkpoint`).
+        records.sort_by_key(|r| r.seq);
         let mut replayed = 0u64;
-        for r in &replay.records {
+        for r in &records {
             // Idempotent: sled has all of a message it has the seen entry of
             // (written last; see `write_message`).
             if tree.get(seen_key(&r.msg_id))?.is_some() {
@@ -390,12 +418,14 @@ impl SledStore {
             )?;
             replayed += 1;
         }
-        if !wal.is_empty() || replay.discarded_bytes > 0 {
+        if dirty {
             db.flush()?;
             log.sync()?;
-            wal.reset()?;
+            for w in &mut wals {
+                w.reset()?;
+            }
             tracing::info!(
-                records = replay.records.len(),
+                records = records.len(),
                 replayed,
                 "commit log replayed into the store"
             );
@@ -412,35 +442,33 @@ impl SledStore {
             }
             None => 1,
         };
-        Ok(Self {
+        let inner = Arc::new(Inner {
             db,
             log,
             tree,
             state: Mutex::new(Writer {
                 next_seq: stored_next.max(after_log),
-                wal,
-                last_checkpoint: Instant::now(),
+                wals,
+                active: 0,
             }),
+            checkpointing: Mutex::new(()),
+        });
+        let (nudge, wake) = mpsc::sync_channel(1);
+        let weak = Arc::downgrade(&inner);
+        let checkpointer = std::thread::Builder::new()
+            .name("tallinn-checkpoint".into())
+            .spawn(move || checkpoint_loop(&weak, &wake))
+            .map_err(StoreError::Sync)?;
+        Ok(Self {
+            inner,
+            nudge: Some(nudge),
+            checkpointer: Some(checkpointer),
         })
-    }
-
-    /// sled flush + `fdatasync`, then the commit log is emptied. Called with
-    /// the writer lock held, so no append slips between flush and reset.
-    fn checkpoint(&self, w: &mut Writer) -> Result<(), StoreError> {
-        // Appends leave the next seq to here: one insert per checkpoint, not
-        // per message. A crash before it is covered by the log entries and
-        // the commit log, which both give the seq back at open.
-        self.tree.insert(NEXT_SEQ_KEY, &w.next_seq.to_be_bytes())?;
-        self.db.flush()?;
-        self.log.sync()?;
-        w.wal.reset()?;
-        w.last_checkpoint = Instant::now();
-        Ok(())
     }
 
     fn cursors(&self) -> Result<HashMap<String, Vec<CursorRecord>>, StoreError> {
         let mut out: HashMap<String, Vec<(Vec<u8>, Cursor)>> = HashMap::new();
-        for kv in self.tree.scan_prefix(b"C") {
+        for kv in self.inner.tree.scan_prefix(b"C") {
             let (k, v) = kv?;
             let rest = k.get(1..).unwrap_or_default();
             let Some(nul) = rest.iter().position(|b| *b == 0) else {
@@ -457,18 +485,105 @@ impl SledStore {
     }
 }
 
+impl Inner {
+    /// One checkpoint: switch appends to the other commit-log file, flush
+    /// sled and `fdatasync` it **without** holding the writer lock (sends
+    /// keep being committed meanwhile), then empty the retired file.
+    ///
+    /// Every record in the retired file was written into sled before the
+    /// switch (appends write sled first), so the flush that starts after the
+    /// switch covers them all. Records queued but not yet written move to
+    /// the new file with the switch, so a commit never skips them.
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        let _one = self
+            .checkpointing
+            .lock()
+            .map_err(|_| StoreError::Poisoned)?;
+        let retired = {
+            let mut w = self.state.lock().map_err(|_| StoreError::Poisoned)?;
+            let active = w.active;
+            let other = 1 - active;
+            let other_empty = w.wals.get(other).is_none_or(Wal::is_empty);
+            let active_idle = w
+                .wals
+                .get(active)
+                .is_none_or(|wal| wal.is_empty() && !wal.has_pending());
+            if other_empty && active_idle {
+                return Ok(());
+            }
+            // Appends leave the next seq to here: one insert per checkpoint,
+            // not per message. A crash before it is covered by the log
+            // entries and the commit log, which both give the seq back.
+            self.tree.insert(NEXT_SEQ_KEY, &w.next_seq.to_be_bytes())?;
+            if other_empty {
+                let pending = w
+                    .wals
+                    .get_mut(active)
+                    .map(Wal::take_pending)
+                    .unwrap_or_default();
+                if let Some(next) = w.wals.get_mut(other) {
+                    next.put_pending(pending);
+                }
+                w.active = other;
+                active
+            } else {
+                // A failed earlier cycle left the other file full: finish it.
+                other
+            }
+        };
+        self.db.flush()?;
+        self.log.sync()?;
+        let mut w = self.state.lock().map_err(|_| StoreError::Poisoned)?;
+        if let Some(wal) = w.wals.get_mut(retired) {
+            wal.reset()?;
+        }
+        Ok(())
+    }
+}
+
+/// The checkpoint thread: a checkpoint every [`CHECKPOINT_INTERVAL`] (or when
+/// nudged), while the store exists.
+fn checkpoint_loop(store: &std::sync::Weak<Inner>, wake: &mpsc::Receiver<()>) {
+    loop {
+        match wake.recv_timeout(CHECKPOINT_INTERVAL) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        let Some(inner) = store.upgrade() else { return };
+        if let Err(e) = inner.checkpoint() {
+            // The commit log still holds everything: nothing is lost, the
+            // next cycle retries.
+            tracing::error!(error = %e, "store checkpoint failed");
+        }
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        // Stop the checkpoint thread and wait, so that the database is
+        // closed (and can be reopened) once the store is gone.
+        self.nudge.take();
+        if let Some(t) = self.checkpointer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl Store for SledStore {
     fn append(&self, msg_id: MsgId, entry: &LogEntry) -> Result<Appended, StoreError> {
-        let mut w = self.state.lock().map_err(|_| StoreError::Poisoned)?;
+        let mut w = self.inner.state.lock().map_err(|_| StoreError::Poisoned)?;
         let skey = seen_key(&msg_id);
-        if let Some(v) = self.tree.get(skey)? {
+        if let Some(v) = self.inner.tree.get(skey)? {
             return Ok(Appended::Duplicate(be_u64(&v, &skey)?));
         }
         let seq = w.next_seq;
         let encoded = encode_entry(entry);
-        w.wal.push_encoded(seq, &msg_id, &encoded);
+        let active = w.active;
+        if let Some(wal) = w.wals.get_mut(active) {
+            wal.push_encoded(seq, &msg_id, &encoded);
+        }
         write_message(
-            &self.tree,
+            &self.inner.tree,
             seq,
             &msg_id,
             entry.received_at_ms,
@@ -480,28 +595,40 @@ impl Store for SledStore {
     }
 
     fn commit(&self) -> Result<(), StoreError> {
-        let mut w = self.state.lock().map_err(|_| StoreError::Poisoned)?;
-        w.wal.commit()?;
-        if w.wal.len() >= crate::wal::CHECKPOINT_BYTES
-            || (!w.wal.is_empty() && w.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL)
-        {
-            self.checkpoint(&mut w)?;
+        let mut w = self.inner.state.lock().map_err(|_| StoreError::Poisoned)?;
+        let active = w.active;
+        let wal = w.wals.get_mut(active).ok_or(StoreError::Poisoned)?;
+        wal.commit()?;
+        if wal.len() >= crate::wal::CHECKPOINT_BYTES {
+            if let Some(n) = &self.nudge {
+                // Full means a nudge is already pending: fine.
+                let _ = n.try_send(());
+            }
         }
         Ok(())
     }
 
     fn seen(&self, msg_id: &MsgId) -> Result<Option<u64>, StoreError> {
         let skey = seen_key(msg_id);
-        match self.tree.get(skey)? {
+        match self.inner.tree.get(skey)? {
             Some(v) => Ok(Some(be_u64(&v, &skey)?)),
             None => Ok(None),
         }
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        let mut w = self.state.lock().map_err(|_| StoreError::Poisoned)?;
-        w.wal.commit()?;
-        self.checkpoint(&mut w)
+        {
+            let mut w = self.inner.state.lock().map_err(|_| StoreError::Poisoned)?;
+            let active = w.active;
+            w.wals
+                .get_mut(active)
+                .ok_or(StoreError::Poisoned)?
+                .commit()?;
+        }
+        // Two cycles empty both files (the first may only finish what a
+        // failed earlier cycle left).
+        self.inner.checkpoint()?;
+        self.inner.checkpoint()
     }
 
     fn inbox_after(
@@ -512,6 +639,7 @@ impl Store for SledStore {
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let mut out = Vec::new();
         for kv in self
+            .inner
             .tree
             .range(log_key(after.saturating_add(1))..log_key(u64::MAX))
         {
@@ -537,6 +665,7 @@ impl Store for SledStore {
     fn pending(&self, participant: &str, after: u64) -> Result<u64, StoreError> {
         let mut n = 0;
         for kv in self
+            .inner
             .tree
             .range(log_key(after.saturating_add(1))..log_key(u64::MAX))
         {
@@ -560,7 +689,7 @@ impl Store for SledStore {
     ) -> Result<u64, StoreError> {
         let key = cursor_key(participant, device);
         let mut acked = 0;
-        self.tree.fetch_and_update(&key, |old| {
+        self.inner.tree.fetch_and_update(&key, |old| {
             let mut c = old
                 .and_then(|v| postcard::from_bytes::<Cursor>(v).ok())
                 .unwrap_or(Cursor {
@@ -582,7 +711,7 @@ impl Store for SledStore {
         now_ms: u64,
     ) -> Result<(), StoreError> {
         let key = cursor_key(participant, device);
-        self.tree.fetch_and_update(&key, |old| {
+        self.inner.tree.fetch_and_update(&key, |old| {
             let mut c = old
                 .and_then(|v| postcard::from_bytes::<Cursor>(v).ok())
                 .unwrap_or(Cursor {
@@ -621,7 +750,7 @@ impl Store for SledStore {
 
         // 2. Log: expire old messages; drop those every known device of
         //    every recipient acknowledged.
-        for kv in self.tree.scan_prefix(b"L") {
+        for kv in self.inner.tree.scan_prefix(b"L") {
             let (k, v) = kv?;
             let seq = log_seq(&k)?;
             let head = log_head(&k, &v)?;
@@ -641,7 +770,7 @@ impl Store for SledStore {
         }
 
         // 3. Seen msg_ids outside the dedupe window.
-        for kv in self.tree.scan_prefix(b"S") {
+        for kv in self.inner.tree.scan_prefix(b"S") {
             let (k, v) = kv?;
             let received = be_u64(v.get(8..).unwrap_or_default(), &k)?;
             if received < horizon {
@@ -649,19 +778,19 @@ impl Store for SledStore {
                 stats.seen_pruned += 1;
             }
         }
-        self.tree.apply_batch(batch)?;
+        self.inner.tree.apply_batch(batch)?;
         self.flush()?;
         Ok(stats)
     }
 
     fn healthy(&self) -> bool {
-        self.tree.get(NEXT_SEQ_KEY).is_ok()
+        self.inner.tree.get(NEXT_SEQ_KEY).is_ok()
     }
 
     fn devices(&self, participant: &str) -> Result<Vec<String>, StoreError> {
         let prefix = cursor_key(participant, "");
         let mut out = Vec::new();
-        for kv in self.tree.scan_prefix(&prefix) {
+        for kv in self.inner.tree.scan_prefix(&prefix) {
             let (k, _) = kv?;
             let device = k.get(prefix.len()..).unwrap_or_default();
             out.push(String::from_utf8_lossy(device).into_owned());
@@ -670,7 +799,8 @@ impl Store for SledStore {
     }
 
     fn last_seq(&self) -> u64 {
-        self.state
+        self.inner
+            .state
             .lock()
             .map(|w| w.next_seq.saturating_sub(1))
             .unwrap_or(0)
@@ -685,7 +815,7 @@ impl Store for SledStore {
             }
         }
         let mut depth: HashMap<String, u64> = HashMap::new();
-        for kv in self.tree.scan_prefix(b"L") {
+        for kv in self.inner.tree.scan_prefix(b"L") {
             let (k, v) = kv?;
             s.messages += 1;
             s.envelope_bytes += v.len() as u64;
@@ -699,7 +829,7 @@ impl Store for SledStore {
         let mut depth: Vec<(String, u64)> = depth.into_iter().collect();
         depth.sort();
         s.inbox_depth = depth;
-        s.disk_bytes = self.db.size_on_disk()?;
+        s.disk_bytes = self.inner.db.size_on_disk()?;
         Ok(s)
     }
 }
@@ -794,15 +924,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // A crash after the commit log's fdatasync but before any sled
         // checkpoint: the records exist only in the log.
-        {
-            let (mut wal, _) = Wal::open(&dir.path().join(WAL_FILE)).unwrap();
-            for seq in [1, 2] {
-                wal.push(&WalRecord {
-                    seq,
-                    msg_id: MsgId([seq as u8; 16]),
-                    entry: entry(&["EE"], 10 + seq),
-                });
-            }
+        // One record in each of the two files (a checkpoint was switching).
+        for seq in [1u64, 2] {
+            let file = WAL_FILES[seq as usize - 1];
+            let (mut wal, _) = Wal::open(&dir.path().join(file)).unwrap();
+            wal.push(&WalRecord {
+                seq,
+                msg_id: MsgId([seq as u8; 16]),
+                entry: entry(&["EE"], 10 + seq),
+            });
             wal.commit().unwrap();
         }
         let s = SledStore::open(dir.path()).unwrap();
@@ -817,7 +947,12 @@ mod tests {
         assert_eq!(s.last_seq(), 2);
         // Replay checkpointed sled and emptied the log.
         assert_eq!(
-            std::fs::metadata(dir.path().join(WAL_FILE)).unwrap().len(),
+            std::fs::metadata(dir.path().join(WAL_FILES[0]))
+                .unwrap()
+                .len()
+                + std::fs::metadata(dir.path().join(WAL_FILES[1]))
+                    .unwrap()
+                    .len(),
             0
         );
         assert_eq!(
@@ -836,10 +971,36 @@ mod tests {
     }
 
     #[test]
+    fn checkpoint_switches_files_and_keeps_queued_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = |i: usize| {
+            std::fs::metadata(dir.path().join(WAL_FILES[i]))
+                .unwrap()
+                .len()
+        };
+        let s = SledStore::open(dir.path()).unwrap();
+        s.append(MsgId([1; 16]), &entry(&["EE"], 1)).unwrap();
+        s.commit().unwrap();
+        assert!(len(0) > 0 && len(1) == 0);
+        // Queued, not yet committed, when the checkpoint switches files.
+        s.append(MsgId([2; 16]), &entry(&["EE"], 2)).unwrap();
+        s.inner.checkpoint().unwrap();
+        assert_eq!(len(0), 0, "retired file emptied after sled was flushed");
+        s.commit().unwrap();
+        assert!(len(1) > 0, "the queued record went to the new file");
+        s.flush().unwrap();
+        assert_eq!((len(0), len(1)), (0, 0));
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.inbox_after("EE", 0, 10).unwrap().len(), 2);
+        assert_eq!(s.last_seq(), 2);
+    }
+
+    #[test]
     fn torn_commit_log_keeps_the_intact_records() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut wal, _) = Wal::open(&dir.path().join(WAL_FILE)).unwrap();
+            let (mut wal, _) = Wal::open(&dir.path().join(WAL_FILES[0])).unwrap();
             wal.push(&WalRecord {
                 seq: 1,
                 msg_id: MsgId([1; 16]),
@@ -847,7 +1008,7 @@ mod tests {
             });
             wal.commit().unwrap();
         }
-        let path = dir.path().join(WAL_FILE);
+        let path = dir.path().join(WAL_FILES[0]);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.extend_from_slice(&[9, 0, 0]); // half a header
         std::fs::write(&path, &bytes).unwrap();

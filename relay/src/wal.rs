@@ -7,8 +7,10 @@
 //! this append-only file and made durable with one `pwrite` + `fdatasync`
 //! (about 80 µs of CPU), and `Accepted` is sent after that. sled receives
 //! the same writes unflushed and is *checkpointed* (sled flush, `fdatasync`
-//! of its log, then this file truncated) about once a second and whenever
-//! this file passes [`CHECKPOINT_BYTES`]. At open, records still in the file
+//! of its log, then the file truncated) about once a second and whenever
+//! the file passes [`CHECKPOINT_BYTES`]. The store keeps two such files and
+//! switches between them at each checkpoint, so that sled is flushed while
+//! sends go on (`crate::store`). At open, records still in the file
 //! are replayed into sled (idempotently: a record whose msg_id sled already
 //! has is skipped) and the store is checkpointed.
 //!
@@ -126,6 +128,17 @@ impl Wal {
         self.pending
             .extend_from_slice(check.get(..16).unwrap_or_default());
         self.pending.extend_from_slice(&payload);
+    }
+
+    /// Takes the queued records out (to move them to another file).
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Queues records taken from another file, before any queued here.
+    pub fn put_pending(&mut self, mut records: Vec<u8>) {
+        records.append(&mut self.pending);
+        self.pending = records;
     }
 
     /// Whether records are queued.
