@@ -16,7 +16,7 @@
 //! A participant's inbox is the log entries after its device's cursor that
 //! list it as a recipient: reading it decodes only the entry's head
 //! (time, sender, recipients) of entries addressed to others. There is no
-//! per-recipient index: one accepted message is four keys however many
+//! per-recipient index: one accepted message is two keys however many
 //! recipients it has, which is what keeps a 14-way fan-out cheap (measured
 //! in `BENCHMARKS.md`).
 //!
@@ -238,9 +238,9 @@ const NEXT_SEQ_KEY: &[u8] = b"Mnext_seq";
 /// `pwrite` + `sync_file_range` on its I/O threads) for every batch, which
 /// cost more CPU than everything else the relay does per message. Atomicity
 /// comes from the commit log instead: an acknowledged message is always in
-/// [`crate::wal`] until a checkpoint made all three keys durable, and replay
+/// [`crate::wal`] until a checkpoint made its keys durable, and replay
 /// rewrites them. sled recovers a prefix of its log, so a durable seen entry
-/// (written last) implies a durable log entry and next seq.
+/// (written last) implies a durable log entry.
 fn write_message(
     tree: &sled::Tree,
     seq: u64,
