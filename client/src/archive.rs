@@ -326,6 +326,14 @@ pub struct Archive {
     head: Mutex<Head>,
 }
 
+/// The u64 after a one-byte prefix (`"R" index`, `"Q" n`), if the key has
+/// exactly that shape.
+fn key_u64(key: &[u8]) -> Option<u64> {
+    key.get(1..)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+}
+
 fn kind_code(k: &Kind) -> u8 {
     match k {
         Kind::Note => 0,
@@ -653,11 +661,7 @@ impl Archive {
         let mut out = Vec::new();
         for kv in self.tree.scan_prefix(b"Q") {
             let (k, v) = kv?;
-            let n = k
-                .get(1..)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .ok_or_else(|| ArchiveError::Unreadable("quarantine key".into()))?;
+            let n = key_u64(&k).ok_or_else(|| ArchiveError::Unreadable("quarantine key".into()))?;
             let plain = self
                 .sealer
                 .open(&v, &aad(QUAR_AAD, n))
@@ -728,11 +732,7 @@ impl Archive {
         let mut found = None;
         for kv in self.tree.scan_prefix(b"R").rev() {
             let (k, v) = kv?;
-            let index = k
-                .get(1..)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(u64::MAX);
+            let index = key_u64(&k).unwrap_or(u64::MAX);
             let r = self.decode_record(index, &v)?;
             if r.msg_id.to_hex().starts_with(&id) {
                 if found.is_some() {
@@ -844,12 +844,7 @@ impl Archive {
                             ..Self::key(b'R', &[&hi.to_be_bytes()]),
                     ) {
                         let (k, v) = kv?;
-                        let index = k
-                            .get(1..)
-                            .and_then(|b| b.try_into().ok())
-                            .map(u64::from_be_bytes)
-                            .unwrap_or(u64::MAX);
-                        raw.push((index, v));
+                        raw.push((key_u64(&k).unwrap_or(u64::MAX), v));
                     }
                     // Decrypting dominates: split the chunk over two threads.
                     let scan = |part: &[(u64, sled::IVec)]| -> Result<Vec<Record>, ArchiveError> {
@@ -938,11 +933,7 @@ impl Archive {
     ) -> Result<(), ArchiveError> {
         for kv in self.tree.scan_prefix(b"R") {
             let (k, v) = kv?;
-            let index = k
-                .get(1..)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .ok_or_else(|| ArchiveError::Unreadable("record key".into()))?;
+            let index = key_u64(&k).ok_or_else(|| ArchiveError::Unreadable("record key".into()))?;
             f(self.decode_record(index, &v)?)?;
         }
         Ok(())
@@ -978,11 +969,7 @@ impl Archive {
         };
         for kv in self.tree.scan_prefix(b"R") {
             let (k, v) = kv?;
-            let Some(index) = k
-                .get(1..)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-            else {
+            let Some(index) = key_u64(&k) else {
                 return fail(expected, "malformed record key".into());
             };
             if index != expected {
