@@ -963,10 +963,18 @@ fn receive(
             return quarantine(inner, seq, received_at_ms, envelope, claimed.as_ref(), e)
         }
     };
-    let claimed = verified.header().clone();
     let opened = match verified.open(&s.identity) {
         Ok(o) => o,
-        Err(e) => return quarantine(inner, seq, received_at_ms, envelope, Some(&claimed), e),
+        Err(e) => {
+            return quarantine(
+                inner,
+                seq,
+                received_at_ms,
+                envelope,
+                Some(verified.header()),
+                e,
+            )
+        }
     };
     let want = inner.subscribed.load(std::sync::atomic::Ordering::Relaxed);
     match inner

@@ -28,6 +28,7 @@
 //! - [`wire`]: session frames, the length-prefixed codec, error codes, the
 //!   exporter-bound authentication transcript.
 //! - [`defaults`]: protocol labels and default limits, each with its reason.
+//! - [`process`]: process behaviour shared by the command-line programs.
 //! - [`durable`]: `fdatasync` of a sled database's log, the barrier sled's
 //!   own `flush` does not provide.
 //!
@@ -46,6 +47,7 @@ pub mod durable;
 pub mod envelope;
 pub mod identity;
 pub mod message;
+pub mod process;
 pub mod roster;
 pub mod wire;
 
