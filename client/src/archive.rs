@@ -6,7 +6,7 @@
 //! | key | value |
 //! |---|---|
 //! | `b'R' index:u64be` | `nonce:[u8;24] ‖ XChaCha20-Poly1305(k_rec, nonce, postcard(Record), aad = "tallinn/1 archive record" ‖ index:u64be)` |
-//! | `b'H'` | head: `next_index:u64be ‖ head_hash:[u8;32]` |
+//! | `b'H'` | head: `next_index:u64be ‖ head_hash:[u8;32] ‖ tag:[u8;32]`, tag = HMAC-SHA256(k_head, `"tallinn/1 archive head"` ‖ next_index ‖ head_hash) |
 //! | `b'm' tok(msg_id)` | `index:u64be` (dedupe, lookup) |
 //! | `b'c' tok(channel) time:u64be index:u64be` | empty (channel + time) |
 //! | `b's' tok(sender) time index` | empty (sender + time) |
@@ -19,7 +19,19 @@
 //! HMAC-SHA256(k_idx, label ‖ 0x00 ‖ x): index keys reveal neither channel
 //! names, senders nor message ids to someone holding only the files.
 //! `k_rec` = HKDF-SHA256(identity secrets, info `"tallinn/1 archive"`),
-//! `k_idx` = the same with info `"tallinn/1 archive index"`.
+//! `k_idx` = the same with info `"tallinn/1 archive index"`, `k_head` with
+//! info `"tallinn/1 archive head"`.
+//!
+//! # Authenticated head
+//! A new archive writes its head (0 records, zero hash) and syncs it before
+//! any record exists. Opening an archive whose head is missing while the tree
+//! holds anything, or whose tag does not verify, never rebuilds a head: the
+//! archive opens read-only for inspection, [`Archive::verify`] reports the
+//! problem (exit 3) and every insert is refused with
+//! [`ArchiveError::HeadInvalid`]. Someone holding only the files can thus not
+//! cut the tail (records and head) without it being named. What the head
+//! cannot detect alone is a rollback of the *whole* tree to an earlier copy;
+//! PROTOCOL.md §12.4 says what anchors that.
 //!
 //! # Hash chain
 //! `hash_i = SHA-256("tallinn/1 archive chain" ‖ postcard(Record_i))`, and
@@ -60,6 +72,10 @@ pub enum ArchiveError {
     /// Writing an export failed.
     #[error("writing the export: {0}")]
     Io(#[from] std::io::Error),
+    /// The head is missing or not authenticated: the archive was altered
+    /// outside this software. Reading works; writing is refused.
+    #[error("archive head {0}: the archive was altered outside tallinn; run `tallinn archive verify` and restore from a backup")]
+    HeadInvalid(String),
 }
 
 /// Whether a record was received or sent by this device's participant.
@@ -257,6 +273,8 @@ fn aad(label: &[u8], n: u64) -> Vec<u8> {
 const REC_AAD: &[u8] = b"tallinn/1 archive record";
 const QUAR_AAD: &[u8] = b"tallinn/1 archive quarantine";
 const HEAD_KEY: &[u8] = b"H";
+const HEAD_MAC_LABEL: &[u8] = b"tallinn/1 archive head";
+const HEAD_LEN: usize = 8 + 32 + 32;
 /// Records read per forward range in a newest-first full scan.
 const SCAN_CHUNK: u64 = 512;
 const QNEXT_KEY: &[u8] = b"q";
@@ -323,7 +341,53 @@ pub struct Archive {
     tree: sled::Tree,
     sealer: Sealer,
     index_key: Zeroizing<[u8; 32]>,
+    head_key: Zeroizing<[u8; 32]>,
     head: Mutex<Head>,
+    /// Why the head cannot be trusted (missing, forged), if so.
+    head_problem: Option<String>,
+}
+
+/// HMAC-SHA256 under `key` of `parts` concatenated.
+fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    // invariant: HMAC accepts keys of any length.
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+        .expect("invariant: HMAC takes any key length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// The tag of a head value.
+fn head_tag(key: &[u8; 32], next_index: u64, hash: &[u8; 32]) -> [u8; 32] {
+    hmac(key, &[HEAD_MAC_LABEL, &next_index.to_be_bytes(), hash])
+}
+
+/// Decodes and authenticates a stored head.
+fn decode_head(key: &[u8; 32], v: &[u8]) -> Result<Head, String> {
+    if v.len() != HEAD_LEN {
+        return Err(format!(
+            "has {} bytes instead of {HEAD_LEN} (not written by this version, or edited)",
+            v.len()
+        ));
+    }
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&v[..8]);
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(&v[8..40]);
+    let next_index = u64::from_be_bytes(n);
+    let tag = head_tag(key, next_index, &hash);
+    // Constant time is not needed against someone who holds the files, but
+    // costs nothing.
+    let ok = tag
+        .iter()
+        .zip(&v[40..])
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0;
+    if !ok {
+        return Err("is not authenticated (its tag does not verify: forged or edited)".into());
+    }
+    Ok(Head { next_index, hash })
 }
 
 /// The u64 after a one-byte prefix (`"R" index`, `"Q" n`), if the key has
@@ -370,30 +434,47 @@ impl Archive {
         let tree = db.open_tree("archive")?;
         let rec_key = identity.derive_storage_key(b"tallinn/1 archive");
         let index_key = identity.derive_storage_key(b"tallinn/1 archive index");
-        let head = match tree.get(HEAD_KEY)? {
-            Some(v) if v.len() == 40 => {
-                let mut n = [0u8; 8];
-                n.copy_from_slice(&v[..8]);
-                let mut h = [0u8; 32];
-                h.copy_from_slice(&v[8..]);
-                Head {
-                    next_index: u64::from_be_bytes(n),
-                    hash: h,
-                }
-            }
-            Some(_) => return Err(ArchiveError::Unreadable("head".into())),
-            None => Head {
-                next_index: 0,
-                hash: [0; 32],
-            },
+        let head_key = identity.derive_storage_key(b"tallinn/1 archive head");
+        let empty = Head {
+            next_index: 0,
+            hash: [0; 32],
         };
+        let mut fresh = false;
+        let (head, head_problem) = match tree.get(HEAD_KEY)? {
+            Some(v) => match decode_head(&head_key, &v) {
+                Ok(h) => (h, None),
+                Err(why) => (empty, Some(why)),
+            },
+            // A new archive: nothing at all in the tree.
+            None if tree.is_empty() => {
+                fresh = true;
+                (empty, None)
+            }
+            None => (
+                empty,
+                Some("is missing while the archive holds data (deleted)".to_string()),
+            ),
+        };
+        if let Some(why) = &head_problem {
+            tracing::error!("archive head {why}: the archive opens read-only");
+        }
         let archive = Self {
             db,
             tree,
             sealer: Sealer::new(&rec_key),
             index_key,
+            head_key,
             head: Mutex::new(head),
+            head_problem,
         };
+        if fresh {
+            // The genesis head, durable before any record can exist.
+            archive.write_head(0, &[0; 32])?;
+            archive.flush()?;
+        }
+        if archive.head_problem.is_some() {
+            return Ok(archive);
+        }
         let repaired = archive.repair_head()?;
         if repaired > 0 {
             tracing::info!(
@@ -410,13 +491,7 @@ impl Archive {
     }
 
     fn tok(&self, label: &str, value: &[u8]) -> [u8; 16] {
-        // invariant: HMAC accepts keys of any length.
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.index_key.as_slice())
-            .expect("invariant: HMAC takes any key length");
-        mac.update(label.as_bytes());
-        mac.update(&[0]);
-        mac.update(value);
-        let full = mac.finalize().into_bytes();
+        let full = hmac(&self.index_key, &[label.as_bytes(), &[0], value]);
         let mut out = [0u8; 16];
         out.copy_from_slice(&full[..16]);
         out
@@ -523,6 +598,7 @@ impl Archive {
         content_key: Option<[u8; 32]>,
         want_record: bool,
     ) -> Result<(Inserted, Option<Record>), ArchiveError> {
+        self.writable()?;
         let mut head = self.head.lock().map_err(|_| ArchiveError::Poisoned)?;
         let h = &opened.header;
         if let Some(i) = self.lookup(&h.msg_id)? {
@@ -591,11 +667,25 @@ impl Archive {
     }
 
     fn write_head(&self, next_index: u64, hash: &[u8; 32]) -> Result<(), ArchiveError> {
-        let mut hv = Vec::with_capacity(40);
+        let mut hv = Vec::with_capacity(HEAD_LEN);
         hv.extend_from_slice(&next_index.to_be_bytes());
         hv.extend_from_slice(hash);
+        hv.extend_from_slice(&head_tag(&self.head_key, next_index, hash));
         self.tree.insert(HEAD_KEY, hv)?;
         Ok(())
+    }
+
+    /// Refuses writes to an archive whose head cannot be trusted.
+    fn writable(&self) -> Result<(), ArchiveError> {
+        match &self.head_problem {
+            Some(why) => Err(ArchiveError::HeadInvalid(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Why the head cannot be trusted, if it cannot.
+    pub fn head_problem(&self) -> Option<&str> {
+        self.head_problem.as_deref()
     }
 
     /// Completes records a crash left half-written.
@@ -635,6 +725,7 @@ impl Archive {
     /// # Errors
     /// [`ArchiveError`].
     pub fn quarantine(&self, q: &Quarantined) -> Result<u64, ArchiveError> {
+        self.writable()?;
         let _guard = self.head.lock().map_err(|_| ArchiveError::Poisoned)?;
         let n = match self.tree.get(QNEXT_KEY)? {
             Some(v) => v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0),
@@ -967,6 +1058,12 @@ impl Archive {
                 head_hash,
             })
         };
+        if let Some(why) = &self.head_problem {
+            return fail(0, format!("the archive head {why}"));
+        }
+        // msg_id -> first index, so a message archived twice (a deleted
+        // dedupe key let a redelivery in) is named.
+        let mut seen: std::collections::HashMap<[u8; 16], u64> = std::collections::HashMap::new();
         for kv in self.tree.scan_prefix(b"R") {
             let (k, v) = kv?;
             let Some(index) = key_u64(&k) else {
@@ -1009,6 +1106,15 @@ impl Archive {
                         )
                     }
                 };
+            if let Some(first) = seen.insert(r.msg_id.0, index) {
+                return fail(
+                    index,
+                    format!(
+                        "record {index}: duplicate msg_id {} (first archived as record {first}): a dedupe key was deleted and a redelivery archived again",
+                        r.msg_id
+                    ),
+                );
+            }
             let h = verified.header();
             if h.msg_id != r.msg_id
                 || h.sender != r.sender
@@ -1420,6 +1526,174 @@ mod tests {
                 .first_error,
             None
         );
+    }
+
+    /// Reopens the archive in `dir` after editing its sled tree directly,
+    /// as someone holding only the files would.
+    fn tamper_closed(
+        w: &W,
+        dir: &std::path::Path,
+        a: Archive,
+        f: impl FnOnce(&sled::Tree),
+    ) -> Archive {
+        drop(a);
+        {
+            let db = sled::open(dir).unwrap();
+            f(&db.open_tree("archive").unwrap());
+            db.flush().unwrap();
+        }
+        Archive::open(dir, &w.ee).unwrap()
+    }
+
+    #[test]
+    fn deleting_tail_records_and_head_is_detected() {
+        let (w, dir, a, _) = filled();
+        let a = tamper_closed(&w, dir.path(), a, |t| {
+            for i in [2u64, 3] {
+                let mut k = vec![b'R'];
+                k.extend_from_slice(&i.to_be_bytes());
+                t.remove(k).unwrap().unwrap();
+            }
+            t.remove(HEAD_KEY).unwrap().unwrap();
+        });
+        let r = a.verify(&w.roster, &w.ee, false, |_| {}).unwrap();
+        let (_, why) = r.first_error.expect("a deleted head must fail verify");
+        assert!(why.contains("head is missing"), "{why}");
+        assert!(a.head_problem().is_some());
+        // Nothing can extend a chain whose head is gone.
+        let s = seal(
+            &w.ua,
+            &w.roster,
+            "plenary",
+            &Message::note(Tlp::Clear, "x", "y"),
+            9,
+        )
+        .unwrap();
+        let o = UntrustedEnvelope::decode(s.as_bytes())
+            .unwrap()
+            .verify(&w.roster)
+            .unwrap()
+            .open(&w.ee)
+            .unwrap();
+        assert!(matches!(
+            a.insert_received(9, 9, s.as_bytes(), &o),
+            Err(ArchiveError::HeadInvalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_forged_or_old_format_head_is_refused() {
+        let (w, dir, a, _) = filled();
+        // A head recomputed by someone without the key: count 2 and the hash
+        // of record 1, the tail cut (the v1 head had exactly this form).
+        let h1 = a.record(1).unwrap().unwrap().hash();
+        let a = tamper_closed(&w, dir.path(), a, |t| {
+            for i in [2u64, 3] {
+                let mut k = vec![b'R'];
+                k.extend_from_slice(&i.to_be_bytes());
+                t.remove(k).unwrap();
+            }
+            let mut v = 2u64.to_be_bytes().to_vec();
+            v.extend_from_slice(&h1);
+            t.insert(HEAD_KEY, v.clone()).unwrap();
+        });
+        let (_, why) = a
+            .verify(&w.roster, &w.ee, false, |_| {})
+            .unwrap()
+            .first_error
+            .unwrap();
+        assert!(why.contains("head has 40 bytes"), "{why}");
+        let a = tamper_closed(&w, dir.path(), a, |t| {
+            let mut v = 2u64.to_be_bytes().to_vec();
+            v.extend_from_slice(&h1);
+            v.extend_from_slice(&[0u8; 32]);
+            t.insert(HEAD_KEY, v).unwrap();
+        });
+        let (_, why) = a
+            .verify(&w.roster, &w.ee, false, |_| {})
+            .unwrap()
+            .first_error
+            .unwrap();
+        assert!(why.contains("not authenticated"), "{why}");
+    }
+
+    #[test]
+    fn deleting_only_the_last_record_is_detected() {
+        let (w, dir, a, _) = filled();
+        let a = tamper_closed(&w, dir.path(), a, |t| {
+            let mut k = vec![b'R'];
+            k.extend_from_slice(&3u64.to_be_bytes());
+            t.remove(k).unwrap().unwrap();
+        });
+        let (i, why) = a
+            .verify(&w.roster, &w.ee, false, |_| {})
+            .unwrap()
+            .first_error
+            .unwrap();
+        assert_eq!(i, 3);
+        assert!(why.contains("deleted at the end"), "{why}");
+    }
+
+    #[test]
+    fn a_deleted_dedupe_key_shows_as_duplicate_msg_id() {
+        let (w, dir, a, _) = filled();
+        let s = seal(
+            &w.ua,
+            &w.roster,
+            "plenary",
+            &Message::note(Tlp::Clear, "again", "y"),
+            7,
+        )
+        .unwrap();
+        let o = UntrustedEnvelope::decode(s.as_bytes())
+            .unwrap()
+            .verify(&w.roster)
+            .unwrap()
+            .open(&w.ee)
+            .unwrap();
+        assert_eq!(
+            a.insert_received(5, 5005, s.as_bytes(), &o).unwrap(),
+            Inserted::New(4)
+        );
+        a.flush().unwrap();
+        let tok = a.tok("msg", &s.msg_id().0);
+        let a = tamper_closed(&w, dir.path(), a, |t| {
+            t.remove(Archive::key(b'm', &[&tok])).unwrap().unwrap();
+        });
+        // The relay redelivers it (at-least-once): archived a second time.
+        assert_eq!(
+            a.insert_received(6, 5006, s.as_bytes(), &o).unwrap(),
+            Inserted::New(5)
+        );
+        let (i, why) = a
+            .verify(&w.roster, &w.ee, false, |_| {})
+            .unwrap()
+            .first_error
+            .unwrap();
+        assert_eq!(i, 5);
+        assert!(why.contains("duplicate msg_id"), "{why}");
+    }
+
+    #[test]
+    fn a_fresh_archive_has_an_authenticated_head_on_disk() {
+        let w = world();
+        let dir = tempfile::tempdir().unwrap();
+        drop(Archive::open(dir.path(), &w.ee).unwrap());
+        let db = sled::open(dir.path()).unwrap();
+        let v = db
+            .open_tree("archive")
+            .unwrap()
+            .get(HEAD_KEY)
+            .unwrap()
+            .unwrap();
+        assert_eq!(v.len(), HEAD_LEN);
+        drop(db);
+        let a = Archive::open(dir.path(), &w.ee).unwrap();
+        assert!(a.head_problem().is_none());
+        // Another identity's key does not authenticate it.
+        drop(a);
+        let other = Archive::open(dir.path(), &w.ua).unwrap();
+        assert!(other.head_problem().unwrap().contains("not authenticated"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use serde_json::json;
 use tallinn_common::identity::{Identity, KdfParams, ParticipantId};
 use tallinn_common::message::{Attachment, Kind, Loe, Message, MsgId, Priority, State, Tlp};
 use tallinn_common::roster::{Role, Roster};
+use tallinn_common::text::{escape_line as esc, escape_text};
 
 use crate::archive::{Direction, Filter, Record};
 use crate::client::{Client, Event, Settings};
@@ -27,7 +28,13 @@ pub const PASSPHRASE_ENV: &str = "TALLINN_PASSPHRASE";
 /// Tallinn Relay client: send and receive signed, end-to-end encrypted
 /// coordination messages, and keep a verifiable archive.
 #[derive(Parser, Debug)]
-#[command(name = "tallinn", version, about, long_about = None)]
+#[command(
+    name = "tallinn",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 verification failed (archive verify)."
+)]
 pub struct Cli {
     /// Client configuration file [default: $XDG_CONFIG_HOME/tallinn/client.toml].
     #[arg(long, global = true, value_name = "FILE")]
@@ -197,12 +204,15 @@ pub enum ArchiveCommand {
     },
     /// Export every record as JSON Lines for an auditor.
     Export {
-        /// Output file.
+        /// Output file, created with mode 0600 (it holds the plaintext).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Replace FILE if it exists (never follows a symlink there).
+        #[arg(long)]
+        force: bool,
     },
-    /// Re-verify every signature and the hash chain; exit 1 at the first
-    /// broken record.
+    /// Re-verify every signature, the hash chain and the authenticated head;
+    /// exit 3 at the first broken record.
     Verify {
         /// Also re-decrypt every envelope and compare with the stored message.
         #[arg(long)]
@@ -538,11 +548,24 @@ pub fn main() -> std::process::ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            eprintln!("error: {}", escape_text(&format!("{e:#}")));
+            if e.downcast_ref::<VerificationFailed>().is_some() {
+                std::process::ExitCode::from(EXIT_VERIFY_FAILED)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }
+
+/// Exit code of a verification that ran and found a problem (`archive
+/// verify`); 1 is any other error, 2 a usage error (clap).
+pub const EXIT_VERIFY_FAILED: u8 = 3;
+
+/// A verification ran to a verdict and the verdict is "failed" (exit 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct VerificationFailed(pub String);
 
 fn print_json(v: &serde_json::Value) -> Result<()> {
     let mut out = std::io::stdout().lock();
@@ -675,9 +698,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 println!(
                     "{}  {:<16} age {:>6}s  {}",
                     &e.msg_id.to_hex()[..12],
-                    e.channel,
+                    esc(&e.channel),
                     now.saturating_sub(e.created_at_ms) / 1000,
-                    e.subject
+                    esc(&e.subject)
                 );
             }
             Ok(())
@@ -701,9 +724,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                     "seq {:<8} {}  from {:<8} in {:<16} {}",
                     q.seq,
                     fmt_time(q.received_at_ms),
-                    q.claimed_sender.as_deref().unwrap_or("?"),
-                    q.claimed_channel.as_deref().unwrap_or("?"),
-                    q.reason
+                    esc(q.claimed_sender.as_deref().unwrap_or("?")),
+                    esc(q.claimed_channel.as_deref().unwrap_or("?")),
+                    esc(&q.reason)
                 );
             }
             Ok(())
@@ -1003,8 +1026,8 @@ async fn listen(cli: &Cli, count: Option<u64>, json: bool) -> Result<()> {
                             break;
                         }
                     }
-                    Event::Quarantined(q) => eprintln!("quarantined seq {}: {}", q.seq, q.reason),
-                    Event::Disconnected { reason } => eprintln!("disconnected ({reason}); reconnecting"),
+                    Event::Quarantined(q) => eprintln!("quarantined seq {}: {}", q.seq, esc(&q.reason)),
+                    Event::Disconnected { reason } => eprintln!("disconnected ({}); reconnecting", esc(&reason)),
                     Event::Connected { pending } => if !json { eprintln!("connected; {pending} pending") },
                     Event::Accepted { .. } | Event::Archived => {}
                 }
@@ -1034,15 +1057,15 @@ fn print_records(rows: &[Record], json: bool) -> Result<()> {
             "{}  {}  {:<18} {:<5} {:<19} {:<16} {}{}",
             &r.msg_id.to_hex()[..12],
             fmt_time(r.received_at_ms),
-            r.channel,
+            esc(&r.channel),
             if r.direction == Direction::Sent {
-                "me"
+                "me".into()
             } else {
-                r.sender.as_str()
+                esc(&r.sender)
             },
             kind,
             r.message.tlp.to_string(),
-            r.message.subject,
+            esc(&r.message.subject),
             if r.message.attachments.is_empty() {
                 String::new()
             } else {
@@ -1089,9 +1112,9 @@ fn show(ctx: &Ctx, r: &Record, json: bool) -> Result<()> {
         return print_json(&v);
     }
     println!("Message   {}", r.msg_id);
-    println!("From      {} (fingerprint {fp})", r.sender);
-    println!("Channel   {}", r.channel);
-    println!("Kind      {}", kind_text(&r.message.kind));
+    println!("From      {} (fingerprint {fp})", esc(&r.sender));
+    println!("Channel   {}", esc(&r.channel));
+    println!("Kind      {}", esc(&kind_text(&r.message.kind)));
     println!("TLP       {}", r.message.tlp);
     println!("Sent      {} (sender clock)", fmt_time(r.sent_at_ms));
     println!(
@@ -1102,15 +1125,15 @@ fn show(ctx: &Ctx, r: &Record, json: bool) -> Result<()> {
     if let Some(p) = r.message.reply_to {
         println!("Reply to  {p}");
     }
-    println!("Signature {sig}");
-    println!("Subject   {}", r.message.subject);
+    println!("Signature {}", esc(&sig));
+    println!("Subject   {}", esc(&r.message.subject));
     println!();
-    println!("{}", r.message.body);
+    println!("{}", escape_text(&r.message.body));
     for a in &r.message.attachments {
         println!(
             "\n[attachment] {} ({}, {} bytes)",
-            a.name,
-            a.media_type,
+            esc(&a.name),
+            esc(&a.media_type),
             a.data.len()
         );
     }
@@ -1144,8 +1167,8 @@ async fn archive_cmd(cli: &Cli, command: &ArchiveCommand) -> Result<()> {
             };
             print_records(&archive.search(&filter, *limit)?, *json)
         }
-        ArchiveCommand::Export { out } => {
-            let file = std::fs::File::create(out)
+        ArchiveCommand::Export { out, force } => {
+            let mut file = crate::private_file::PrivateFile::create(out, *force)
                 .with_context(|| format!("creating {}", out.display()))?;
             let total = archive.len();
             let bar = if std::io::stderr().is_terminal() {
@@ -1160,9 +1183,11 @@ async fn archive_cmd(cli: &Cli, command: &ArchiveCommand) -> Result<()> {
                 ctx.identity.id().as_str(),
                 ctx.config.device.as_str(),
                 now_ms(),
-                std::io::BufWriter::new(file),
+                &mut file,
                 |i| bar.set_position(i),
             )?;
+            file.commit()
+                .with_context(|| format!("writing {}", out.display()))?;
             bar.finish_and_clear();
             println!(
                 "exported {n} records to {} (head {})",
@@ -1185,7 +1210,10 @@ async fn archive_cmd(cli: &Cli, command: &ArchiveCommand) -> Result<()> {
                 );
             }
             if let Some((i, why)) = report.first_error {
-                bail!("archive verification FAILED at record {i}: {why}");
+                return Err(VerificationFailed(format!(
+                    "archive verification FAILED at record {i}: {why}"
+                ))
+                .into());
             }
             Ok(())
         }

@@ -27,6 +27,7 @@ use tallinn_common::envelope::{seal, EnvelopeError, Header, UntrustedEnvelope, V
 use tallinn_common::identity::{DeviceId, Identity};
 use tallinn_common::message::{Message, MsgId};
 use tallinn_common::roster::{PostError, Roster};
+use tallinn_common::text::escape_line as esc;
 use tallinn_common::wire::{self, ErrorCode, Frame};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -542,7 +543,7 @@ async fn manager(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
         match attempt {
             Ok(session) => {
                 backoff = defaults::MIN_BACKOFF;
-                info!(relay = %session.relay_name, pending = session.pending, "connected");
+                info!(relay = %esc(&session.relay_name), pending = session.pending, "connected");
                 let conn = session.conn.clone();
                 let ended = run_session(&inner, session, stop.clone()).await;
                 if *stop.borrow() {
@@ -555,7 +556,7 @@ async fn manager(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                         if !e.is_transient()
                             && !matches!(e, ConnectError::Lost(_) | ConnectError::Protocol(_))
                         {
-                            warn!(error = %e, "session ended by the relay");
+                            warn!(error = %esc(&e.to_string()), "session ended by the relay");
                         }
                         e.to_string()
                     }
@@ -743,7 +744,7 @@ async fn process_frames(
                         code,
                         ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::ShuttingDown
                     ) {
-                        warn!(%msg_id, code = %code, reason = %reason, "send deferred; stays in the outbox");
+                        warn!(%msg_id, code = %code, reason = %esc(&reason), "send deferred; stays in the outbox");
                         if ours {
                             retry.push(msg_id);
                         }
@@ -755,7 +756,7 @@ async fn process_frames(
                             }),
                         ));
                     } else {
-                        warn!(%msg_id, code = %code, reason = %reason, "send rejected; removed from the outbox");
+                        warn!(%msg_id, code = %code, reason = %esc(&reason), "send rejected; removed from the outbox");
                         if ours {
                             inner
                                 .outbox
@@ -1007,7 +1008,7 @@ fn quarantine(
         }
         other => other.to_string(),
     };
-    warn!(seq, reason = %reason, "delivery failed verification; quarantined");
+    warn!(seq, reason = %esc(&reason), "delivery failed verification; quarantined");
     let q = Quarantined {
         seq,
         received_at_ms,

@@ -21,6 +21,7 @@
 //!   quarantine; search, thread, verify, stats.
 //! - [`outbox`]: messages waiting for `Accepted`.
 //! - [`export`]: JSON Lines export for auditors.
+//! - [`private_file`]: 0600, no-symlink, no-overwrite output files.
 //! - [`config`]: the `client.toml` file.
 //! - [`cli`]: the `tallinn` command line.
 //! - [`defaults`]: defaults with their reasons.
@@ -39,5 +40,6 @@ pub mod connection;
 pub mod defaults;
 pub mod export;
 pub mod outbox;
+pub mod private_file;
 
 pub use client::{Client, ClientError, Event, Settings, State};

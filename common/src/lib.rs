@@ -27,6 +27,7 @@
 //!   `UntrustedEnvelope -> VerifiedEnvelope -> Opened`.
 //! - [`wire`]: session frames, the length-prefixed codec, error codes, the
 //!   exporter-bound authentication transcript.
+//! - [`text`]: escaping strings from the network before a terminal shows them.
 //! - [`defaults`]: protocol labels and default limits, each with its reason.
 //! - [`process`]: process behaviour shared by the command-line programs.
 //! - [`durable`]: `fdatasync` of a sled database's log, the barrier sled's
@@ -49,6 +50,7 @@ pub mod identity;
 pub mod message;
 pub mod process;
 pub mod roster;
+pub mod text;
 pub mod wire;
 
 /// Milliseconds since the Unix epoch as a `u64` from a `SystemTime`-like

@@ -26,6 +26,7 @@ use tallinn_common::envelope::{EnvelopeError, UntrustedEnvelope, VerifiedEnvelop
 use tallinn_common::identity::DeviceId;
 use tallinn_common::message::MsgId;
 use tallinn_common::roster::Roster;
+use tallinn_common::text::escape_line as esc;
 use tallinn_common::wire::{self, ErrorCode, Frame, WireError};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
@@ -536,11 +537,11 @@ pub(crate) async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
         drop(registration);
         match close.code {
             Some(code) => {
-                info!(code = %code, reason = %close.reason, "session closed");
+                info!(code = %code, reason = %esc(&close.reason), "session closed");
                 close_with(&conn, send.as_mut(), code, &close.reason).await;
             }
             None => {
-                debug!(reason = %close.reason, "session ended by peer");
+                debug!(reason = %esc(&close.reason), "session ended by peer");
                 conn.close(VarInt::from_u32(0), b"");
             }
         }
@@ -837,7 +838,7 @@ async fn session(
                         Err(r) => {
                             drop(permit);
                             shared.metrics.sends_rejected.inc(r.code);
-                            warn!(code = %r.code, msg_id = %r.msg_id, reason = %r.reason, "rejected send");
+                            warn!(code = %r.code, msg_id = %r.msg_id, reason = %esc(&r.reason), "rejected send");
                             if r.code == ErrorCode::Malformed {
                                 break 'session Close::err(ErrorCode::Malformed, r.reason);
                             }
@@ -887,7 +888,7 @@ async fn session(
                 }
             }
             Frame::Error { code, reason } => {
-                info!(code = %code, reason = %reason.escape_debug(), "peer reported an error");
+                info!(code = %code, reason = %esc(&reason), "peer reported an error");
                 break Close {
                     code: None,
                     reason: format!("peer error {code}"),

@@ -279,6 +279,29 @@ async fn send_sync_read_and_json_everywhere() {
         );
         assert!(out.status.success(), "{}", stderr(&out));
         assert_eq!(std::fs::read_to_string(&export).unwrap().lines().count(), 5);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&export).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "the export holds TLP:RED plaintext");
+        }
+        // Never over an existing file without --force.
+        let out = env.cli(
+            "EE",
+            &["archive", "export", "--out", export.to_str().unwrap()],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+        let out = env.cli(
+            "EE",
+            &[
+                "archive",
+                "export",
+                "--force",
+                "--out",
+                export.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
         let out = env.cli("EE", &["archive", "verify", "--deep"]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(stdout(&out).contains("archive OK: 4 records"));
@@ -385,7 +408,8 @@ async fn tampering_is_detected_and_files_hold_no_plaintext() {
                 f(&a);
             }
             let out = env.cli("EE", &["archive", "verify"]);
-            assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+            // Exit 3: verification ran and failed.
+            assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
             assert!(
                 stderr(&out).contains(&format!("record {fails_at}")),
                 "{}",
@@ -415,6 +439,65 @@ async fn tampering_is_detected_and_files_hold_no_plaintext() {
         scenario(&|a| a.tamper_raw_record(3, None).unwrap(), 3);
         // Delete the last record (truncation).
         scenario(&|a| a.tamper_raw_record(4, None).unwrap(), 4);
+
+        // With the archive closed, delete the last two records and the head
+        // through sled directly: no head is rebuilt, verify exits 3.
+        std::fs::remove_dir_all(&dir).unwrap();
+        copy_dir(&good, &dir);
+        {
+            let db = sled::open(&dir).unwrap();
+            let t = db.open_tree("archive").unwrap();
+            for i in [3u64, 4] {
+                let mut k = vec![b'R'];
+                k.extend_from_slice(&i.to_be_bytes());
+                assert!(t.remove(k).unwrap().is_some());
+            }
+            assert!(t.remove(b"H").unwrap().is_some());
+            db.flush().unwrap();
+        }
+        let out = env.cli("EE", &["archive", "verify"]);
+        assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+        assert!(stderr(&out).contains("head is missing"), "{}", stderr(&out));
+        // The archive still opens for reading; syncing into it is refused.
+        let out = env.cli("EE", &["inbox"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_escapes_from_the_network_are_shown_escaped() {
+    timed(async {
+        let env = Env::new().await;
+        let ua = env.client("UA", "default").await;
+        let evil = "ok\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m\u{202e}exe.txt";
+        let mut m = Message::note(Tlp::Amber, evil, format!("line1\n{evil}\r"));
+        m.attachments.push(tallinn_common::message::Attachment {
+            name: format!("{evil}.pdf"),
+            media_type: "text/plain\u{1b}[1m".into(),
+            data: b"x".to_vec(),
+        });
+        let (id, _) = ua.send("front-office", &m).await.unwrap();
+        ua.close().await;
+        assert!(env.cli("EE", &["sync"]).status.success());
+        let outputs = [
+            env.cli("EE", &["inbox"]),
+            env.cli("EE", &["show", &id.to_hex()]),
+            env.cli("EE", &["thread", &id.to_hex()]),
+            env.cli("EE", &["archive", "search", "--text", "pwned"]),
+        ];
+        for out in outputs {
+            assert!(out.status.success(), "{}", stderr(&out));
+            let text = format!("{}{}", stdout(&out), stderr(&out));
+            assert!(text.contains("pwned"), "{text}");
+            assert!(
+                !text
+                    .chars()
+                    .any(|c| c.is_control() && c != '\n' || c == '\u{202e}'),
+                "raw control character reached the terminal: {text:?}"
+            );
+            assert!(text.contains("\\u{1b}"), "{text}");
+        }
     })
     .await;
 }
