@@ -501,7 +501,7 @@ impl Ctx {
             self.config
                 .data_dir
                 .join(format!("{}-{}", self.identity.id(), self.config.device));
-        std::fs::create_dir_all(&archive_dir)
+        tallinn_common::durable::private_dir(&archive_dir)
             .with_context(|| format!("creating {}", archive_dir.display()))?;
         Ok(Settings {
             relay: self.config.relay_addr()?,

@@ -60,3 +60,94 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 }
+
+/// Creates `dir` (and missing parents) with mode 0700, or checks that an
+/// existing one is not accessible to group or others: the relay's store and
+/// a client's archive hold metadata (who talks to whom, when) even where the
+/// contents are encrypted.
+///
+/// # Errors
+/// `PermissionDenied` naming the directory and the `chmod 700` fix when it
+/// exists with group or other bits; any I/O error creating it.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "data directory {} is accessible to group or others (mode {mode:04o}); fix it with `chmod 700 {}`",
+                    dir.display(),
+                    dir.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)
+    }
+}
+
+/// Checks that the secret file behind `file` is readable by its owner only.
+///
+/// # Errors
+/// `PermissionDenied` naming `path` and the `chmod 600` fix.
+pub fn check_private_file(file: &File, path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata()?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "secret file {} is readable by group or others (mode {mode:04o}); fix it with `chmod 600 {}`",
+                    path.display(),
+                    path.display()
+                ),
+            ));
+        }
+    }
+    let _ = (file, path);
+    Ok(())
+}
+
+#[cfg(test)]
+mod private_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn private_dir_creates_0700_and_refuses_open_ones() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("a/b");
+        private_dir(&d).unwrap();
+        assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700);
+        private_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = private_dir(&d).unwrap_err();
+        assert!(e.to_string().contains("chmod 700"), "{e}");
+    }
+
+    #[test]
+    fn readable_secret_file_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("k");
+        std::fs::write(&p, b"x").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = check_private_file(&File::open(&p).unwrap(), &p).unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        check_private_file(&File::open(&p).unwrap(), &p).unwrap();
+    }
+}

@@ -88,7 +88,12 @@ struct ResetKey([u8; 32]);
 
 impl ResetKey {
     fn load_or_create(path: &std::path::Path) -> std::io::Result<Self> {
-        match std::fs::read(path) {
+        match std::fs::File::open(path).and_then(|mut f| {
+            tallinn_common::durable::check_private_file(&f, path)?;
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(&mut f, 64), &mut bytes)?;
+            Ok(bytes)
+        }) {
             Ok(bytes) => {
                 return <[u8; 32]>::try_from(bytes.as_slice())
                     .map(Self)
@@ -183,6 +188,10 @@ impl Server {
     /// # Errors
     /// [`SpawnError`].
     pub async fn spawn(config: RelayConfig) -> Result<Server, SpawnError> {
+        tallinn_common::durable::private_dir(&config.data_dir).map_err(|e| SpawnError::Store {
+            path: config.data_dir.clone(),
+            source: StoreError::Sync(e),
+        })?;
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir).map_err(
             |source| SpawnError::Store {
                 path: config.data_dir.clone(),
