@@ -24,7 +24,7 @@ type Peers = Arc<Mutex<HashMap<u64, mpsc::Sender<Vec<u8>>>>>;
 /// # Errors
 /// Setup failures.
 pub async fn run(listen: SocketAddr, tls: &tallinn_relay::TlsIdentity) -> Result<()> {
-    let crypto = tallinn_relay::tls::server_crypto(tls)?;
+    let crypto = tallinn_relay::tls::server_crypto(tls, true, Default::default())?;
     let mut transport = TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(VarInt::from_u32(1))

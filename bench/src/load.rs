@@ -479,6 +479,7 @@ pub fn endpoint(pin: [u8; 32]) -> Result<Endpoint> {
     Ok(tallinn_client::connection::endpoint(
         Some(&tallinn_client::config::Trust::Pin(pin)),
         loopback,
+        false,
     )?)
 }
 

@@ -147,6 +147,7 @@ pub async fn backlog(n: usize) -> Result<()> {
         connect_timeout: Duration::from_secs(30),
         send_timeout: Duration::from_secs(30),
         max_backoff: Duration::from_secs(2),
+        allow_classical_key_exchange: false,
     };
     let start = Instant::now();
     let client = Client::start(settings)?;

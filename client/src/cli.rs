@@ -514,6 +514,7 @@ impl Ctx {
             connect_timeout: self.config.connect_timeout,
             send_timeout: self.config.send_timeout,
             max_backoff: self.config.max_backoff,
+            allow_classical_key_exchange: self.config.allow_classical_key_exchange,
         })
     }
 

@@ -62,6 +62,8 @@ pub struct Settings {
     pub send_timeout: Duration,
     /// Reconnect backoff cap.
     pub max_backoff: Duration,
+    /// Also offer classical TLS key exchanges (default: X25519MLKEM768 only).
+    pub allow_classical_key_exchange: bool,
 }
 
 /// Client failures.
@@ -522,13 +524,14 @@ impl Inner {
 
 async fn manager(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     let s = inner.settings.clone();
-    let endpoint = match connection::endpoint(s.trust.as_ref(), s.relay) {
-        Ok(e) => e,
-        Err(e) => {
-            inner.update(|st| st.fatal = Some(e.to_string()));
-            return;
-        }
-    };
+    let endpoint =
+        match connection::endpoint(s.trust.as_ref(), s.relay, s.allow_classical_key_exchange) {
+            Ok(e) => e,
+            Err(e) => {
+                inner.update(|st| st.fatal = Some(e.to_string()));
+                return;
+            }
+        };
     let mut backoff = defaults::MIN_BACKOFF;
     loop {
         if *stop.borrow() {

@@ -83,6 +83,10 @@ pub struct FileConfig {
     pub send_timeout_secs: Option<f64>,
     /// Longest pause between reconnect attempts, seconds. Default 30.
     pub max_backoff_secs: Option<f64>,
+    /// Also offer classical (non-post-quantum) TLS key exchanges, for a
+    /// relay that does not support X25519MLKEM768. Default `false`.
+    #[serde(default)]
+    pub allow_classical_key_exchange: bool,
 }
 
 fn default_identity() -> PathBuf {
@@ -121,6 +125,8 @@ pub struct ClientConfig {
     pub send_timeout: Duration,
     /// Reconnect backoff cap.
     pub max_backoff: Duration,
+    /// Also offer classical TLS key exchanges.
+    pub allow_classical_key_exchange: bool,
 }
 
 fn secs(field: &'static str, v: Option<f64>, d: Duration) -> Result<Duration, ConfigError> {
@@ -228,6 +234,7 @@ impl ClientConfig {
                 file.max_backoff_secs,
                 defaults::MAX_BACKOFF,
             )?,
+            allow_classical_key_exchange: file.allow_classical_key_exchange,
         })
     }
 

@@ -159,12 +159,30 @@ impl ServerCertVerifier for PinVerifier {
     }
 }
 
-/// Builds a QUIC client endpoint trusting the relay per `trust`.
+/// The rustls provider of the client: aws-lc-rs offering only the
+/// X25519MLKEM768 hybrid key exchange, or (with `allow_classical`) the hybrid
+/// first and the classical groups after it.
+pub fn provider(allow_classical: bool) -> rustls::crypto::CryptoProvider {
+    let all = rustls::crypto::aws_lc_rs::default_provider();
+    let hybrid = rustls::crypto::aws_lc_rs::kx_group::X25519MLKEM768;
+    let mut kx_groups = vec![hybrid];
+    if allow_classical {
+        kx_groups.extend(all.kx_groups.iter().filter(|g| g.name() != hybrid.name()));
+    }
+    rustls::crypto::CryptoProvider { kx_groups, ..all }
+}
+
+/// Builds a QUIC client endpoint trusting the relay per `trust`, offering
+/// only post-quantum key exchange unless `allow_classical`.
 ///
 /// # Errors
 /// [`ConnectError::NoTrust`], [`ConnectError::CaFile`], [`ConnectError::Setup`].
-pub fn endpoint(trust: Option<&Trust>, relay: SocketAddr) -> Result<Endpoint, ConnectError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+pub fn endpoint(
+    trust: Option<&Trust>,
+    relay: SocketAddr,
+    allow_classical: bool,
+) -> Result<Endpoint, ConnectError> {
+    let provider = Arc::new(provider(allow_classical));
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| ConnectError::Setup(e.to_string()))?;
@@ -316,5 +334,19 @@ fn close_reason(conn: &Connection) -> Option<ConnectError> {
             })
         }
         other => Some(ConnectError::Lost(other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod pq_tests {
+    use super::*;
+
+    #[test]
+    fn the_client_offers_only_the_hybrid_group_by_default() {
+        let names: Vec<_> = provider(false).kx_groups.iter().map(|g| g.name()).collect();
+        assert_eq!(names, vec![rustls::NamedGroup::X25519MLKEM768]);
+        let names: Vec<_> = provider(true).kx_groups.iter().map(|g| g.name()).collect();
+        assert_eq!(names[0], rustls::NamedGroup::X25519MLKEM768);
+        assert!(names.contains(&rustls::NamedGroup::X25519));
     }
 }

@@ -132,7 +132,10 @@ mod private_tests {
         let t = tempfile::tempdir().unwrap();
         let d = t.path().join("a/b");
         private_dir(&d).unwrap();
-        assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         private_dir(&d).unwrap();
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
         let e = private_dir(&d).unwrap_err();

@@ -88,6 +88,8 @@ pub struct RelayConfig {
     pub roster_path: Option<PathBuf>,
     /// Certificate chain and key.
     pub tls: TlsIdentity,
+    /// Only the X25519MLKEM768 hybrid key exchange is accepted (default).
+    pub require_post_quantum: bool,
     /// HTTP address for `/metrics` and `/healthz` (None: disabled).
     pub metrics_listen: Option<SocketAddr>,
     /// Limits.
@@ -186,6 +188,11 @@ pub struct FileTls {
     /// Subject alternative names for a generated certificate. Default `["localhost"]`.
     #[serde(default = "default_sans")]
     pub subject_alt_names: Vec<String>,
+    /// Accept only the X25519MLKEM768 hybrid (post-quantum) key exchange.
+    /// `false` also accepts classical groups, counted in
+    /// `tallinn_tls_key_exchanges_total{group="classical"}`. Default `true`.
+    #[serde(default = "yes")]
+    pub require_post_quantum: bool,
 }
 
 impl Default for FileTls {
@@ -195,6 +202,7 @@ impl Default for FileTls {
             key: default_key(),
             generate_self_signed: true,
             subject_alt_names: default_sans(),
+            require_post_quantum: true,
         }
     }
 }
@@ -480,6 +488,7 @@ impl FileConfig {
             roster: Arc::new(roster),
             roster_path: Some(roster_path),
             tls: TlsIdentity::placeholder(),
+            require_post_quantum: self.tls.require_post_quantum,
             metrics_listen,
             limits,
             retention,

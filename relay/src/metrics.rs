@@ -163,6 +163,8 @@ pub struct Metrics {
     pub roster_reloads: AtomicU64,
     /// Roster reloads refused (invalid roster; the old one is kept).
     pub roster_reload_failures: AtomicU64,
+    /// TLS key exchanges by kind, and refusals of classical-only clients.
+    pub kx: std::sync::Arc<crate::tls::KxCounters>,
 }
 
 impl Default for Metrics {
@@ -187,6 +189,7 @@ impl Default for Metrics {
             messages_expired: AtomicU64::new(0),
             roster_reloads: AtomicU64::new(0),
             roster_reload_failures: AtomicU64::new(0),
+            kx: std::sync::Arc::default(),
         }
     }
 }
@@ -231,6 +234,18 @@ impl Metrics {
             "tallinn_connections_refused_total",
             "Connections refused at accept time.",
             &self.connections_refused,
+        );
+        let _ = writeln!(
+            o,
+            "# HELP tallinn_tls_key_exchanges_total TLS key exchanges completed, by kind.\n# TYPE tallinn_tls_key_exchanges_total counter\ntallinn_tls_key_exchanges_total{{group=\"X25519MLKEM768\"}} {}\ntallinn_tls_key_exchanges_total{{group=\"classical\"}} {}",
+            self.kx.hybrid.load(Relaxed),
+            self.kx.classical.load(Relaxed)
+        );
+        counter(
+            &mut o,
+            "tallinn_tls_refused_classical_total",
+            "Handshakes refused: the client offered no post-quantum key exchange.",
+            &self.kx.refused_classical,
         );
         gauge(
             &mut o,

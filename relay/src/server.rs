@@ -216,7 +216,8 @@ impl Server {
                 IdleTimeout::try_from(config.limits.idle_timeout)
                     .map_err(|e| SpawnError::Transport(e.to_string()))?,
             ));
-        let crypto = tls::server_crypto(&config.tls)?;
+        let crypto =
+            tls::server_crypto(&config.tls, config.require_post_quantum, metrics.kx.clone())?;
         let pin = config.tls.pin()?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server_config.transport_config(Arc::new(transport));

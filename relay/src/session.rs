@@ -486,6 +486,27 @@ async fn close_with(
     conn.close(VarInt::from_u32(code.close_code()), reason.as_bytes());
 }
 
+/// Logs a failed QUIC/TLS handshake; a client that offered no post-quantum
+/// key exchange to a relay that requires one gets a warning of its own and
+/// is counted (`tallinn_tls_refused_classical_total`).
+fn handshake_failed(shared: &Shared, e: &quinn::ConnectionError) {
+    let no_common_group = matches!(e, quinn::ConnectionError::TransportError(t)
+        if t.reason.contains("NoKxGroupsInCommon"));
+    if no_common_group {
+        shared
+            .metrics
+            .kx
+            .refused_classical
+            .fetch_add(1, Ordering::Relaxed);
+        warn!(
+            "TLS handshake refused: the client offers no post-quantum key exchange \
+             (X25519MLKEM768 is required; [tls] require_post_quantum)"
+        );
+    } else {
+        debug!(error = %e, "handshake failed");
+    }
+}
+
 /// Drives one accepted QUIC connection to its end.
 pub(crate) async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
     let remote = incoming.remote_address();
@@ -495,14 +516,14 @@ pub(crate) async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
         let connecting = match incoming.accept() {
             Ok(c) => c,
             Err(e) => {
-                debug!(error = %e, "accept failed");
+                handshake_failed(&shared, &e);
                 return;
             }
         };
         let conn = match tokio::time::timeout_at(deadline, connecting).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                debug!(error = %e, "handshake failed");
+                handshake_failed(&shared, &e);
                 return;
             }
             Err(_) => {

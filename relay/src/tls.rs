@@ -6,6 +6,10 @@
 //! end-entity certificate's DER SubjectPublicKeyInfo: it survives
 //! certificate renewal with the same key.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustls::crypto::{ActiveKeyExchange, CompletedKeyExchange, SupportedKxGroup};
+use rustls::NamedGroup;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -110,7 +114,11 @@ impl TlsIdentity {
         if cert_chain.is_empty() {
             return Err(pem_err("certificate", cert, "no certificate found".into()));
         }
-        let key_der = PrivateKeyDer::from_pem_file(key)
+        let key_file =
+            std::fs::File::open(key).map_err(|e| pem_err("private key", key, e.to_string()))?;
+        tallinn_common::durable::check_private_file(&key_file, key)
+            .map_err(|e| pem_err("private key", key, e.to_string()))?;
+        let key_der = PrivateKeyDer::from_pem_reader(std::io::BufReader::new(key_file))
             .map_err(|e| pem_err("private key", key, e.to_string()))?;
         let id = Self {
             cert_chain,
@@ -205,15 +213,114 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// Key exchanges the relay completed, by kind: the metric
+/// `tallinn_tls_key_exchanges_total{group}`.
+#[derive(Debug, Default)]
+pub struct KxCounters {
+    /// X25519MLKEM768 (hybrid post-quantum).
+    pub hybrid: AtomicU64,
+    /// Any classical group (only with `require_post_quantum = false`).
+    pub classical: AtomicU64,
+    /// Handshakes refused because the client offered no post-quantum group.
+    pub refused_classical: AtomicU64,
+}
+
+/// A key-exchange group that counts the handshakes it completes. rustls
+/// keeps no per-connection record of the group that quinn exposes, so the
+/// relay counts at the one place the server runs the exchange
+/// (`start_and_complete`).
+#[derive(Debug)]
+struct Counted {
+    inner: &'static dyn SupportedKxGroup,
+    counters: Arc<KxCounters>,
+    hybrid: bool,
+}
+
+impl SupportedKxGroup for Counted {
+    fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, rustls::Error> {
+        self.inner.start()
+    }
+
+    fn start_and_complete(
+        &self,
+        peer_pub_key: &[u8],
+    ) -> Result<CompletedKeyExchange, rustls::Error> {
+        let done = self.inner.start_and_complete(peer_pub_key)?;
+        let c = if self.hybrid {
+            &self.counters.hybrid
+        } else {
+            &self.counters.classical
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        Ok(done)
+    }
+
+    fn ffdhe_group(&self) -> Option<rustls::ffdhe_groups::FfdheGroup<'static>> {
+        self.inner.ffdhe_group()
+    }
+
+    fn name(&self) -> NamedGroup {
+        self.inner.name()
+    }
+
+    fn fips(&self) -> bool {
+        self.inner.fips()
+    }
+
+    fn usable_for_version(&self, version: rustls::ProtocolVersion) -> bool {
+        self.inner.usable_for_version(version)
+    }
+}
+
+/// The key-exchange groups a relay offers: X25519MLKEM768 alone when post
+/// quantum is required, else it first and the classical groups after it.
+pub fn kx_groups(require_post_quantum: bool) -> Vec<&'static dyn SupportedKxGroup> {
+    let hybrid = rustls::crypto::aws_lc_rs::kx_group::X25519MLKEM768;
+    if require_post_quantum {
+        return vec![hybrid];
+    }
+    let mut all = vec![hybrid];
+    all.extend(
+        rustls::crypto::aws_lc_rs::default_provider()
+            .kx_groups
+            .into_iter()
+            .filter(|g| g.name() != hybrid.name()),
+    );
+    all
+}
+
 /// Builds the QUIC server crypto config: TLS 1.3 only, ALPN `tallinn/1`, no
-/// client certificates (clients authenticate inside the session), no 0-RTT.
+/// client certificates (clients authenticate inside the session), no 0-RTT,
+/// and the key exchanges of [`kx_groups`], each counted into `counters`.
+///
+/// The counting wrappers must be `'static` (rustls holds groups as
+/// `&'static dyn`): each call leaks one small wrapper per group, a few
+/// hundred bytes per relay start.
 ///
 /// # Errors
 /// [`TlsError::Config`].
 pub fn server_crypto(
     id: &TlsIdentity,
+    require_post_quantum: bool,
+    counters: Arc<KxCounters>,
 ) -> Result<quinn::crypto::rustls::QuicServerConfig, TlsError> {
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+    let hybrid_name = rustls::NamedGroup::X25519MLKEM768;
+    let groups = kx_groups(require_post_quantum)
+        .into_iter()
+        .map(|inner| {
+            let counted: &'static dyn SupportedKxGroup = Box::leak(Box::new(Counted {
+                inner,
+                counters: counters.clone(),
+                hybrid: inner.name() == hybrid_name,
+            }));
+            counted
+        })
+        .collect();
+    let provider = Arc::new(rustls::crypto::CryptoProvider {
+        kx_groups: groups,
+        ..rustls::crypto::aws_lc_rs::default_provider()
+    });
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
@@ -246,9 +353,14 @@ mod tests {
         let back = TlsIdentity::from_pem_files(&c, &k).unwrap();
         assert_eq!(back.pin().unwrap(), id.pin().unwrap());
         assert_eq!(id.spki_pin_hex().len(), 64);
-        assert!(server_crypto(&back).is_ok());
+        assert!(server_crypto(&back, true, Arc::default()).is_ok());
         // Never overwrites a key.
         assert!(id.write_pem(&c, &k).is_err());
+        // A key readable by others is refused, with the fix.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = TlsIdentity::from_pem_files(&c, &k).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
     }
 
     #[test]

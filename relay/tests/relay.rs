@@ -47,6 +47,79 @@ async fn wrong_alpn_is_refused() {
     .await;
 }
 
+/// Waits until the relay's metrics contain `line`.
+async fn wait_metric(relay: &TestRelay, line: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = relay.server.render_metrics();
+        if text.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no `{line}` in\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn post_quantum_key_exchange_is_required_by_default() {
+    timed(async {
+        let w = World::tallinn();
+        let relay = TestRelay::start(&w, test_limits()).await;
+        // A client limited to X25519 is refused in the handshake.
+        let ep = classical_client_endpoint(relay.pin);
+        let err = ep
+            .connect(relay.addr(), "localhost")
+            .unwrap()
+            .await
+            .expect_err("an X25519-only client must be refused");
+        assert!(err.to_string().contains("NoKxGroupsInCommon"), "{err}");
+        wait_metric(&relay, "tallinn_tls_refused_classical_total 1").await;
+        // A normal session negotiates X25519MLKEM768.
+        let (_ua, _) = login(relay.addr(), relay.pin, w.id("UA"), "d").await;
+        wait_metric(
+            &relay,
+            "tallinn_tls_key_exchanges_total{group=\"X25519MLKEM768\"} 1",
+        )
+        .await;
+        wait_metric(
+            &relay,
+            "tallinn_tls_key_exchanges_total{group=\"classical\"} 0",
+        )
+        .await;
+        relay.server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn classical_key_exchange_is_accepted_and_counted_when_allowed() {
+    timed(async {
+        let w = World::tallinn();
+        let dir = tempfile::tempdir().unwrap();
+        let relay = TestRelay::start_with(&w, test_limits(), dir, |c| {
+            c.require_post_quantum = false;
+        })
+        .await;
+        let ep = classical_client_endpoint(relay.pin);
+        let conn = ep
+            .connect(relay.addr(), "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        wait_metric(
+            &relay,
+            "tallinn_tls_key_exchanges_total{group=\"classical\"} 1",
+        )
+        .await;
+        conn.close(0u32.into(), b"");
+        relay.server.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn wrong_pin_is_refused_by_the_client() {
     timed(async {

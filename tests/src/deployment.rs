@@ -275,6 +275,7 @@ impl Deployment {
             connect_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(20),
             max_backoff: Duration::from_secs(2),
+            allow_classical_key_exchange: false,
         })
     }
 }

@@ -106,6 +106,15 @@ impl TestRelay {
     }
 
     pub async fn start_in(world: &World, limits: Limits, dir: tempfile::TempDir) -> Self {
+        Self::start_with(world, limits, dir, |_| {}).await
+    }
+
+    pub async fn start_with(
+        world: &World,
+        limits: Limits,
+        dir: tempfile::TempDir,
+        edit: impl FnOnce(&mut RelayConfig),
+    ) -> Self {
         let tls = tls::generate_self_signed(&["localhost".into()]).unwrap();
         let roster_path = dir.path().join("roster.toml");
         std::fs::write(&roster_path, &world.roster_text).unwrap();
@@ -116,11 +125,14 @@ impl TestRelay {
             roster: Arc::new(world.roster.clone()),
             roster_path: Some(roster_path),
             tls,
+            require_post_quantum: true,
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
             limits,
             retention: Duration::from_secs(30 * 86400),
             gc_interval: Duration::from_secs(3600),
         };
+        let mut config = config;
+        edit(&mut config);
         let server = Server::spawn(config).await.unwrap();
         let pin = server.spki_pin();
         Self { server, dir, pin }
@@ -186,7 +198,23 @@ impl ServerCertVerifier for PinVerifier {
 }
 
 pub fn client_endpoint(pin: [u8; 32], alpn: &[u8]) -> Endpoint {
-    let provider = tls::provider();
+    client_endpoint_with(pin, alpn, tls::provider())
+}
+
+/// A client offering only the classical X25519 key exchange.
+pub fn classical_client_endpoint(pin: [u8; 32]) -> Endpoint {
+    let provider = Arc::new(rustls::crypto::CryptoProvider {
+        kx_groups: vec![rustls::crypto::aws_lc_rs::kx_group::X25519],
+        ..rustls::crypto::aws_lc_rs::default_provider()
+    });
+    client_endpoint_with(pin, tallinn_common::defaults::ALPN, provider)
+}
+
+pub fn client_endpoint_with(
+    pin: [u8; 32],
+    alpn: &[u8],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Endpoint {
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
