@@ -31,6 +31,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections per participant (refused at auth with `rate_limited`).
     pub max_connections_per_participant: usize,
+    /// Connections not yet authenticated (the oldest is evicted beyond).
+    pub max_unauthenticated_connections: usize,
+    /// Connections per remote IP address.
+    pub max_connections_per_ip: usize,
     /// From first packet to `Welcome`.
     pub handshake_timeout: Duration,
     /// QUIC idle timeout.
@@ -60,6 +64,8 @@ impl Default for Limits {
             send_burst: defaults::SEND_BURST,
             max_connections: defaults::MAX_CONNECTIONS,
             max_connections_per_participant: defaults::MAX_CONNECTIONS_PER_PARTICIPANT,
+            max_unauthenticated_connections: defaults::MAX_UNAUTHENTICATED_CONNECTIONS,
+            max_connections_per_ip: defaults::MAX_CONNECTIONS_PER_IP,
             handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
             idle_timeout: defaults::IDLE_TIMEOUT,
             max_inflight_deliveries: defaults::MAX_INFLIGHT_DELIVERIES,
@@ -223,6 +229,10 @@ pub struct FileLimits {
     pub max_connections: Option<usize>,
     /// Connections per participant.
     pub max_connections_per_participant: Option<usize>,
+    /// Connections not yet authenticated.
+    pub max_unauthenticated_connections: Option<usize>,
+    /// Connections per remote IP address.
+    pub max_connections_per_ip: Option<usize>,
     /// Seconds from first packet to `Welcome`.
     pub handshake_timeout_secs: Option<f64>,
     /// QUIC idle timeout in seconds.
@@ -361,6 +371,16 @@ impl FileConfig {
                 "limits.max_connections_per_participant",
                 l.max_connections_per_participant,
                 d.max_connections_per_participant,
+            )?,
+            max_unauthenticated_connections: positive(
+                "limits.max_unauthenticated_connections",
+                l.max_unauthenticated_connections,
+                d.max_unauthenticated_connections,
+            )?,
+            max_connections_per_ip: positive(
+                "limits.max_connections_per_ip",
+                l.max_connections_per_ip,
+                d.max_connections_per_ip,
             )?,
             handshake_timeout: secs(
                 "limits.handshake_timeout_secs",

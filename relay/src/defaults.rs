@@ -28,6 +28,22 @@ pub const MAX_CONNECTIONS_PER_PARTICIPANT: usize = 16;
 /// connection costs tens of KiB; 10 000 stay within a few hundred MiB.
 pub const MAX_CONNECTIONS: usize = 10_000;
 
+/// Connections between accept and `Welcome`. An honest client spends one or
+/// two round trips there; a full budget evicts the oldest (see
+/// `admission`), so this only bounds what silent connections can hold.
+pub const MAX_UNAUTHENTICATED_CONNECTIONS: usize = 1_000;
+
+/// Connections per remote IP address. A national office behind one NAT has
+/// a few devices; 256 leaves ample room and keeps one address from holding
+/// the whole relay.
+pub const MAX_CONNECTIONS_PER_IP: usize = 256;
+
+/// Connection-level QUIC receive window until `Welcome`: `Auth` is well
+/// under 1 KiB, so an unauthenticated peer cannot make the relay buffer
+/// more than this. Raised to quinn's default (unbounded by the window;
+/// bounded by the stream window and frame limit) after `Welcome`.
+pub const PRE_AUTH_RECEIVE_WINDOW: u32 = 16 * 1024;
+
 /// Time from the first QUIC packet to `Welcome`. An honest client needs one
 /// round trip after the handshake; ten seconds covers satellite links.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

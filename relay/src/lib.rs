@@ -27,6 +27,8 @@
 //! - [`wal`]: the commit log in front of sled (one `fdatasync` per batch).
 //! - [`metrics`]: Prometheus metrics and `/healthz`.
 //! - [`config`]: `relay.toml` and the library [`RelayConfig`].
+//! - [`admission`]: who may connect before authenticating (pre-auth
+//!   budget, per-address cap, Retry, eviction of the oldest silent one).
 //! - [`tls`]: certificates, SPKI pins, the rustls server config.
 //! - [`defaults`]: every default limit, with its reason.
 //!
@@ -36,6 +38,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod commit;
 pub mod config;
 pub mod defaults;

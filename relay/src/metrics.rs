@@ -127,8 +127,12 @@ pub struct Metrics {
     pub connections_accepted: AtomicU64,
     /// Connections closed (any reason), pairs with `connections_accepted`.
     pub connections_closed: AtomicU64,
-    /// Connections refused at accept time (total connection limit).
+    /// Connections refused at accept time (a limit with nothing to evict).
     pub connections_refused: AtomicU64,
+    /// Unauthenticated connections closed to admit a newer one.
+    pub connections_evicted: AtomicU64,
+    /// Connection attempts answered with a QUIC Retry (address validation).
+    pub connections_retried: AtomicU64,
     /// Sessions authenticated (`Welcome` sent).
     pub sessions_authenticated: AtomicU64,
     /// Authentication failures by code.
@@ -173,6 +177,8 @@ impl Default for Metrics {
             connections_accepted: AtomicU64::new(0),
             connections_closed: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            connections_evicted: AtomicU64::new(0),
+            connections_retried: AtomicU64::new(0),
             sessions_authenticated: AtomicU64::new(0),
             auth_failures: ByCode::new(),
             sends_accepted: AtomicU64::new(0),
@@ -234,6 +240,18 @@ impl Metrics {
             "tallinn_connections_refused_total",
             "Connections refused at accept time.",
             &self.connections_refused,
+        );
+        counter(
+            &mut o,
+            "tallinn_connections_evicted_total",
+            "Unauthenticated connections closed to admit a newer one.",
+            &self.connections_evicted,
+        );
+        counter(
+            &mut o,
+            "tallinn_connections_retried_total",
+            "Connection attempts answered with a QUIC Retry (address validation).",
+            &self.connections_retried,
         );
         let _ = writeln!(
             o,

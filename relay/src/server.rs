@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{error, info, warn};
 
+use crate::admission::{Admission, AdmissionLimits, Decision};
 use crate::commit::{Committer, CommitterThread};
 use crate::config::RelayConfig;
 use crate::metrics::{self, Metrics};
@@ -212,6 +213,8 @@ impl Server {
         transport
             .max_concurrent_bidi_streams(VarInt::from_u32(1))
             .max_concurrent_uni_streams(VarInt::from_u32(0))
+            // Small until Welcome (raised per connection after it).
+            .receive_window(VarInt::from_u32(crate::defaults::PRE_AUTH_RECEIVE_WINDOW))
             .max_idle_timeout(Some(
                 IdleTimeout::try_from(config.limits.idle_timeout)
                     .map_err(|e| SpawnError::Transport(e.to_string()))?,
@@ -267,6 +270,14 @@ impl Server {
             buckets: Mutex::new(HashMap::new()),
             shutdown: shutdown_rx.clone(),
             open_connections: AtomicU64::new(0),
+            admission: Mutex::new(session::Admitted {
+                state: Admission::new(AdmissionLimits {
+                    max_connections: config.limits.max_connections,
+                    max_unauthenticated: config.limits.max_unauthenticated_connections,
+                    max_per_ip: config.limits.max_connections_per_ip,
+                }),
+                evictors: HashMap::new(),
+            }),
         });
 
         let (metrics_addr, metrics_task) = match config.metrics_listen {
@@ -423,6 +434,62 @@ impl Server {
     }
 }
 
+/// Applies the admission rules to a new connection attempt: `Some` ticket
+/// to accept it (after evicting what the rules say), `None` when it was
+/// answered with a Retry or refused.
+fn admit(
+    shared: &Arc<Shared>,
+    incoming: quinn::Incoming,
+) -> Option<(quinn::Incoming, session::Ticket)> {
+    let remote = incoming.remote_address();
+    let mut a = shared.admission.lock().unwrap_or_else(|p| p.into_inner());
+    let decision = a.state.on_incoming(
+        remote.ip(),
+        incoming.remote_address_validated(),
+        incoming.may_retry(),
+    );
+    match decision {
+        Decision::Accept { id, evict } => {
+            for old in evict {
+                if let Some(n) = a.evictors.remove(&old) {
+                    n.notify_one();
+                }
+                shared
+                    .metrics
+                    .connections_evicted
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            let evicted = Arc::new(tokio::sync::Notify::new());
+            a.evictors.insert(id, evicted.clone());
+            let ticket = session::Ticket {
+                id,
+                evicted,
+                shared: shared.clone(),
+            };
+            Some((incoming, ticket))
+        }
+        Decision::Retry => {
+            shared
+                .metrics
+                .connections_retried
+                .fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = incoming.retry() {
+                e.into_incoming().refuse();
+            }
+            None
+        }
+        Decision::Refuse(why) => {
+            shared
+                .metrics
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(%remote, open = a.state.open(), "{why}; refusing");
+            incoming.refuse();
+            None
+        }
+    }
+}
+
 async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut conns = JoinSet::new();
     loop {
@@ -432,19 +499,15 @@ async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>, mut shutdown: watc
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                let open = shared.open_connections.load(Ordering::SeqCst);
-                if open >= shared.limits.max_connections as u64 {
-                    shared.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
-                    warn!(remote = %incoming.remote_address(), open, "connection limit reached; refusing");
-                    incoming.refuse();
+                let Some((incoming, ticket)) = admit(&shared, incoming) else {
                     continue;
-                }
+                };
                 shared.open_connections.fetch_add(1, Ordering::SeqCst);
                 shared.metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
                 let guard = OpenGuard(shared.clone());
                 let s = shared.clone();
                 conns.spawn(async move {
-                    session::run(incoming, s).await;
+                    session::run(incoming, s, ticket).await;
                     drop(guard);
                 });
             }

@@ -65,6 +65,45 @@ pub(crate) struct Shared {
     pub buckets: Mutex<HashMap<String, TokenBucket>>,
     pub shutdown: watch::Receiver<bool>,
     pub open_connections: AtomicU64,
+    pub admission: Mutex<Admitted>,
+}
+
+/// The admission state and how to evict each unauthenticated connection.
+pub(crate) struct Admitted {
+    pub state: crate::admission::Admission,
+    pub evictors: HashMap<u64, Arc<tokio::sync::Notify>>,
+}
+
+/// A connection's place in the admission state; leaving it (however the
+/// task ends) frees the place.
+pub(crate) struct Ticket {
+    pub id: u64,
+    pub evicted: Arc<tokio::sync::Notify>,
+    pub shared: Arc<Shared>,
+}
+
+impl Ticket {
+    fn authenticated(&self) {
+        let mut a = self
+            .shared
+            .admission
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        a.state.on_authenticated(self.id);
+        a.evictors.remove(&self.id);
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut a = self
+            .shared
+            .admission
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        a.state.on_closed(self.id);
+        a.evictors.remove(&self.id);
+    }
 }
 
 impl Shared {
@@ -508,30 +547,53 @@ fn handshake_failed(shared: &Shared, e: &quinn::ConnectionError) {
 }
 
 /// Drives one accepted QUIC connection to its end.
-pub(crate) async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
+pub(crate) async fn run(incoming: quinn::Incoming, shared: Arc<Shared>, ticket: Ticket) {
     let remote = incoming.remote_address();
     let span = tracing::info_span!("conn", %remote, participant = tracing::field::Empty);
-    async move {
+    let evicted = ticket.evicted.clone();
+    let pre_auth = async {
         let deadline = tokio::time::Instant::now() + shared.limits.handshake_timeout;
         let connecting = match incoming.accept() {
             Ok(c) => c,
             Err(e) => {
                 handshake_failed(&shared, &e);
-                return;
+                return None;
             }
         };
         let conn = match tokio::time::timeout_at(deadline, connecting).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 handshake_failed(&shared, &e);
-                return;
+                return None;
             }
             Err(_) => {
                 debug!("TLS handshake timed out");
+                return None;
+            }
+        };
+        Some((deadline, conn))
+    }
+    .instrument(span.clone());
+    let (deadline, conn) = tokio::select! {
+        r = pre_auth => match r {
+            Some(x) => x,
+            None => return,
+        },
+        _ = evicted.notified() => {
+            debug!("evicted during the handshake: pre-authentication budget full");
+            return;
+        }
+    };
+    async move {
+        let authed = tokio::select! {
+            r = tokio::time::timeout_at(deadline, authenticate(&conn, &shared, remote)) => r,
+            _ = evicted.notified() => {
+                shared.metrics.auth_failures.inc(ErrorCode::RateLimited);
+                debug!("evicted before authenticating: pre-authentication budget full");
+                close_with(&conn, None, ErrorCode::RateLimited, "evicted: too many unauthenticated connections").await;
                 return;
             }
         };
-        let authed = tokio::time::timeout_at(deadline, authenticate(&conn, &shared, remote)).await;
         let (send, recv, registration, rx, acked) = match authed {
             Ok(Ok(s)) => s,
             Ok(Err((mut send, code, reason))) => {
@@ -552,6 +614,9 @@ pub(crate) async fn run(incoming: quinn::Incoming, shared: Arc<Shared>) {
                 return;
             }
         };
+        // Authenticated: no longer evictable, and the full receive window.
+        ticket.authenticated();
+        conn.set_receive_window(VarInt::MAX);
         let handle = registration.handle.clone();
         tracing::Span::current().record("participant", handle.participant.as_str());
         let (close, mut send) = session(&shared, send, recv, &handle, rx, acked).await;
