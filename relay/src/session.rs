@@ -373,6 +373,10 @@ const SEND_BATCH: usize = 64;
 /// Most queued frames handed to quinn in one write.
 const WRITE_BATCH: usize = 64;
 
+/// Most frames decoded ahead of processing; further bytes stay undecoded in
+/// the decoder (and, beyond quinn's stream window, unread at the peer).
+const MAX_READY_FRAMES: usize = 2 * SEND_BATCH;
+
 /// Reads frames from the session stream in chunks, so that sends which
 /// arrived together can be checked together.
 struct FrameReader {
@@ -402,6 +406,11 @@ impl FrameReader {
             }
             if let Some((code, reason)) = self.failed.take() {
                 return Err(Close::err(code, reason));
+            }
+            // Frames left undecoded by the bound come first.
+            self.decode_buffered();
+            if !self.ready.is_empty() || self.failed.is_some() {
+                continue;
             }
             match self.recv.read_chunk(usize::MAX, true).await {
                 Ok(Some(chunk)) => {
@@ -434,7 +443,7 @@ impl FrameReader {
     /// to meet on its own read.
     fn poll_received(&mut self) {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        while self.failed.is_none() {
+        while self.failed.is_none() && self.ready.len() < MAX_READY_FRAMES {
             let polled = {
                 let mut read = std::pin::pin!(self.recv.read_chunk(usize::MAX, true));
                 std::future::Future::poll(read.as_mut(), &mut cx)
@@ -450,7 +459,7 @@ impl FrameReader {
     }
 
     fn decode_buffered(&mut self) {
-        loop {
+        while self.ready.len() < MAX_READY_FRAMES && self.failed.is_none() {
             match self.decoder.next_frame() {
                 Ok(Some(f)) => self.ready.push_back(f),
                 Ok(None) => break,
