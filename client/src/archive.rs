@@ -1528,6 +1528,29 @@ mod tests {
         );
     }
 
+    /// A note from UA to plenary, sealed and opened as EE.
+    fn sealed_note(
+        w: &W,
+        subject: &str,
+        at: u64,
+    ) -> (tallinn_common::envelope::SealedEnvelope, Opened) {
+        let s = seal(
+            &w.ua,
+            &w.roster,
+            "plenary",
+            &Message::note(Tlp::Clear, subject, "y"),
+            at,
+        )
+        .unwrap();
+        let o = UntrustedEnvelope::decode(s.as_bytes())
+            .unwrap()
+            .verify(&w.roster)
+            .unwrap()
+            .open(&w.ee)
+            .unwrap();
+        (s, o)
+    }
+
     /// Reopens the archive in `dir` after editing its sled tree directly,
     /// as someone holding only the files would.
     fn tamper_closed(
@@ -1561,20 +1584,7 @@ mod tests {
         assert!(why.contains("head is missing"), "{why}");
         assert!(a.head_problem().is_some());
         // Nothing can extend a chain whose head is gone.
-        let s = seal(
-            &w.ua,
-            &w.roster,
-            "plenary",
-            &Message::note(Tlp::Clear, "x", "y"),
-            9,
-        )
-        .unwrap();
-        let o = UntrustedEnvelope::decode(s.as_bytes())
-            .unwrap()
-            .verify(&w.roster)
-            .unwrap()
-            .open(&w.ee)
-            .unwrap();
+        let (s, o) = sealed_note(&w, "x", 9);
         assert!(matches!(
             a.insert_received(9, 9, s.as_bytes(), &o),
             Err(ArchiveError::HeadInvalid(_))
@@ -1637,20 +1647,7 @@ mod tests {
     #[test]
     fn a_deleted_dedupe_key_shows_as_duplicate_msg_id() {
         let (w, dir, a, _) = filled();
-        let s = seal(
-            &w.ua,
-            &w.roster,
-            "plenary",
-            &Message::note(Tlp::Clear, "again", "y"),
-            7,
-        )
-        .unwrap();
-        let o = UntrustedEnvelope::decode(s.as_bytes())
-            .unwrap()
-            .verify(&w.roster)
-            .unwrap()
-            .open(&w.ee)
-            .unwrap();
+        let (s, o) = sealed_note(&w, "again", 7);
         assert_eq!(
             a.insert_received(5, 5005, s.as_bytes(), &o).unwrap(),
             Inserted::New(4)
