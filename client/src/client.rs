@@ -909,9 +909,8 @@ fn schedule_retry(inner: Arc<Inner>, ids: Vec<MsgId>) {
 /// verified envelope, or the claimed header (if it decoded) and the error.
 type Checked = Result<VerifiedEnvelope, (Option<Header>, EnvelopeError)>;
 
-/// Decodes every `Deliver` of a batch and verifies them with
-/// [`UntrustedEnvelope::verify_many`] (the same results as one by one, one
-/// batch signature check). Aligned with `batch`; `None` for other frames.
+/// Decodes every `Deliver` of a batch and verifies each strictly
+/// ([`UntrustedEnvelope::verify_each_strict`]). Aligned with `batch`; `None` for other frames.
 fn precheck_deliveries(
     inner: &Inner,
     batch: &[Result<Frame, ConnectError>],
@@ -932,7 +931,9 @@ fn precheck_deliveries(
             _ => out.push(None),
         }
     }
-    let verified = UntrustedEnvelope::verify_many(decoded, &inner.settings.roster);
+    // Strictly, one by one: a batch check may accept a small-order R
+    // (PROTOCOL.md §10 item 32), which a recipient must quarantine.
+    let verified = UntrustedEnvelope::verify_each_strict(decoded, &inner.settings.roster);
     for ((i, claimed), v) in slots.into_iter().zip(verified) {
         if let Some(slot) = out.get_mut(i) {
             *slot = Some(v.map_err(|e| (Some(claimed), e)));

@@ -517,6 +517,17 @@ impl UntrustedEnvelope {
         self.check_policy(roster)
     }
 
+    /// [`UntrustedEnvelope::verify`] of each envelope (strict Ed25519), for
+    /// recipients: unlike [`UntrustedEnvelope::verify_many`] it never
+    /// accepts a signature whose `R` has a small-order component, so what a
+    /// client archives is exactly what any strict verifier accepts.
+    pub fn verify_each_strict(
+        envelopes: Vec<UntrustedEnvelope>,
+        roster: &Roster,
+    ) -> Vec<Result<VerifiedEnvelope, EnvelopeError>> {
+        envelopes.into_iter().map(|e| e.verify(roster)).collect()
+    }
+
     /// [`UntrustedEnvelope::verify`] for many envelopes at once: one Ed25519
     /// batch verification for all signatures (about twice as fast as one by
     /// one), then the roster policy of each. If the batch fails (or a sender
@@ -1367,5 +1378,86 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// Re-signs `bytes` (an envelope sealed by `who`) with a signature whose
+    /// R carries the order-2 torsion point T: R' = rB + T, s = r + k·a with
+    /// k = H(R' || A || M). s·B = R' + k·A fails by exactly T, so strict
+    /// verification refuses it; ed25519-dalek's batch check sums
+    /// z·(R' + k·A - s·B) with a 128-bit z derived from the inputs, which
+    /// cancels T whenever z is even: half of all such signatures pass a
+    /// batch. Only the key holder can make one.
+    fn torsion_signed(who: &Identity, bytes: &[u8], seed: u8) -> Vec<u8> {
+        use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+        use curve25519_dalek::Scalar;
+        use sha2::Sha512;
+        let mut env: Envelope = postcard::from_bytes(bytes).unwrap();
+        let a = who.signing_key().to_scalar();
+        let big_a = who.signing_key().verifying_key().to_bytes();
+        let r = Scalar::from_bytes_mod_order([seed; 32]);
+        let big_r = (ED25519_BASEPOINT_POINT * r + EIGHT_TORSION[4]).compress();
+        let m = signed_message(&env.body);
+        let h: [u8; 64] = Sha512::new()
+            .chain_update(big_r.as_bytes())
+            .chain_update(big_a)
+            .chain_update(&m)
+            .finalize()
+            .into();
+        let k = Scalar::from_bytes_mod_order_wide(&h);
+        let s = r + k * a;
+        env.signature[..32].copy_from_slice(big_r.as_bytes());
+        env.signature[32..].copy_from_slice(s.as_bytes());
+        postcard::to_allocvec(&env).unwrap()
+    }
+
+    #[test]
+    fn small_order_r_passes_the_batch_but_never_a_strict_check() {
+        let w = tallinn();
+        let ua = &w.ids["UA"];
+        let good = seal(
+            ua,
+            &w.roster,
+            "plenary",
+            &Message::note(Tlp::Clear, "a", "b"),
+            1,
+        )
+        .unwrap();
+        let other = seal(
+            ua,
+            &w.roster,
+            "plenary",
+            &Message::note(Tlp::Clear, "c", "d"),
+            2,
+        )
+        .unwrap();
+        let decode = |b: &[u8]| UntrustedEnvelope::decode(b).unwrap();
+        // The first nonce whose signature the batch accepts (the batch's z
+        // is a function of its inputs, so this is deterministic; about one
+        // in two nonces qualifies).
+        let evil = (1..=64u8)
+            .map(|seed| torsion_signed(ua, other.as_bytes(), seed))
+            .find(|evil| {
+                UntrustedEnvelope::verify_many(
+                    vec![decode(good.as_bytes()), decode(evil)],
+                    &w.roster,
+                )
+                .iter()
+                .all(Result::is_ok)
+            })
+            .expect(
+                "some nonce passes the batch check (the relay's path, PROTOCOL.md §10 item 32)",
+            );
+        // Strictly verified alone: refused.
+        assert!(matches!(
+            decode(&evil).verify(&w.roster),
+            Err(EnvelopeError::BadSignature)
+        ));
+        // A recipient's check refuses it whatever the batching.
+        let client = UntrustedEnvelope::verify_each_strict(
+            vec![decode(good.as_bytes()), decode(&evil)],
+            &w.roster,
+        );
+        assert!(client[0].is_ok());
+        assert!(matches!(client[1], Err(EnvelopeError::BadSignature)));
     }
 }
