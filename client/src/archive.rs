@@ -14,6 +14,7 @@
 //! | `b'k' kind:u8 time index` | empty (0 note, 1 request, 2 offer, 3 status) |
 //! | `b'Q' n:u64be` | sealed [`Quarantined`] (same AEAD, aad `"tallinn/1 archive quarantine" ‖ n`) |
 //! | `b'q'` | next quarantine number |
+//! | `b'z'` | quarantine totals: `entries:u64be ‖ bytes:u64be ‖ evicted:u64be` |
 //!
 //! `time` is the relay's receive time in ms. `tok(x)` is the first 16 bytes of
 //! HMAC-SHA256(k_idx, label ‖ 0x00 ‖ x): index keys reveal neither channel
@@ -219,6 +220,9 @@ pub struct Stats {
     pub sent: u64,
     /// Quarantined envelopes.
     pub quarantined: u64,
+    /// Quarantined envelopes evicted (oldest first) to keep the quarantine
+    /// within its bounds.
+    pub quarantine_evicted: u64,
     /// Records per channel.
     pub by_channel: std::collections::BTreeMap<String, u64>,
     /// Records per kind.
@@ -278,6 +282,42 @@ const HEAD_LEN: usize = 8 + 32 + 32;
 /// Records read per forward range in a newest-first full scan.
 const SCAN_CHUNK: u64 = 512;
 const QNEXT_KEY: &[u8] = b"q";
+const QTOTALS_KEY: &[u8] = b"z";
+
+/// Entries, bytes and evictions of the quarantine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuarantineTotals {
+    /// Entries kept.
+    pub entries: u64,
+    /// Bytes of the sealed entries kept.
+    pub bytes: u64,
+    /// Entries evicted so far.
+    pub evicted: u64,
+}
+
+impl QuarantineTotals {
+    fn decode(v: &[u8]) -> Self {
+        let word = |i: usize| {
+            v.get(i * 8..i * 8 + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0)
+        };
+        Self {
+            entries: word(0),
+            bytes: word(1),
+            evicted: word(2),
+        }
+    }
+
+    fn encode(&self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out[..8].copy_from_slice(&self.entries.to_be_bytes());
+        out[8..16].copy_from_slice(&self.bytes.to_be_bytes());
+        out[16..].copy_from_slice(&self.evicted.to_be_bytes());
+        out
+    }
+}
 
 struct Head {
     next_index: u64,
@@ -345,6 +385,8 @@ pub struct Archive {
     head: Mutex<Head>,
     /// Why the head cannot be trusted (missing, forged), if so.
     head_problem: Option<String>,
+    /// Quarantine bounds: entries, bytes.
+    quarantine_limits: (u64, u64),
 }
 
 /// HMAC-SHA256 under `key` of `parts` concatenated.
@@ -466,6 +508,10 @@ impl Archive {
             head_key,
             head: Mutex::new(head),
             head_problem,
+            quarantine_limits: (
+                crate::defaults::QUARANTINE_MAX_ENTRIES,
+                crate::defaults::QUARANTINE_MAX_BYTES,
+            ),
         };
         if fresh {
             // The genesis head, durable before any record can exist.
@@ -734,14 +780,48 @@ impl Archive {
         // invariant: plain data; postcard encoding cannot fail.
         let plain =
             Zeroizing::new(postcard::to_allocvec(q).expect("invariant: quarantine encodes"));
+        let sealed = self.sealer.seal(&plain, &aad(QUAR_AAD, n));
+        let mut totals = self.quarantine_totals()?;
+        totals.entries += 1;
+        totals.bytes += sealed.len() as u64;
         let mut batch = sled::Batch::default();
-        batch.insert(
-            Self::key(b'Q', &[&n.to_be_bytes()]),
-            self.sealer.seal(&plain, &aad(QUAR_AAD, n)),
-        );
+        // Oldest first, until within bounds again (the new entry stays even
+        // if it alone exceeds the byte bound: it is the one to inspect).
+        let (max_entries, max_bytes) = self.quarantine_limits;
+        if totals.entries > max_entries || totals.bytes > max_bytes {
+            for kv in self.tree.scan_prefix(b"Q") {
+                if totals.entries <= max_entries && totals.bytes <= max_bytes {
+                    break;
+                }
+                let (k, v) = kv?;
+                batch.remove(k);
+                totals.entries -= 1;
+                totals.bytes = totals.bytes.saturating_sub(v.len() as u64);
+                totals.evicted += 1;
+            }
+        }
+        batch.insert(Self::key(b'Q', &[&n.to_be_bytes()]), sealed);
         batch.insert(QNEXT_KEY, &(n + 1).to_be_bytes());
+        batch.insert(QTOTALS_KEY, &totals.encode());
         self.tree.apply_batch(batch)?;
         Ok(n)
+    }
+
+    /// Entries, bytes and evictions of the quarantine.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`].
+    pub fn quarantine_totals(&self) -> Result<QuarantineTotals, ArchiveError> {
+        Ok(self
+            .tree
+            .get(QTOTALS_KEY)?
+            .map(|v| QuarantineTotals::decode(&v))
+            .unwrap_or_default())
+    }
+
+    /// Changes the quarantine bounds (entries, bytes) from the defaults.
+    pub fn set_quarantine_limits(&mut self, max_entries: u64, max_bytes: u64) {
+        self.quarantine_limits = (max_entries.max(1), max_bytes);
     }
 
     /// Quarantined deliveries, oldest first.
@@ -1183,6 +1263,7 @@ impl Archive {
             Ok(())
         })?;
         s.quarantined = self.tree.scan_prefix(b"Q").count() as u64;
+        s.quarantine_evicted = self.quarantine_totals()?.evicted;
         s.disk_bytes = self.db.size_on_disk()?;
         s.head_hash = hex::encode(self.head_hash());
         Ok(s)
@@ -1728,5 +1809,38 @@ mod tests {
         assert_eq!(a.quarantine(&q).unwrap(), 1);
         assert_eq!(a.quarantined().unwrap(), vec![q.clone(), q]);
         assert_eq!(a.len(), 4, "quarantine is not in the archive");
+    }
+
+    #[test]
+    fn quarantine_is_bounded_evicting_oldest_first() {
+        let (_w, _dir, mut a, _) = filled();
+        let q = |seq: u64, len: usize| Quarantined {
+            seq,
+            received_at_ms: 0,
+            reason: "bad signature".into(),
+            claimed_sender: None,
+            claimed_channel: None,
+            envelope: vec![0; len],
+        };
+        // By count: 3 entries kept.
+        a.set_quarantine_limits(3, u64::MAX);
+        for seq in 0..10 {
+            a.quarantine(&q(seq, 10)).unwrap();
+        }
+        let kept: Vec<u64> = a.quarantined().unwrap().iter().map(|q| q.seq).collect();
+        assert_eq!(kept, vec![7, 8, 9]);
+        let t = a.quarantine_totals().unwrap();
+        assert_eq!((t.entries, t.evicted), (3, 7));
+        // By bytes: two 1000-byte entries fit in 2500 bytes (sealing adds 40).
+        a.set_quarantine_limits(1000, 2500);
+        for seq in 10..14 {
+            a.quarantine(&q(seq, 1000)).unwrap();
+        }
+        let kept: Vec<u64> = a.quarantined().unwrap().iter().map(|q| q.seq).collect();
+        assert_eq!(kept, vec![12, 13]);
+        let t = a.quarantine_totals().unwrap();
+        assert!(t.bytes <= 2500, "{t:?}");
+        assert_eq!((t.entries, t.evicted), (2, 12));
+        assert_eq!(a.stats().unwrap().quarantine_evicted, 12);
     }
 }

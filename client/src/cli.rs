@@ -1224,8 +1224,8 @@ async fn archive_cmd(cli: &Cli, command: &ArchiveCommand) -> Result<()> {
                 return print_json(&serde_json::to_value(&s)?);
             }
             println!(
-                "records {} ({} received, {} sent), quarantined {}",
-                s.records, s.received, s.sent, s.quarantined
+                "records {} ({} received, {} sent), quarantined {} ({} evicted, oldest first)",
+                s.records, s.received, s.sent, s.quarantined, s.quarantine_evicted
             );
             println!("head {}", s.head_hash);
             println!("on disk {} bytes", s.disk_bytes);

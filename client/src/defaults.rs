@@ -33,5 +33,14 @@ pub const MAX_FRAME_LEN: u32 = tallinn_common::defaults::MAX_FRAME_LEN;
 /// the relay's in-flight window (256) so the relay never stalls on us.
 pub const ARCHIVE_BATCH: usize = 128;
 
+/// Quarantined deliveries kept at most; beyond, the oldest are evicted (and
+/// counted). A faulty or hostile relay can send any number of envelopes that
+/// fail verification: without a bound they would fill the disk.
+pub const QUARANTINE_MAX_ENTRIES: u64 = 10_000;
+
+/// Bytes of quarantined (sealed) entries kept at most: room for 64 envelopes
+/// at the 1 MiB limit, or thousands of ordinary ones.
+pub const QUARANTINE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Rows per page in `inbox` and `archive search` by default.
 pub const PAGE: usize = 20;
