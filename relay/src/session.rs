@@ -83,26 +83,26 @@ pub(crate) struct Ticket {
 }
 
 impl Ticket {
-    fn authenticated(&self) {
+    /// Applies `event` to this connection's admission entry; either way the
+    /// connection can no longer be evicted.
+    fn leave(&self, event: fn(&mut crate::admission::Admission, u64)) {
         let mut a = self
             .shared
             .admission
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        a.state.on_authenticated(self.id);
+        event(&mut a.state, self.id);
         a.evictors.remove(&self.id);
+    }
+
+    fn authenticated(&self) {
+        self.leave(crate::admission::Admission::on_authenticated);
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut a = self
-            .shared
-            .admission
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        a.state.on_closed(self.id);
-        a.evictors.remove(&self.id);
+        self.leave(crate::admission::Admission::on_closed);
     }
 }
 
