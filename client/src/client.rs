@@ -553,6 +553,16 @@ async fn manager(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                     conn.close(0u32.into(), b"bye");
                 }
                 *inner.writer.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                // Replaced by a newer session of the same device label: a
+                // second installation shares the label. Reconnecting would
+                // take the cursor back and forth forever: stop and say so.
+                let replaced = matches!(
+                    &ended,
+                    Err(ConnectError::Refused {
+                        code: ErrorCode::Replaced,
+                        ..
+                    })
+                );
                 let reason = match ended {
                     Ok(()) => "session ended".to_string(),
                     Err(e) => {
@@ -569,6 +579,17 @@ async fn manager(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                     st.last_error = Some(reason.clone());
                 });
                 let _ = inner.events.send(Event::Disconnected { reason });
+                if replaced {
+                    inner.update(|st| {
+                        st.fatal = Some(format!(
+                            "another session of {} with device label {:?} took over; \
+                             every installation needs its own device label",
+                            s.identity.id(),
+                            s.device.as_str()
+                        ));
+                    });
+                    break;
+                }
             }
             Err(e) => {
                 debug!(error = %e, "connect failed");

@@ -70,11 +70,15 @@ pub enum ErrorCode {
     ShuttingDown,
     /// 12: a relay-side failure (e.g. storage); retry later.
     Internal,
+    /// 13: another session of the same participant and device took over
+    /// this one's cursor (one reader per cursor). Not retried automatically:
+    /// two installations sharing a device label would take turns forever.
+    Replaced,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::Unauthenticated,
         ErrorCode::UnknownParticipant,
         ErrorCode::BadSignature,
@@ -88,6 +92,7 @@ impl ErrorCode {
         ErrorCode::Malformed,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
+        ErrorCode::Replaced,
     ];
 
     /// The snake_case name used in docs, logs and metrics.
@@ -106,6 +111,7 @@ impl ErrorCode {
             ErrorCode::Malformed => "malformed",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::Replaced => "replaced",
         }
     }
 
@@ -446,7 +452,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_code() -> impl Strategy<Value = ErrorCode> {
-        (0usize..13).prop_map(|i| ErrorCode::ALL[i])
+        (0usize..14).prop_map(|i| ErrorCode::ALL[i])
     }
 
     fn arb_frame() -> impl Strategy<Value = Frame> {
@@ -527,8 +533,8 @@ mod tests {
             assert_eq!(c.as_str().parse::<ErrorCode>(), Ok(*c));
         }
         assert_eq!(ErrorCode::from_close_code(0), None);
-        assert_eq!(ErrorCode::from_close_code(14), None);
-        assert!(postcard::from_bytes::<ErrorCode>(&[13]).is_err());
+        assert_eq!(ErrorCode::from_close_code(15), None);
+        assert!(postcard::from_bytes::<ErrorCode>(&[14]).is_err());
     }
 
     #[test]

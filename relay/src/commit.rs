@@ -14,12 +14,24 @@
 //! answers, `Accepted` always means durable, and live deliveries leave in seq
 //! order. While a flush runs, new requests queue up and form the next batch:
 //! the busier the relay, the more messages share a flush.
+//!
+//! # Fail-stop
+//! The first failed append, commit or checkpoint trips the [`FailStop`]
+//! latch: that batch and every later append is answered with an error
+//! (`internal` to the sender, who keeps the message in its outbox), nothing
+//! more is written, synced or routed, `/healthz` reports unhealthy and the
+//! relay binary exits non-zero so that its supervisor restarts it on a clean
+//! replay of the commit log. Delivery therefore always follows durable
+//! progress: a message is routed only by the commit that made it durable,
+//! and after a failed commit no later commit can make earlier records
+//! durable behind the router's back (which would let a live delivery move a
+//! cursor past them).
 
 use std::sync::atomic::Ordering::{self, Relaxed};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tallinn_common::message::MsgId;
 use tokio::sync::oneshot;
@@ -31,6 +43,64 @@ use crate::store::{Appended, LogEntry, Store, StoreError, StoredMessage};
 /// Largest number of requests taken into one batch (bounds the latency of the
 /// first request in a very long queue).
 const MAX_BATCH: usize = 4096;
+
+/// How often an idle writer looks for a failure the store met on its own
+/// (a background checkpoint).
+const IDLE_CHECK: Duration = Duration::from_millis(250);
+
+/// The relay's fail-stop latch: set once, by the first storage failure, and
+/// never cleared (only a restart clears it).
+#[derive(Debug)]
+pub struct FailStop {
+    tx: tokio::sync::watch::Sender<Option<String>>,
+}
+
+impl Default for FailStop {
+    fn default() -> Self {
+        Self {
+            tx: tokio::sync::watch::Sender::new(None),
+        }
+    }
+}
+
+impl FailStop {
+    /// Sets the latch with `reason` (the first reason is kept).
+    pub fn trip(&self, reason: &str) {
+        let tripped = self.tx.send_if_modified(|r| {
+            if r.is_some() {
+                return false;
+            }
+            *r = Some(reason.to_string());
+            true
+        });
+        if tripped {
+            tracing::error!(
+                reason = %reason,
+                "storage failure: the relay stops accepting messages (fail-stop); \
+                 restart it to replay the commit log"
+            );
+        }
+    }
+
+    /// Why the latch was set, if it was.
+    pub fn reason(&self) -> Option<String> {
+        self.tx.borrow().clone()
+    }
+
+    /// Resolves with the reason once the latch is set.
+    pub async fn tripped(&self) -> String {
+        let mut rx = self.tx.subscribe();
+        loop {
+            if let Some(r) = rx.borrow_and_update().clone() {
+                return r;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives in `self`: unreachable while borrowed.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
 
 /// The outcome of an append, sent once it is durable.
 pub type AppendResult = Result<Appended, StoreError>;
@@ -83,11 +153,22 @@ impl Committer {
         store: Arc<dyn Store>,
         router: Arc<Router>,
         metrics: Arc<Metrics>,
+        failstop: Arc<FailStop>,
     ) -> std::io::Result<(Self, CommitterThread)> {
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("tallinn-commit".into())
-            .spawn(move || writer(rx, store.as_ref(), &router, &metrics))?;
+            .spawn(move || {
+                writer(
+                    rx,
+                    &Ctx {
+                        store: store.as_ref(),
+                        router: &router,
+                        metrics: &metrics,
+                        failstop: &failstop,
+                    },
+                );
+            })?;
         Ok((Self { tx }, CommitterThread { handle }))
     }
 
@@ -138,11 +219,34 @@ type Done = (
     Vec<String>,
 );
 
-fn writer(rx: mpsc::Receiver<Request>, store: &dyn Store, router: &Router, metrics: &Metrics) {
+/// What the writer thread works with.
+struct Ctx<'a> {
+    store: &'a dyn Store,
+    router: &'a Router,
+    metrics: &'a Metrics,
+    failstop: &'a FailStop,
+}
+
+fn writer(rx: mpsc::Receiver<Request>, ctx: &Ctx<'_>) {
+    let Ctx {
+        store,
+        router,
+        metrics,
+        failstop,
+    } = *ctx;
     let mut batch = Vec::new();
     let mut stopping = false;
     while !stopping {
-        let Ok(first) = rx.recv() else { break };
+        let first = match rx.recv_timeout(IDLE_CHECK) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(why) = store.failure() {
+                    failstop.trip(&why);
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -150,7 +254,7 @@ fn writer(rx: mpsc::Receiver<Request>, store: &dyn Store, router: &Router, metri
                 Err(_) => break,
             }
         }
-        // Apply every write of the batch.
+        // Apply every write of the batch (none once the relay has failed).
         let mut done: Vec<Done> = Vec::new();
         let mut flush_waiters = Vec::new();
         let mut new_messages = 0u64;
@@ -160,26 +264,39 @@ fn writer(rx: mpsc::Receiver<Request>, store: &dyn Store, router: &Router, metri
                     msg_id,
                     entry,
                     reply,
-                } => match store.append(msg_id, &entry) {
-                    Ok(Appended::New(seq)) => {
-                        new_messages += 1;
-                        let msg = StoredMessage {
-                            seq,
-                            received_at_ms: entry.received_at_ms,
-                            envelope: entry.envelope,
-                        };
-                        done.push((reply, Ok(Appended::New(seq)), Some(msg), entry.recipients));
+                } => {
+                    if let Some(why) = failstop.reason() {
+                        let _ = reply.send(Err(StoreError::Failed(why)));
+                        continue;
                     }
-                    other => done.push((reply, other, None, Vec::new())),
-                },
+                    match store.append(msg_id, &entry) {
+                        Ok(Appended::New(seq)) => {
+                            new_messages += 1;
+                            let msg = StoredMessage {
+                                seq,
+                                received_at_ms: entry.received_at_ms,
+                                envelope: entry.envelope,
+                            };
+                            done.push((reply, Ok(Appended::New(seq)), Some(msg), entry.recipients));
+                        }
+                        Ok(dup) => done.push((reply, Ok(dup), None, Vec::new())),
+                        Err(e) => {
+                            failstop.trip(&format!("append: {e}"));
+                            done.push((reply, Err(e), None, Vec::new()));
+                        }
+                    }
+                }
                 Request::Ack {
                     participant,
                     device,
                     up_to,
                     now_ms,
                 } => {
+                    if failstop.reason().is_some() {
+                        continue;
+                    }
                     if let Err(e) = store.ack(&participant, &device, up_to, now_ms) {
-                        tracing::error!(error = %e, "storing ack failed");
+                        failstop.trip(&format!("storing a cursor: {e}"));
                     }
                 }
                 Request::Flush { reply } => flush_waiters.push(reply),
@@ -191,6 +308,12 @@ fn writer(rx: mpsc::Receiver<Request>, store: &dyn Store, router: &Router, metri
         // background flusher writes it within a second anyway. Appends and
         // explicit flush requests are always flushed before anyone is told.
         if done.is_empty() && flush_waiters.is_empty() {
+            continue;
+        }
+        if let Some(why) = failstop.reason() {
+            // Failed before the commit: nothing of this batch is durable,
+            // and no commit will ever run again in this process.
+            fail_batch(done, flush_waiters, &why);
             continue;
         }
         // One durable commit for all of them (a full checkpoint when someone
@@ -226,20 +349,29 @@ fn writer(rx: mpsc::Receiver<Request>, store: &dyn Store, router: &Router, metri
                 }
             }
             Err(e) => {
-                // Nothing in this batch may be reported durable. The writes
-                // may still reach disk later; the senders will retry and be
-                // answered `duplicate` after a later successful flush. These
-                // messages were never routed live: make every connection
-                // re-read its inbox so none is skipped.
-                tracing::error!(error = %e, "store flush failed");
-                router.mark_all_lagging();
-                for (reply, _, _, _) in done {
-                    let _ = reply.send(Err(StoreError::Flush(e.to_string())));
-                }
-                for w in flush_waiters {
-                    let _ = w.send(Err(StoreError::Flush(e.to_string())));
-                }
+                // Nothing in this batch may be reported durable, nothing of
+                // it is routed, and nothing is ever committed again here.
+                // The senders keep the messages and retry after the restart,
+                // which replays whatever did reach the commit log (answered
+                // `duplicate` then).
+                let why = format!("commit: {e}");
+                failstop.trip(&why);
+                fail_batch(done, flush_waiters, &why);
             }
         }
+    }
+}
+
+/// Answers every request of a batch that cannot be made durable.
+fn fail_batch(
+    done: Vec<Done>,
+    flush_waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    why: &str,
+) {
+    for (reply, _, _, _) in done {
+        let _ = reply.send(Err(StoreError::Failed(why.to_string())));
+    }
+    for w in flush_waiters {
+        let _ = w.send(Err(StoreError::Failed(why.to_string())));
     }
 }

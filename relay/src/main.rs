@@ -154,10 +154,15 @@ async fn run(cfg: tallinn_relay::RelayConfig) -> Result<()> {
     }
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let mut failed = None;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
+            why = server.failed() => {
+                failed = Some(why);
+                break;
+            }
             _ = hup.recv() => {
                 match server.reload_roster() {
                     Ok(n) => tracing::info!(sessions_closed = n, "roster reloaded"),
@@ -167,6 +172,11 @@ async fn run(cfg: tallinn_relay::RelayConfig) -> Result<()> {
         }
     }
     server.shutdown().await;
+    if let Some(why) = failed {
+        // Exit non-zero: the supervisor restarts the relay, which replays
+        // its commit log. Nothing acknowledged is lost.
+        anyhow::bail!("stopped after a storage failure ({why}); restart to replay the commit log");
+    }
     Ok(())
 }
 

@@ -98,7 +98,7 @@ impl Histogram {
 
 /// Counters indexed by [`ErrorCode`].
 #[derive(Debug)]
-pub struct ByCode([AtomicU64; 13]);
+pub struct ByCode([AtomicU64; ErrorCode::ALL.len()]);
 
 impl ByCode {
     fn new() -> Self {
@@ -135,6 +135,9 @@ pub struct Metrics {
     pub connections_retried: AtomicU64,
     /// Sessions authenticated (`Welcome` sent).
     pub sessions_authenticated: AtomicU64,
+    /// Sessions closed with `replaced`: a newer session of the same
+    /// participant and device took over the cursor.
+    pub sessions_replaced: AtomicU64,
     /// Authentication failures by code.
     pub auth_failures: ByCode,
     /// Envelopes accepted (durable).
@@ -180,6 +183,7 @@ impl Default for Metrics {
             connections_evicted: AtomicU64::new(0),
             connections_retried: AtomicU64::new(0),
             sessions_authenticated: AtomicU64::new(0),
+            sessions_replaced: AtomicU64::new(0),
             auth_failures: ByCode::new(),
             sends_accepted: AtomicU64::new(0),
             sends_rejected: ByCode::new(),
@@ -276,6 +280,12 @@ impl Metrics {
             "tallinn_sessions_authenticated_total",
             "Sessions that completed authentication.",
             &self.sessions_authenticated,
+        );
+        counter(
+            &mut o,
+            "tallinn_sessions_replaced_total",
+            "Sessions closed because a newer session of the same device took over.",
+            &self.sessions_replaced,
         );
         by_code(
             &mut o,

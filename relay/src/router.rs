@@ -7,11 +7,25 @@
 //! then re-reads its inbox from the store once it has room (see
 //! [`crate::session`]). Memory per connection is therefore bounded by the
 //! queue size whatever a reader does.
+//!
+//! The router also holds the roster in force, under the same lock as the
+//! connection table, so that admission and roster changes are linearised:
+//! a session is registered only if its participant's keys are still those
+//! it authenticated with ([`Router::register`]), and a roster change swaps
+//! the roster *before* closing the sessions it no longer admits
+//! ([`Router::replace_roster`]). Whatever the interleaving, no session of a
+//! removed or re-keyed participant survives a reload.
+//!
+//! One device, one reader: a new session for a (participant, device) that
+//! already has one replaces it (closed with `replaced`), so two sessions
+//! never advance one cursor and skip each other's messages.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
+use tallinn_common::identity::PublicIdentity;
+use tallinn_common::roster::Roster;
 use tallinn_common::wire::ErrorCode;
 use tokio::sync::{mpsc, Notify};
 
@@ -73,6 +87,27 @@ impl ConnHandle {
     }
 }
 
+/// Why [`Router::register`] refused a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegisterError {
+    /// The participant already has the maximum number of sessions.
+    #[error("too many sessions for the participant")]
+    TooMany,
+    /// The roster changed since authentication: the participant was removed
+    /// or its keys changed.
+    #[error("the participant was removed from the roster or its keys changed")]
+    RosterChanged,
+}
+
+/// A registered session: its handle, its live queue, and the session of the
+/// same device it replaced (already told to close), if any.
+pub type Registration = (
+    Arc<ConnHandle>,
+    mpsc::Receiver<Delivery>,
+    Option<Arc<ConnHandle>>,
+);
+
 /// The live connection table.
 #[derive(Debug)]
 pub struct Router {
@@ -81,34 +116,73 @@ pub struct Router {
     /// message must not reach a recipient before it is durable.
     pub durable_seq: AtomicU64,
     conns: Mutex<HashMap<String, Vec<Arc<ConnHandle>>>>,
+    /// The roster in force. Replaced only while `conns` is locked.
+    roster: RwLock<Arc<Roster>>,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
 impl Router {
-    /// An empty router.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// An empty router with the roster in force.
+    pub fn new(roster: Arc<Roster>, metrics: Arc<Metrics>) -> Self {
         Self {
             durable_seq: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
+            roster: RwLock::new(roster),
             next_id: AtomicU64::new(1),
             metrics,
         }
     }
 
-    /// Registers a connection if the participant has fewer than `max`;
-    /// returns the handle and the receiving end of its delivery queue.
+    /// The roster in force.
+    pub fn roster(&self) -> Arc<Roster> {
+        self.roster
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Registers a session of `participant` authenticated with the keys
+    /// `authenticated_as`, if those are still its keys in the roster in
+    /// force and it has fewer than `max` sessions (the one it replaces not
+    /// counted). A session of the same device is replaced: removed from the
+    /// table and told to close with `replaced`.
+    ///
+    /// # Errors
+    /// [`RegisterError`]; nothing is registered or replaced then.
     pub fn register(
         &self,
         participant: &str,
         device: &str,
+        authenticated_as: &PublicIdentity,
         queue_len: usize,
         max: usize,
-    ) -> Option<(Arc<ConnHandle>, mpsc::Receiver<Delivery>)> {
+    ) -> Result<Registration, RegisterError> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        // Under the table lock: a roster swap is either wholly before this
+        // (and seen here) or wholly after (and its sweep sees this session).
+        let current = self.roster();
+        if current
+            .participant(participant)
+            .is_none_or(|p| &p.public != authenticated_as)
+        {
+            return Err(RegisterError::RosterChanged);
+        }
         let list = conns.entry(participant.to_string()).or_default();
-        if list.len() >= max {
-            return None;
+        let same_device = list.iter().position(|c| c.device == device);
+        let others = list.len() - usize::from(same_device.is_some());
+        if others >= max {
+            if list.is_empty() {
+                conns.remove(participant);
+            }
+            return Err(RegisterError::TooMany);
+        }
+        let replaced = same_device.map(|i| list.remove(i));
+        if let Some(old) = &replaced {
+            old.kick(
+                ErrorCode::Replaced,
+                "another session of this participant and device took over",
+            );
         }
         let (tx, rx) = mpsc::channel(queue_len.max(1));
         let handle = Arc::new(ConnHandle {
@@ -124,7 +198,34 @@ impl Router {
             kick_reason: Mutex::new(None),
         });
         list.push(handle.clone());
-        Some((handle, rx))
+        Ok((handle, rx, replaced))
+    }
+
+    /// Puts `roster` in force, then closes every session whose participant
+    /// it removed or re-keyed. Returns how many were closed.
+    pub fn replace_roster(&self, roster: Arc<Roster>) -> usize {
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let old = std::mem::replace(
+            &mut *self.roster.write().unwrap_or_else(|p| p.into_inner()),
+            roster.clone(),
+        );
+        let mut n = 0;
+        for (p, list) in conns.iter() {
+            let keep = match (old.participant(p), roster.participant(p)) {
+                (Some(a), Some(b)) => a.public == b.public,
+                _ => false,
+            };
+            if !keep {
+                for c in list {
+                    c.kick(
+                        ErrorCode::UnknownParticipant,
+                        "removed from the roster, or its keys changed",
+                    );
+                    n += 1;
+                }
+            }
+        }
+        n
     }
 
     /// Removes a connection.
@@ -160,36 +261,6 @@ impl Router {
         }
     }
 
-    /// Makes every connection re-read its inbox from the store (after a
-    /// failed flush, whose messages were never routed live).
-    pub fn mark_all_lagging(&self) {
-        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        for list in conns.values() {
-            for c in list {
-                c.lagging.store(true, Ordering::SeqCst);
-                c.wake.notify_one();
-            }
-        }
-    }
-
-    /// Closes every connection of participants `keep` rejects.
-    pub fn kick_where(&self, mut reject: impl FnMut(&str) -> bool) -> usize {
-        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let mut n = 0;
-        for (p, list) in conns.iter() {
-            if reject(p) {
-                for c in list {
-                    c.kick(
-                        ErrorCode::UnknownParticipant,
-                        "removed from the roster, or its keys changed",
-                    );
-                    n += 1;
-                }
-            }
-        }
-        n
-    }
-
     /// Number of open sessions of a participant.
     pub fn sessions_of(&self, participant: &str) -> usize {
         let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
@@ -200,6 +271,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tallinn_common::identity::{Identity, ParticipantId};
 
     fn msg(seq: u64) -> Arc<StoredMessage> {
         Arc::new(StoredMessage {
@@ -209,10 +281,34 @@ mod tests {
         })
     }
 
+    fn identity(id: &str) -> Identity {
+        Identity::generate(ParticipantId::new(id).unwrap())
+    }
+
+    /// A roster of UA and the given EE identity (when present).
+    fn roster(ua: &Identity, ee: Option<&Identity>) -> Arc<Roster> {
+        let mut text = ua.roster_entry("Ukraine", "member");
+        if let Some(ee) = ee {
+            text.push_str(&ee.roster_entry("Estonia", "member"));
+        }
+        text.push_str("[[channel]]\nid = \"plenary\"\nmembers = [\"*\"]\n");
+        Arc::new(Roster::parse(&text).unwrap())
+    }
+
+    fn router() -> (Router, Identity, Identity) {
+        let (ua, ee) = (identity("UA"), identity("EE"));
+        let r = Router::new(roster(&ua, Some(&ee)), Arc::new(Metrics::default()));
+        (r, ua, ee)
+    }
+
+    fn keys(i: &Identity) -> PublicIdentity {
+        i.public()
+    }
+
     #[test]
     fn full_queue_marks_lagging_instead_of_buffering() {
-        let r = Router::new(Arc::new(Metrics::default()));
-        let (h, mut rx) = r.register("EE", "d", 2, 4).unwrap();
+        let (r, _, ee) = router();
+        let (h, mut rx, _) = r.register("EE", "d", &keys(&ee), 2, 4).unwrap();
         h.lagging.store(false, Ordering::SeqCst);
         for seq in 1..=5 {
             r.deliver(msg(seq), &["EE".into()]);
@@ -229,13 +325,78 @@ mod tests {
 
     #[test]
     fn per_participant_connection_limit() {
-        let r = Router::new(Arc::new(Metrics::default()));
-        let a = r.register("EE", "a", 1, 2).unwrap();
-        let _b = r.register("EE", "b", 1, 2).unwrap();
-        assert!(r.register("EE", "c", 1, 2).is_none());
+        let (r, _, ee) = router();
+        let k = keys(&ee);
+        let a = r.register("EE", "a", &k, 1, 2).unwrap();
+        let _b = r.register("EE", "b", &k, 1, 2).unwrap();
+        assert_eq!(
+            r.register("EE", "c", &k, 1, 2).unwrap_err(),
+            RegisterError::TooMany
+        );
         r.unregister(&a.0);
-        assert!(r.register("EE", "c", 1, 2).is_some());
+        assert!(r.register("EE", "c", &k, 1, 2).is_ok());
         assert_eq!(r.sessions_of("EE"), 2);
-        assert_eq!(r.kick_where(|p| p == "EE"), 2);
+    }
+
+    /// Item 6: a session that authenticated against the old roster and
+    /// registers after the reload swept the table must not slip in.
+    #[test]
+    fn a_session_authenticated_before_a_reload_cannot_register_after_it() {
+        let (r, ua, ee) = router();
+        let authenticated_as = keys(&ee);
+        // The reload lands between the Auth check and the registration.
+        assert_eq!(r.replace_roster(roster(&ua, None)), 0);
+        assert_eq!(
+            r.register("EE", "d", &authenticated_as, 1, 4).unwrap_err(),
+            RegisterError::RosterChanged
+        );
+        // Re-keyed rather than removed: the old keys are refused too.
+        let rekeyed = identity("EE");
+        r.replace_roster(roster(&ua, Some(&rekeyed)));
+        assert_eq!(
+            r.register("EE", "d", &authenticated_as, 1, 4).unwrap_err(),
+            RegisterError::RosterChanged
+        );
+        assert!(r.register("EE", "d", &keys(&rekeyed), 1, 4).is_ok());
+        assert_eq!(r.sessions_of("EE"), 1);
+    }
+
+    #[test]
+    fn a_reload_puts_the_roster_in_force_before_closing_sessions() {
+        let (r, ua, ee) = router();
+        let (ee_session, _rx, _) = r.register("EE", "d", &keys(&ee), 1, 4).unwrap();
+        let (ua_session, _rx2, _) = r.register("UA", "d", &keys(&ua), 1, 4).unwrap();
+        assert_eq!(r.replace_roster(roster(&ua, None)), 1);
+        assert!(ee_session.kicked.load(Ordering::SeqCst));
+        assert!(!ua_session.kicked.load(Ordering::SeqCst));
+        assert!(r.roster().participant("EE").is_none());
+    }
+
+    /// Item 5: one reader per cursor.
+    #[test]
+    fn a_second_session_of_the_same_device_replaces_the_first() {
+        let (r, _, ee) = router();
+        let k = keys(&ee);
+        let (first, _rx1, none) = r.register("EE", "front-office", &k, 1, 2).unwrap();
+        assert!(none.is_none());
+        let (_other, _rx2, _) = r.register("EE", "back-office", &k, 1, 2).unwrap();
+        // At the participant's cap, the same device still gets in: it
+        // replaces its predecessor rather than adding a session.
+        let (second, _rx3, replaced) = r.register("EE", "front-office", &k, 1, 2).unwrap();
+        assert_eq!(replaced.map(|h| h.id), Some(first.id));
+        assert!(first.kicked.load(Ordering::SeqCst));
+        assert_eq!(
+            first.kick_reason.lock().unwrap().as_ref().map(|(c, _)| *c),
+            Some(ErrorCode::Replaced)
+        );
+        assert!(!second.kicked.load(Ordering::SeqCst));
+        assert_eq!(r.sessions_of("EE"), 2);
+        // Live traffic reaches the new session only.
+        r.deliver(msg(1), &["EE".into()]);
+        assert_eq!(second.queue.capacity(), 0);
+        assert_eq!(first.queue.capacity(), 1);
+        // The old session's late unregistration leaves the new one alone.
+        r.unregister(&first);
+        assert_eq!(r.sessions_of("EE"), 2);
     }
 }

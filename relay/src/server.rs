@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quinn::{Endpoint, IdleTimeout, TransportConfig, VarInt};
@@ -15,7 +15,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{error, info, warn};
 
 use crate::admission::{Admission, AdmissionLimits, Decision};
-use crate::commit::{Committer, CommitterThread};
+use crate::commit::{Committer, CommitterThread, FailStop};
 use crate::config::RelayConfig;
 use crate::metrics::{self, Metrics};
 use crate::router::Router;
@@ -199,15 +199,37 @@ impl Server {
                 source,
             },
         )?);
+        Self::spawn_with_store(config, store).await
+    }
+
+    /// [`Server::spawn`] over a store the caller opened (another backend, or
+    /// a fault-injecting wrapper in tests). The data directory still holds
+    /// the stateless-reset key.
+    ///
+    /// # Errors
+    /// [`SpawnError`].
+    pub async fn spawn_with_store(
+        config: RelayConfig,
+        store: Arc<dyn Store>,
+    ) -> Result<Server, SpawnError> {
+        tallinn_common::durable::private_dir(&config.data_dir).map_err(|e| SpawnError::Store {
+            path: config.data_dir.clone(),
+            source: StoreError::Sync(e),
+        })?;
         let metrics = Arc::new(Metrics::default());
-        let router = Arc::new(Router::new(metrics.clone()));
+        let router = Arc::new(Router::new(config.roster.clone(), metrics.clone()));
         // What the store holds after opening is on disk: durable.
         router
             .durable_seq
             .store(store.last_seq(), std::sync::atomic::Ordering::SeqCst);
-        let (committer, committer_thread) =
-            Committer::start(store.clone(), router.clone(), metrics.clone())
-                .map_err(SpawnError::Thread)?;
+        let failstop = Arc::new(FailStop::default());
+        let (committer, committer_thread) = Committer::start(
+            store.clone(),
+            router.clone(),
+            metrics.clone(),
+            failstop.clone(),
+        )
+        .map_err(SpawnError::Thread)?;
 
         let mut transport = TransportConfig::default();
         transport
@@ -262,9 +284,9 @@ impl Server {
         let shared = Arc::new(Shared {
             relay_name: config.name.clone(),
             limits: config.limits.clone(),
-            roster: RwLock::new(config.roster.clone()),
             store: store.clone(),
             committer,
+            failstop,
             router,
             metrics: metrics.clone(),
             buckets: Mutex::new(HashMap::new()),
@@ -296,7 +318,9 @@ impl Server {
                     )
                 });
                 let s2 = shared.clone();
-                let healthy = Arc::new(move || !*s2.shutdown.borrow() && s2.store.healthy());
+                let healthy = Arc::new(move || {
+                    !*s2.shutdown.borrow() && s2.failstop.reason().is_none() && s2.store.healthy()
+                });
                 (
                     Some(bound),
                     Some(tokio::spawn(metrics::serve_http(listener, render, healthy))),
@@ -360,6 +384,19 @@ impl Server {
         )
     }
 
+    /// Resolves once a storage failure stopped the relay from accepting
+    /// messages (fail-stop), with the reason. The relay binary then shuts
+    /// down and exits non-zero, so that its supervisor restarts it on a
+    /// clean replay of the commit log.
+    pub async fn failed(&self) -> String {
+        self.shared.failstop.tripped().await
+    }
+
+    /// The fail-stop reason, if a storage failure stopped the relay.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failstop.reason()
+    }
+
     /// Number of open sessions of a participant.
     pub fn sessions_of(&self, participant: &str) -> usize {
         self.shared.router.sessions_of(participant)
@@ -367,20 +404,13 @@ impl Server {
 
     /// Replaces the roster. Sessions of participants no longer in it, or
     /// whose keys changed, are closed. Returns how many were closed.
+    ///
+    /// The new roster is in force before any session is closed, and a
+    /// session that authenticated against the old one is registered only if
+    /// its keys are still current ([`Router::register`]), so no `Auth` slips
+    /// in between.
     pub fn set_roster(&self, roster: Roster) -> usize {
-        let old = self.shared.roster();
-        let kicked =
-            self.shared
-                .router
-                .kick_where(|p| match (old.participant(p), roster.participant(p)) {
-                    (Some(a), Some(b)) => a.public != b.public,
-                    _ => true,
-                });
-        *self
-            .shared
-            .roster
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(roster);
+        let kicked = self.shared.router.replace_roster(Arc::new(roster));
         self.shared
             .metrics
             .roster_reloads

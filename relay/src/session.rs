@@ -16,7 +16,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use quinn::{Connection, RecvStream, SendStream, VarInt};
@@ -35,7 +35,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::commit::Committer;
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::router::{deliver_frame, ConnHandle, Delivery, Router};
+use crate::router::{deliver_frame, ConnHandle, Delivery, RegisterError, Router};
 use crate::store::{Appended, LogEntry, Store};
 
 /// Largest frame accepted before authentication: an `Auth` is under 200 bytes.
@@ -57,9 +57,9 @@ pub(crate) fn now_ms() -> u64 {
 pub(crate) struct Shared {
     pub relay_name: String,
     pub limits: Limits,
-    pub roster: RwLock<Arc<Roster>>,
     pub store: Arc<dyn Store>,
     pub committer: Committer,
+    pub failstop: Arc<crate::commit::FailStop>,
     pub router: Arc<Router>,
     pub metrics: Arc<Metrics>,
     pub buckets: Mutex<HashMap<String, TokenBucket>>,
@@ -108,10 +108,7 @@ impl Drop for Ticket {
 
 impl Shared {
     pub fn roster(&self) -> Arc<Roster> {
-        self.roster
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.router.roster()
     }
 
     fn take_token(&self, participant: &str) -> bool {
@@ -736,22 +733,46 @@ async fn authenticate(
             return Err((Some(send), code, reason));
         }
     };
-    let Some((registered_handle, rx)) = shared.router.register(
-        &participant,
-        &device,
-        shared.limits.delivery_queue,
-        shared.limits.max_connections_per_participant,
-    ) else {
-        warn!(%participant, "too many connections for participant");
+    // The keys the signature was checked with: registration re-checks them
+    // against the roster in force (it may have been replaced meanwhile).
+    let Some(keys) = roster.participant(&participant).map(|p| p.public.clone()) else {
         return Err((
             Some(send),
-            ErrorCode::RateLimited,
-            format!(
-                "{participant} already has {} connections",
-                shared.limits.max_connections_per_participant
-            ),
+            ErrorCode::UnknownParticipant,
+            format!("unknown participant {participant:?}"),
         ));
     };
+    let (registered_handle, rx, replaced) = match shared.router.register(
+        &participant,
+        &device,
+        &keys,
+        shared.limits.delivery_queue,
+        shared.limits.max_connections_per_participant,
+    ) {
+        Ok(r) => r,
+        Err(RegisterError::TooMany) => {
+            warn!(%participant, "too many connections for participant");
+            return Err((
+                Some(send),
+                ErrorCode::RateLimited,
+                format!(
+                    "{participant} already has {} connections",
+                    shared.limits.max_connections_per_participant
+                ),
+            ));
+        }
+        Err(e) => {
+            warn!(%participant, "roster changed during authentication");
+            return Err((Some(send), ErrorCode::UnknownParticipant, e.to_string()));
+        }
+    };
+    if replaced.is_some() {
+        shared
+            .metrics
+            .sessions_replaced
+            .fetch_add(1, Ordering::Relaxed);
+        info!(%participant, %device, "a new session of this device replaces the open one");
+    }
     let registration = Registered {
         router: shared.router.clone(),
         handle: registered_handle,

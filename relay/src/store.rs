@@ -67,6 +67,12 @@ pub enum StoreError {
     /// A lock was poisoned by a panic in another thread (a bug).
     #[error("storage lock poisoned")]
     Poisoned,
+    /// An earlier write, sync or checkpoint failed, so the store refuses all
+    /// further writes (fail-stop): after a failed `fsync` the kernel may
+    /// have dropped the dirty pages, and a retry that "succeeds" would
+    /// prove nothing. Restarting the relay replays the commit log.
+    #[error("storage stopped after an earlier failure ({0}); restart the relay to replay its commit log")]
+    Failed(String),
 }
 
 /// One message in the log.
@@ -214,8 +220,13 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError`] on database failure.
     fn gc(&self, now_ms: u64, retention_ms: u64) -> Result<GcStats, StoreError>;
 
-    /// A cheap liveness probe (one read), for `/healthz`.
+    /// A cheap liveness probe (one read), for `/healthz`: false once the
+    /// store stopped after a failure.
     fn healthy(&self) -> bool;
+
+    /// Why the store stopped accepting writes, once a write, sync or
+    /// checkpoint failed (see [`StoreError::Failed`]); `None` while healthy.
+    fn failure(&self) -> Option<String>;
 
     /// The highest seq assigned so far (0 if none): everything up to it that
     /// was on disk when the store was opened is durable.
@@ -258,6 +269,28 @@ fn write_message(
     seen[8..].copy_from_slice(&received_at_ms.to_be_bytes());
     tree.insert(seen_key(msg_id), &seen)?;
     Ok(())
+}
+
+/// How long opening waits for sled's file lock: a store closed in the same
+/// process (a restart in place) releases it only once sled's background
+/// threads have finished, a moment after the drop.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens sled, waiting up to [`LOCK_WAIT`] while its file lock is still held;
+/// a lock held longer (another relay on the same data directory) is an error.
+fn open_locked(config: &sled::Config) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// postcard bytes of a log entry.
@@ -342,6 +375,9 @@ struct Inner {
     state: Mutex<Writer>,
     /// One checkpoint at a time.
     checkpointing: Mutex<()>,
+    /// Set by the first failed write, sync or checkpoint; from then on every
+    /// write is refused (fail-stop, never a retried `fsync`).
+    failed: Mutex<Option<String>>,
 }
 
 /// The write side, under one lock.
@@ -366,15 +402,25 @@ impl SledStore {
     /// # Errors
     /// [`StoreError`] if the database cannot be opened or is corrupt.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
+        Self::open_with(dir, Some(CHECKPOINT_INTERVAL))
+    }
+
+    /// [`SledStore::open`] with the background checkpoint interval; `None`
+    /// checkpoints only on [`Store::flush`] (tests that need the commit log
+    /// to stay as it is).
+    ///
+    /// # Errors
+    /// [`StoreError`] if the database cannot be opened or is corrupt.
+    pub fn open_with(dir: &Path, checkpoints: Option<Duration>) -> Result<Self, StoreError> {
+        let config = sled::Config::new()
             .path(dir)
             // Durability comes from explicit group-commit flushes; the
             // background flusher only bounds what an idle relay holds.
             .flush_every_ms(Some(1000))
             // Favour write throughput over space: the log is short-lived
             // (deleted once acknowledged), so space amplification is cheap.
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+            .mode(sled::Mode::HighThroughput);
+        let db = open_locked(&config)?;
         let log = tallinn_common::durable::SledLog::open(dir)?;
         let tree = db.open_tree("relay")?;
         let (wal_a, replay_a) = Wal::open(&dir.join(WAL_FILES[0]))?;
@@ -418,6 +464,40 @@ impl SledStore {
             )?;
             replayed += 1;
         }
+        // Never reuse a seq that was ever handed out and may be known
+        // outside: the stored next seq is written only at checkpoints, so it
+        // can be stale; the log's highest entry may have been collected
+        // (acknowledged by everyone); but the commit log's records and every
+        // device cursor still name the seqs they saw. A reused seq at or
+        // below a cursor would never be delivered to that device.
+        let stored_next = match tree.get(NEXT_SEQ_KEY)? {
+            Some(v) => be_u64(&v, NEXT_SEQ_KEY)?,
+            None => 1,
+        };
+        let after_log = match tree.scan_prefix(b"L").next_back() {
+            Some(kv) => {
+                let (k, _) = kv?;
+                be_u64(k.get(1..).unwrap_or_default(), &k)? + 1
+            }
+            None => 1,
+        };
+        let after_commit_log = records.iter().map(|r| r.seq + 1).max().unwrap_or(1);
+        let mut after_cursors = 1;
+        for kv in tree.scan_prefix(b"C") {
+            let (k, v) = kv?;
+            let c: Cursor =
+                postcard::from_bytes(&v).map_err(|_| StoreError::Corrupt(hex::encode(&k)))?;
+            after_cursors = after_cursors.max(c.acked.saturating_add(1));
+        }
+        let next_seq = stored_next
+            .max(after_log)
+            .max(after_commit_log)
+            .max(after_cursors);
+        if next_seq != stored_next {
+            // Made durable with the replay's checkpoint below (or the next
+            // one), before the commit log that proves it is emptied.
+            tree.insert(NEXT_SEQ_KEY, &next_seq.to_be_bytes())?;
+        }
         if dirty {
             db.flush()?;
             log.sync()?;
@@ -427,37 +507,34 @@ impl SledStore {
             tracing::info!(
                 records = records.len(),
                 replayed,
+                next_seq,
                 "commit log replayed into the store"
             );
         }
-        let stored_next = match tree.get(NEXT_SEQ_KEY)? {
-            Some(v) => be_u64(&v, NEXT_SEQ_KEY)?,
-            None => 1,
-        };
-        // Belt and braces: never reuse a seq still in the log.
-        let after_log = match tree.scan_prefix(b"L").next_back() {
-            Some(kv) => {
-                let (k, _) = kv?;
-                be_u64(k.get(1..).unwrap_or_default(), &k)? + 1
-            }
-            None => 1,
-        };
         let inner = Arc::new(Inner {
             db,
             log,
             tree,
             state: Mutex::new(Writer {
-                next_seq: stored_next.max(after_log),
+                next_seq,
                 wals,
                 active: 0,
             }),
             checkpointing: Mutex::new(()),
+            failed: Mutex::new(None),
         });
+        let Some(every) = checkpoints else {
+            return Ok(Self {
+                inner,
+                nudge: None,
+                checkpointer: None,
+            });
+        };
         let (nudge, wake) = mpsc::sync_channel(1);
         let weak = Arc::downgrade(&inner);
         let checkpointer = std::thread::Builder::new()
             .name("tallinn-checkpoint".into())
-            .spawn(move || checkpoint_loop(&weak, &wake))
+            .spawn(move || checkpoint_loop(&weak, &wake, every))
             .map_err(StoreError::Sync)?;
         Ok(Self {
             inner,
@@ -486,6 +563,32 @@ impl SledStore {
 }
 
 impl Inner {
+    /// Refuses work once the store has failed.
+    fn check_failed(&self) -> Result<(), StoreError> {
+        match &*self.failed.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(why) => Err(StoreError::Failed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the first failure (fail-stop) and returns the error for the
+    /// caller: the original one.
+    fn fail(&self, e: StoreError) -> StoreError {
+        let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            tracing::error!(error = %e, "storage failure: the store refuses every further write");
+            *f = Some(e.to_string());
+        }
+        e
+    }
+
+    /// A checkpoint; any failure stops the store (the commit log is then
+    /// never truncated, and the next start replays it).
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        self.check_failed()?;
+        self.checkpoint_once().map_err(|e| self.fail(e))
+    }
+
     /// One checkpoint: switch appends to the other commit-log file, flush
     /// sled and `fdatasync` it **without** holding the writer lock (sends
     /// keep being committed meanwhile), then empty the retired file.
@@ -494,7 +597,7 @@ impl Inner {
     /// switch (appends write sled first), so the flush that starts after the
     /// switch covers them all. Records queued but not yet written move to
     /// the new file with the switch, so a commit never skips them.
-    fn checkpoint(&self) -> Result<(), StoreError> {
+    fn checkpoint_once(&self) -> Result<(), StoreError> {
         let _one = self
             .checkpointing
             .lock()
@@ -543,17 +646,19 @@ impl Inner {
 
 /// The checkpoint thread: a checkpoint every [`CHECKPOINT_INTERVAL`] (or when
 /// nudged), while the store exists.
-fn checkpoint_loop(store: &std::sync::Weak<Inner>, wake: &mpsc::Receiver<()>) {
+fn checkpoint_loop(store: &std::sync::Weak<Inner>, wake: &mpsc::Receiver<()>, every: Duration) {
     loop {
-        match wake.recv_timeout(CHECKPOINT_INTERVAL) {
+        match wake.recv_timeout(every) {
             Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
         let Some(inner) = store.upgrade() else { return };
         if let Err(e) = inner.checkpoint() {
-            // The commit log still holds everything: nothing is lost, the
-            // next cycle retries.
-            tracing::error!(error = %e, "store checkpoint failed");
+            // The commit log still holds everything and is never truncated
+            // now: nothing is lost. No retry: a failed sync is not retried
+            // (the store has stopped; the relay exits and replays).
+            tracing::error!(error = %e, "store checkpoint failed; checkpoints stop");
+            return;
         }
     }
 }
@@ -571,12 +676,16 @@ impl Drop for SledStore {
 
 impl Store for SledStore {
     fn append(&self, msg_id: MsgId, entry: &LogEntry) -> Result<Appended, StoreError> {
+        self.inner.check_failed()?;
         let mut w = self.inner.state.lock().map_err(|_| StoreError::Poisoned)?;
         let skey = seen_key(&msg_id);
         if let Some(v) = self.inner.tree.get(skey)? {
             return Ok(Appended::Duplicate(be_u64(&v, &skey)?));
         }
+        // The seq is spent before anything is written: a write that fails
+        // half-way never hands the same seq out twice.
         let seq = w.next_seq;
+        w.next_seq = seq + 1;
         let encoded = encode_entry(entry);
         let active = w.active;
         if let Some(wal) = w.wals.get_mut(active) {
@@ -589,16 +698,17 @@ impl Store for SledStore {
             entry.received_at_ms,
             encoded,
             None,
-        )?;
-        w.next_seq = seq + 1;
+        )
+        .map_err(|e| self.inner.fail(e))?;
         Ok(Appended::New(seq))
     }
 
     fn commit(&self) -> Result<(), StoreError> {
+        self.inner.check_failed()?;
         let mut w = self.inner.state.lock().map_err(|_| StoreError::Poisoned)?;
         let active = w.active;
         let wal = w.wals.get_mut(active).ok_or(StoreError::Poisoned)?;
-        wal.commit()?;
+        wal.commit().map_err(|e| self.inner.fail(e.into()))?;
         if wal.len() >= crate::wal::CHECKPOINT_BYTES {
             if let Some(n) = &self.nudge {
                 // Full means a nudge is already pending: fine.
@@ -617,13 +727,15 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        self.inner.check_failed()?;
         {
             let mut w = self.inner.state.lock().map_err(|_| StoreError::Poisoned)?;
             let active = w.active;
             w.wals
                 .get_mut(active)
                 .ok_or(StoreError::Poisoned)?
-                .commit()?;
+                .commit()
+                .map_err(|e| self.inner.fail(e.into()))?;
         }
         // Two cycles empty both files (the first may only finish what a
         // failed earlier cycle left).
@@ -689,17 +801,20 @@ impl Store for SledStore {
     ) -> Result<u64, StoreError> {
         let key = cursor_key(participant, device);
         let mut acked = 0;
-        self.inner.tree.fetch_and_update(&key, |old| {
-            let mut c = old
-                .and_then(|v| postcard::from_bytes::<Cursor>(v).ok())
-                .unwrap_or(Cursor {
-                    acked: 0,
-                    last_seen_ms: now_ms,
-                });
-            c.last_seen_ms = c.last_seen_ms.max(now_ms);
-            acked = c.acked;
-            postcard::to_allocvec(&c).ok()
-        })?;
+        self.inner
+            .tree
+            .fetch_and_update(&key, |old| {
+                let mut c = old
+                    .and_then(|v| postcard::from_bytes::<Cursor>(v).ok())
+                    .unwrap_or(Cursor {
+                        acked: 0,
+                        last_seen_ms: now_ms,
+                    });
+                c.last_seen_ms = c.last_seen_ms.max(now_ms);
+                acked = c.acked;
+                postcard::to_allocvec(&c).ok()
+            })
+            .map_err(|e| self.inner.fail(e.into()))?;
         Ok(acked)
     }
 
@@ -711,21 +826,25 @@ impl Store for SledStore {
         now_ms: u64,
     ) -> Result<(), StoreError> {
         let key = cursor_key(participant, device);
-        self.inner.tree.fetch_and_update(&key, |old| {
-            let mut c = old
-                .and_then(|v| postcard::from_bytes::<Cursor>(v).ok())
-                .unwrap_or(Cursor {
-                    acked: 0,
-                    last_seen_ms: now_ms,
-                });
-            c.acked = c.acked.max(up_to);
-            c.last_seen_ms = c.last_seen_ms.max(now_ms);
-            postcard::to_allocvec(&c).ok()
-        })?;
+        self.inner
+            .tree
+            .fetch_and_update(&key, |old| {
+                let mut c = old
+                    .and_then(|v| postcard::from_bytes::<Cursor>(v).ok())
+                    .unwrap_or(Cursor {
+                        acked: 0,
+                        last_seen_ms: now_ms,
+                    });
+                c.acked = c.acked.max(up_to);
+                c.last_seen_ms = c.last_seen_ms.max(now_ms);
+                postcard::to_allocvec(&c).ok()
+            })
+            .map_err(|e| self.inner.fail(e.into()))?;
         Ok(())
     }
 
     fn gc(&self, now_ms: u64, retention_ms: u64) -> Result<GcStats, StoreError> {
+        self.inner.check_failed()?;
         let horizon = now_ms.saturating_sub(retention_ms);
         let mut stats = GcStats::default();
         let mut batch = sled::Batch::default();
@@ -778,13 +897,24 @@ impl Store for SledStore {
                 stats.seen_pruned += 1;
             }
         }
-        self.inner.tree.apply_batch(batch)?;
+        self.inner
+            .tree
+            .apply_batch(batch)
+            .map_err(|e| self.inner.fail(e.into()))?;
         self.flush()?;
         Ok(stats)
     }
 
     fn healthy(&self) -> bool {
-        self.inner.tree.get(NEXT_SEQ_KEY).is_ok()
+        self.inner.check_failed().is_ok() && self.inner.tree.get(NEXT_SEQ_KEY).is_ok()
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.inner
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn devices(&self, participant: &str) -> Result<Vec<String>, StoreError> {
@@ -1038,5 +1168,90 @@ mod tests {
         s.ack("EE", "d", 3, 2).unwrap();
         assert_eq!(s.touch_device("EE", "d", 3).unwrap(), 5);
         assert_eq!(s.touch_device("EE", "new", 3).unwrap(), 0);
+    }
+
+    /// Item 3: the stored next seq is written only at checkpoints. If the
+    /// log entries above it were collected (everyone acked them) and sled
+    /// persisted that before the crash, the log no longer shows those seqs;
+    /// the commit log and the cursors still do, and replay must honour them.
+    #[test]
+    fn replay_never_reuses_a_seq_whose_entry_was_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open_with(dir.path(), None).unwrap();
+            s.touch_device("EE", "d", 10).unwrap();
+            for i in 1..=3u8 {
+                s.append(MsgId([i; 16]), &entry(&["EE"], 10)).unwrap();
+            }
+            s.flush().unwrap(); // checkpoint: stored next seq = 4
+            for i in 4..=5u8 {
+                s.append(MsgId([i; 16]), &entry(&["EE"], 10)).unwrap();
+            }
+            s.commit().unwrap(); // 4 and 5 are in the commit log only
+            s.ack("EE", "d", 5, 11).unwrap();
+            // What a GC pass does before its own checkpoint, and what sled's
+            // background flusher may persist before a crash.
+            for seq in 1..=5 {
+                s.inner.tree.remove(log_key(seq)).unwrap();
+            }
+            s.inner.db.flush().unwrap();
+            // Crash: no checkpoint.
+        }
+        let s = SledStore::open_with(dir.path(), None).unwrap();
+        assert_eq!(s.last_seq(), 5);
+        assert_eq!(
+            s.append(MsgId([6; 16]), &entry(&["EE"], 12)).unwrap(),
+            Appended::New(6),
+            "seqs 4 and 5 were handed out and acknowledged"
+        );
+        let after_cursor: Vec<u64> = s
+            .inbox_after("EE", 5, 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(after_cursor, vec![6], "the device still receives it");
+        s.commit().unwrap();
+        drop(s);
+        // The replay persisted the corrected next seq: a second restart
+        // without any commit-log records keeps it.
+        let s = SledStore::open_with(dir.path(), None).unwrap();
+        assert!(s.last_seq() >= 6);
+    }
+
+    /// Item 2: after a failed commit the store refuses every write, never
+    /// retries the sync (even once the disk works again), never truncates
+    /// the commit log, and reports itself unhealthy; a restart replays.
+    #[test]
+    fn a_failed_commit_stops_every_later_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_path = dir.path().join(WAL_FILES[0]);
+        {
+            let s = SledStore::open_with(dir.path(), None).unwrap();
+            s.append(MsgId([1; 16]), &entry(&["EE"], 10)).unwrap();
+            s.commit().unwrap();
+            s.append(MsgId([2; 16]), &entry(&["EE"], 10)).unwrap();
+            s.inner.state.lock().unwrap().wals[0].break_file_for_test(&wal_path);
+            assert!(s.commit().is_err());
+            assert!(s.failure().is_some());
+            assert!(!s.healthy());
+            s.inner.state.lock().unwrap().wals[0].repair_file_for_test(&wal_path);
+            assert!(matches!(s.commit(), Err(StoreError::Failed(_))));
+            assert!(matches!(
+                s.append(MsgId([3; 16]), &entry(&["EE"], 10)),
+                Err(StoreError::Failed(_))
+            ));
+            assert!(matches!(s.flush(), Err(StoreError::Failed(_))));
+            assert!(matches!(s.gc(20, 1), Err(StoreError::Failed(_))));
+            assert!(
+                std::fs::metadata(&wal_path).unwrap().len() > 0,
+                "the commit log is kept for replay"
+            );
+        }
+        let s = SledStore::open_with(dir.path(), None).unwrap();
+        assert!(s.healthy());
+        assert_eq!(s.seen(&MsgId([1; 16])).unwrap(), Some(1));
+        let next = s.append(MsgId([3; 16]), &entry(&["EE"], 10)).unwrap();
+        assert!(matches!(next, Appended::New(n) if n >= 2), "{next:?}");
     }
 }

@@ -73,6 +73,11 @@ pub struct Wal {
     len: u64,
     /// Encoded records not yet written.
     pending: Vec<u8>,
+    /// Set by the first failed write or sync: every later commit fails with
+    /// it. After a failed `fdatasync` the kernel may have dropped the dirty
+    /// pages and cleared the error, so a retry could "succeed" over lost
+    /// data; the only sound recovery is a restart that replays the file.
+    failed: Option<String>,
 }
 
 impl Wal {
@@ -102,6 +107,7 @@ impl Wal {
                 file,
                 len,
                 pending: Vec::new(),
+                failed: None,
             },
             replay,
         ))
@@ -157,34 +163,69 @@ impl Wal {
     }
 
     /// Writes the queued records after the last intact one and syncs them
-    /// (`fdatasync`): the barrier behind `Accepted`. On failure the records
-    /// stay queued and the file length is unchanged.
+    /// (`fdatasync`): the barrier behind `Accepted`.
     ///
     /// # Errors
-    /// I/O failures.
+    /// I/O failures. The first failure is final: this and every later
+    /// commit or reset fails (fail-stop; never a retried `fdatasync`).
     pub fn commit(&mut self) -> io::Result<()> {
+        self.check_failed()?;
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.file.seek(SeekFrom::Start(self.len))?;
-        self.file.write_all(&self.pending)?;
-        self.file.sync_data()?;
+        let written = self
+            .file
+            .seek(SeekFrom::Start(self.len))
+            .and_then(|_| self.file.write_all(&self.pending))
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            self.failed = Some(e.to_string());
+            return Err(e);
+        }
         self.len += self.pending.len() as u64;
         self.pending.clear();
         Ok(())
+    }
+
+    fn check_failed(&self) -> io::Result<()> {
+        match &self.failed {
+            Some(why) => Err(io::Error::other(format!(
+                "the commit log failed earlier ({why}); restart to replay it"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Empties the file (after a checkpoint made every record in it durable
     /// in sled). Queued records are kept for the next commit.
     ///
     /// # Errors
-    /// I/O failures.
+    /// I/O failures, and any after a failed commit (the file is then kept
+    /// for replay).
     pub fn reset(&mut self) -> io::Result<()> {
+        self.check_failed()?;
         self.file.set_len(0)?;
         // Not synced on purpose: if the truncation is lost in a crash, the
         // records are replayed again, which is idempotent.
         self.len = 0;
         Ok(())
+    }
+}
+
+/// Fault injection for tests: the file handle is swapped for a read-only
+/// one, so the next write fails as a failing disk would.
+#[cfg(test)]
+impl Wal {
+    pub(crate) fn break_file_for_test(&mut self, path: &Path) {
+        self.file = File::open(path).expect("test: reopen read-only");
+    }
+
+    pub(crate) fn repair_file_for_test(&mut self, path: &Path) {
+        self.file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .expect("test: reopen read-write");
     }
 }
 
@@ -253,6 +294,26 @@ mod tests {
         }
         wal.commit().unwrap();
         (dir, path)
+    }
+
+    /// Item 2: a failed write or sync is never retried as if nothing
+    /// happened, even once the disk works again, and the file is kept.
+    #[test]
+    fn a_failed_commit_is_final_and_keeps_the_file() {
+        let (_dir, path) = written(2);
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        wal.push(&record(3));
+        wal.break_file_for_test(&path);
+        assert!(wal.commit().is_err());
+        // The "disk" recovers: a retry would now succeed, and must not run.
+        wal.repair_file_for_test(&path);
+        let again = wal.commit().unwrap_err().to_string();
+        assert!(again.contains("failed earlier"), "{again}");
+        wal.push(&record(4));
+        assert!(wal.commit().is_err());
+        assert!(wal.reset().is_err(), "never truncated after a failure");
+        let (_, replay) = Wal::open(&path).unwrap();
+        assert_eq!(replay.records, vec![record(1), record(2)]);
     }
 
     #[test]

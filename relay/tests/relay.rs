@@ -586,6 +586,32 @@ async fn store_and_forward_in_order_with_acks_and_redelivery() {
     .await;
 }
 
+/// Item 5: one reader per cursor. A second session of the same participant
+/// and device replaces the first, which is closed with `replaced`; the two
+/// never share the cursor.
+#[tokio::test]
+async fn a_second_session_of_a_device_replaces_the_first() {
+    timed(async {
+        let w = World::tallinn();
+        let relay = TestRelay::start(&w, test_limits()).await;
+        let (first, _) = login(relay.addr(), relay.pin, w.id("EE"), "office").await;
+        let (mut second, _) = login(relay.addr(), relay.pin, w.id("EE"), "office").await;
+        assert_eq!(first.closed_code().await, Some(ErrorCode::Replaced));
+        assert_eq!(relay.server.sessions_of("EE"), 1);
+        let (mut ua, _) = login(relay.addr(), relay.pin, w.id("UA"), "d").await;
+        let env = w.seal("UA", "front-office", "to the one reader");
+        ua.send_env(env.as_bytes()).await;
+        let got = receive(&mut second, 1, true).await;
+        assert_eq!(got[0].1, env.msg_id());
+        assert!(relay
+            .server
+            .render_metrics()
+            .contains("tallinn_sessions_replaced_total 1"));
+        relay.server.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn two_devices_each_get_everything() {
     timed(async {

@@ -109,16 +109,46 @@ impl TestRelay {
         Self::start_with(world, limits, dir, |_| {}).await
     }
 
+    /// A relay over a store the test opens (a fault-injecting wrapper):
+    /// `open` gets the data directory, already created with mode 0700.
+    pub async fn start_with_store(
+        world: &World,
+        limits: Limits,
+        dir: tempfile::TempDir,
+        open: impl FnOnce(&Path) -> Arc<dyn tallinn_relay::store::Store>,
+    ) -> Self {
+        let config = Self::config(world, limits, &dir);
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&config.data_dir)
+                .unwrap();
+        }
+        let store = open(&config.data_dir);
+        let server = Server::spawn_with_store(config, store).await.unwrap();
+        let pin = server.spki_pin();
+        Self { server, dir, pin }
+    }
+
     pub async fn start_with(
         world: &World,
         limits: Limits,
         dir: tempfile::TempDir,
         edit: impl FnOnce(&mut RelayConfig),
     ) -> Self {
+        let mut config = Self::config(world, limits, &dir);
+        edit(&mut config);
+        let server = Server::spawn(config).await.unwrap();
+        let pin = server.spki_pin();
+        Self { server, dir, pin }
+    }
+
+    fn config(world: &World, limits: Limits, dir: &tempfile::TempDir) -> RelayConfig {
         let tls = tls::generate_self_signed(&["localhost".into()]).unwrap();
         let roster_path = dir.path().join("roster.toml");
         std::fs::write(&roster_path, &world.roster_text).unwrap();
-        let config = RelayConfig {
+        RelayConfig {
             name: "test-relay".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("data"),
@@ -130,12 +160,7 @@ impl TestRelay {
             limits,
             retention: Duration::from_secs(30 * 86400),
             gc_interval: Duration::from_secs(3600),
-        };
-        let mut config = config;
-        edit(&mut config);
-        let server = Server::spawn(config).await.unwrap();
-        let pin = server.spki_pin();
-        Self { server, dir, pin }
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
