@@ -138,11 +138,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Messages waiting in the outbox for the relay's acceptance.
+    /// Messages waiting in the outbox for the relay's acceptance, and
+    /// those it refused (with code and reason) until resent or dropped.
     Outbox {
         /// JSON output.
         #[arg(long)]
         json: bool,
+        /// Resend or drop an entry.
+        #[command(subcommand)]
+        action: Option<OutboxAction>,
     },
     /// Deliveries that failed verification.
     Quarantine {
@@ -166,6 +170,22 @@ pub enum RosterCommand {
         /// JSON output.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// What to do with one outbox entry.
+#[derive(Subcommand, Debug)]
+pub enum OutboxAction {
+    /// Seal a (refused) message again against the current roster and clock,
+    /// under a new id, and send it at the next sync.
+    Resend {
+        /// Message id (or a unique prefix).
+        id: String,
+    },
+    /// Remove a message from the outbox without sending it.
+    Drop {
+        /// Message id (or a unique prefix).
+        id: String,
     },
 }
 
@@ -680,22 +700,30 @@ pub async fn run(cli: Cli) -> Result<()> {
             let rows = client.archive().thread(&r.msg_id)?;
             print_records(&rows, *json)
         }
-        Command::Outbox { json } => {
+        Command::Outbox { json, action } => {
             let ctx = Ctx::load(&cli)?;
             let client = ctx.open()?;
+            if let Some(action) = action {
+                return outbox_action(&client, action);
+            }
             let now = now_ms();
-            let rows = client.outbox().pending()?;
+            let rows = client.outbox().list()?;
             if *json {
                 let v: Vec<_> = rows
                     .iter()
-                    .map(|e| json!({"msg_id": e.msg_id.to_hex(), "channel": e.channel, "subject": e.subject, "created_at_ms": e.created_at_ms, "age_secs": now.saturating_sub(e.created_at_ms) / 1000}))
+                    .map(|l| {
+                        let e = &l.entry;
+                        json!({"msg_id": e.msg_id.to_hex(), "channel": e.channel, "subject": e.subject, "created_at_ms": e.created_at_ms, "age_secs": now.saturating_sub(e.created_at_ms) / 1000,
+                            "refused": l.refused.as_ref().map(|r| json!({"code": r.code.as_str(), "reason": r.reason, "at_ms": r.at_ms}))})
+                    })
                     .collect();
                 return print_json(&json!(v));
             }
             if rows.is_empty() {
                 println!("outbox is empty");
             }
-            for e in rows {
+            for l in rows {
+                let e = &l.entry;
                 println!(
                     "{}  {:<16} age {:>6}s  {}",
                     &e.msg_id.to_hex()[..12],
@@ -703,6 +731,14 @@ pub async fn run(cli: Cli) -> Result<()> {
                     now.saturating_sub(e.created_at_ms) / 1000,
                     esc(&e.subject)
                 );
+                if let Some(r) = &l.refused {
+                    println!(
+                        "              REFUSED {}: {}  (tallinn outbox resend|drop {})",
+                        r.code,
+                        esc(&r.reason),
+                        &e.msg_id.to_hex()[..12]
+                    );
+                }
             }
             Ok(())
         }
@@ -947,6 +983,33 @@ async fn send(cli: &Cli, channel: &str, message: Message) -> Result<()> {
     Ok(())
 }
 
+/// `tallinn outbox resend|drop ID`.
+fn outbox_action(client: &Client, action: &OutboxAction) -> Result<()> {
+    let (OutboxAction::Resend { id } | OutboxAction::Drop { id }) = action;
+    let entry = client
+        .outbox()
+        .find(id)?
+        .ok_or_else(|| anyhow!("no outbox entry {id} (or the prefix is ambiguous)"))?
+        .entry;
+    match action {
+        OutboxAction::Resend { .. } => {
+            let new = client
+                .resend(&entry.msg_id)?
+                .ok_or_else(|| anyhow!("outbox entry {id} vanished"))?;
+            println!("{new}");
+            eprintln!(
+                "sealed again as {new} (was {}); `tallinn sync` sends it",
+                entry.msg_id
+            );
+        }
+        OutboxAction::Drop { .. } => {
+            client.outbox().drop_entry(&entry.msg_id)?;
+            eprintln!("dropped {} from the outbox; it was not sent", entry.msg_id);
+        }
+    }
+    Ok(())
+}
+
 async fn sync(cli: &Cli, timeout: Duration, json: bool) -> Result<()> {
     let ctx = Ctx::load(cli)?;
     let client = Client::start(ctx.settings()?)?;
@@ -982,9 +1045,13 @@ async fn sync(cli: &Cli, timeout: Duration, json: bool) -> Result<()> {
     let state = state?;
     let new = client.archive().len().saturating_sub(before);
     let sent = outbox_before.saturating_sub(client.outbox().len());
+    let refused = client
+        .outbox()
+        .len()
+        .saturating_sub(client.outbox().pending_len());
     if json {
         return print_json(
-            &json!({"received": state.delivered, "archived": new, "quarantined": quarantined, "sent": sent, "outbox": client.outbox().len(), "archive_records": client.archive().len()}),
+            &json!({"received": state.delivered, "archived": new, "quarantined": quarantined, "sent": sent, "outbox": client.outbox().len(), "refused": refused, "archive_records": client.archive().len()}),
         );
     }
     println!(
@@ -992,6 +1059,9 @@ async fn sync(cli: &Cli, timeout: Duration, json: bool) -> Result<()> {
         state.delivered,
         client.outbox().len()
     );
+    if refused > 0 {
+        println!("{refused} refused by the relay: see `tallinn outbox`");
+    }
     Ok(())
 }
 

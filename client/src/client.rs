@@ -82,7 +82,8 @@ pub enum ClientError {
     /// Sealing failed (e.g. our key differs from the roster's).
     #[error("cannot seal: {0}")]
     Seal(EnvelopeError),
-    /// The relay refused the message for good; it was removed from the outbox.
+    /// The relay refused the message for good; it stays in the outbox,
+    /// marked refused and no longer sent, until resent or dropped.
     #[error("the relay rejected message {msg_id}: {code}: {reason}")]
     Rejected {
         /// Message id.
@@ -310,6 +311,18 @@ impl Client {
         &self.inner.outbox
     }
 
+    /// Seals an outbox entry again against the current roster and clock,
+    /// under a new msg_id that replaces it (and its refusal) in one durable
+    /// step; it is sent on the next session (`tallinn outbox resend`).
+    /// Returns the new msg_id, or `None` if there is no such entry.
+    ///
+    /// # Errors
+    /// [`ClientError::Seal`] if the message can no longer be sealed (the
+    /// channel is gone, the sender may not post), [`ClientError::Archive`].
+    pub fn resend(&self, msg_id: &MsgId) -> Result<Option<MsgId>, ClientError> {
+        reseal(&self.inner, msg_id)
+    }
+
     /// The settings.
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
@@ -457,7 +470,7 @@ impl Client {
                 if let Some(f) = &s.fatal {
                     return Err(ClientError::Connect(ConnectError::Lost(f.clone())));
                 }
-                if s.connected && s.delivered >= s.pending && self.inner.outbox.is_empty() {
+                if s.connected && s.delivered >= s.pending && self.inner.outbox.pending_len() == 0 {
                     return Ok(s);
                 }
                 if rx.changed().await.is_err() {
@@ -472,7 +485,7 @@ impl Client {
                 msg_id: MsgId([0; 16]),
                 why: format!(
                     "sync did not finish in {timeout:?} ({} messages still in the outbox)",
-                    self.inner.outbox.len()
+                    self.inner.outbox.pending_len()
                 ),
             }),
         }
@@ -780,11 +793,19 @@ async fn process_frames(
                             }),
                         ));
                     } else {
-                        warn!(%msg_id, code = %code, reason = %esc(&reason), "send rejected; removed from the outbox");
+                        // Never silent: the entry stays, marked refused, is
+                        // no longer sent, and `tallinn outbox` shows why
+                        // until the user resends or drops it.
+                        warn!(%msg_id, code = %code, reason = %esc(&reason), "send refused; kept in the outbox, marked refused");
                         if ours {
+                            let refusal = crate::outbox::Refusal {
+                                code,
+                                reason: reason.clone(),
+                                at_ms: now_ms(),
+                            };
                             inner
                                 .outbox
-                                .remove(&msg_id)
+                                .mark_refused(&msg_id, &refusal)
                                 .map_err(|e| ConnectError::Protocol(format!("outbox: {e}")))?;
                         }
                         finished.push((
@@ -865,9 +886,11 @@ async fn process_frames(
     }
 }
 
-/// Seals an outbox message again with the current time (after
-/// `clock_skew`): the same channel and plaintext under a new msg_id. The old
-/// entry leaves the outbox only once the new one is durable in it.
+/// Seals an outbox message again with the current time and roster (after
+/// `clock_skew`, or `tallinn outbox resend` after a refusal): the same
+/// channel and plaintext under a new msg_id. The new entry replaces the old
+/// one (and its refusal) in one durable step ([`Outbox::replace`]), then it
+/// is sent if a session is up.
 fn reseal(inner: &Inner, old: &MsgId) -> Result<Option<MsgId>, ClientError> {
     let Some(entry) = inner.outbox.get(old)? else {
         return Ok(None);
@@ -894,8 +917,7 @@ fn reseal(inner: &Inner, old: &MsgId) -> Result<Option<MsgId>, ClientError> {
         content_key: *sealed.content_key(),
         attempts: entry.attempts.saturating_add(1),
     };
-    inner.outbox.put(&fresh)?;
-    inner.outbox.remove(old)?;
+    inner.outbox.replace(old, &fresh)?;
     let _ = inner.try_write(&Frame::Send {
         envelope: fresh.envelope.clone(),
     });

@@ -361,6 +361,102 @@ async fn observer_cli_send_fails_before_sending() {
     .await;
 }
 
+/// Item 17: a refusal the client does not retry is never silent. The
+/// message stays in the outbox marked refused (code and reason), is not
+/// sent again, and leaves only by `outbox resend` (sealed again, then
+/// delivered) or `outbox drop`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_messages_stay_in_the_outbox_until_resent_or_dropped() {
+    timed(async {
+        // This relay takes smaller messages than the clients allow.
+        let mut env = Env::with_limits(tallinn_relay::Limits {
+            max_message_len: 4096,
+            ..limits()
+        })
+        .await;
+        let body = env.dir.path().join("big.txt");
+        std::fs::write(&body, "x".repeat(6000)).unwrap();
+        let send = |subject: &str| {
+            env.cli(
+                "EE",
+                &[
+                    "send",
+                    "--channel",
+                    "front-office",
+                    "--tlp",
+                    "GREEN",
+                    "--subject",
+                    subject,
+                    "--body-file",
+                    body.to_str().unwrap(),
+                ],
+            )
+        };
+        for subject in ["to resend", "to drop"] {
+            let out = send(subject);
+            assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+            assert!(stderr(&out).contains("too_large"), "{}", stderr(&out));
+        }
+        let out = env.cli("EE", &["outbox", "--json"]);
+        let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let rows = rows.as_array().unwrap();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        for r in rows {
+            assert_eq!(r["refused"]["code"], "too_large", "{r}");
+            assert!(r["refused"]["reason"].as_str().unwrap().contains("4096"));
+        }
+        let id_of = |subject: &str| {
+            rows.iter().find(|r| r["subject"] == subject).unwrap()["msg_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let (resend, drop) = (id_of("to resend"), id_of("to drop"));
+        let text = stdout(&env.cli("EE", &["outbox"]));
+        assert!(text.contains("REFUSED too_large"), "{text}");
+        // A sync does not send refused messages again, and says so.
+        let out = env.cli("EE", &["sync"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).contains("2 refused"), "{}", stdout(&out));
+        let too_large = env
+            .relay
+            .as_ref()
+            .unwrap()
+            .metrics()
+            .sends_rejected
+            .get(tallinn_common::wire::ErrorCode::TooLarge);
+        assert_eq!(too_large, 2, "refused entries are not resent");
+        // Drop one.
+        let out = env.cli("EE", &["outbox", "drop", &drop[..10]]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        // The operator raises the limit; the other is sealed again and sent.
+        env.relay.take().unwrap().shutdown().await;
+        let relay = env
+            .dep
+            .start_relay_with(Some(env.addr.port()), limits())
+            .await
+            .unwrap();
+        env.relay = Some(relay);
+        let out = env.cli("EE", &["outbox", "resend", &resend[..10]]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let new_id = stdout(&out).trim().to_string();
+        assert_eq!(new_id.len(), 32);
+        assert_ne!(new_id, resend);
+        let out = env.cli("EE", &["sync", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(v["sent"], 1, "{v}");
+        assert_eq!(v["outbox"], 0, "{v}");
+        let out = env.cli("UA", &["sync"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let inbox = stdout(&env.cli("UA", &["inbox", "--json"]));
+        assert!(inbox.contains(&new_id), "{inbox}");
+        assert!(!inbox.contains("to drop"), "{inbox}");
+        let out = env.cli("EE", &["outbox", "drop", "ffff"]);
+        assert_eq!(out.status.code(), Some(1));
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampering_is_detected_and_files_hold_no_plaintext() {
     timed(async {

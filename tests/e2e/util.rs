@@ -40,9 +40,13 @@ pub struct Env {
 
 impl Env {
     pub async fn new() -> Env {
+        Self::with_limits(limits()).await
+    }
+
+    pub async fn with_limits(limits: Limits) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let dep = Deployment::create(&dir.path().join("deploy"), 0).unwrap();
-        let relay = dep.start_relay_with(None, limits()).await.unwrap();
+        let relay = dep.start_relay_with(None, limits).await.unwrap();
         let addr = relay.local_addr();
         let pin = relay.spki_pin();
         dep.set_relay_addr(addr).unwrap();
