@@ -405,6 +405,60 @@ fn head_tag(key: &[u8; 32], next_index: u64, hash: &[u8; 32]) -> [u8; 32] {
     hmac(key, &[HEAD_MAC_LABEL, &next_index.to_be_bytes(), hash])
 }
 
+/// Opens and decodes the sealed value of record `index`.
+fn decode_sealed_record(
+    sealer: &Sealer,
+    index: u64,
+    sealed: &[u8],
+) -> Result<Record, ArchiveError> {
+    let plain = sealer
+        .open(sealed, &aad(REC_AAD, index))
+        .ok_or_else(|| ArchiveError::Unreadable(index.to_string()))?;
+    decode_record_plaintext(index, &plain)
+}
+
+/// Decodes the plaintext of record `index` (after its AEAD opened): the
+/// record must decode exactly and carry its own index.
+///
+/// # Errors
+/// [`ArchiveError::Unreadable`].
+pub fn decode_record_plaintext(index: u64, plain: &[u8]) -> Result<Record, ArchiveError> {
+    let r: Record =
+        postcard::from_bytes(plain).map_err(|_| ArchiveError::Unreadable(index.to_string()))?;
+    if r.index != index {
+        return Err(ArchiveError::Unreadable(index.to_string()));
+    }
+    Ok(r)
+}
+
+/// Decodes a stored record value as the archive does, under record key
+/// `key` (for the fuzz target and offline tools).
+///
+/// # Errors
+/// [`ArchiveError::Unreadable`] for a value that does not open or decode.
+pub fn decode_record_value(
+    key: &[u8; 32],
+    index: u64,
+    sealed: &[u8],
+) -> Result<Record, ArchiveError> {
+    decode_sealed_record(&Sealer::new(key), index, sealed)
+}
+
+/// Seals a record plaintext as the archive stores it (the inverse of
+/// [`decode_record_value`]; for the fuzz target and tests).
+pub fn seal_record_value(key: &[u8; 32], index: u64, plain: &[u8]) -> Vec<u8> {
+    Sealer::new(key).seal(plain, &aad(REC_AAD, index))
+}
+
+/// Authenticates and decodes a stored archive head value under the head
+/// MAC key (for the fuzz target): `Err` names what is wrong with it.
+///
+/// # Errors
+/// A description of the defect.
+pub fn check_head_value(key: &[u8; 32], value: &[u8]) -> Result<(u64, [u8; 32]), String> {
+    decode_head(key, value).map(|h| (h.next_index, h.hash))
+}
+
 /// Decodes and authenticates a stored head.
 fn decode_head(key: &[u8; 32], v: &[u8]) -> Result<Head, String> {
     if v.len() != HEAD_LEN {
@@ -865,16 +919,7 @@ impl Archive {
     }
 
     fn decode_record(&self, index: u64, sealed: &[u8]) -> Result<Record, ArchiveError> {
-        let plain = self
-            .sealer
-            .open(sealed, &aad(REC_AAD, index))
-            .ok_or_else(|| ArchiveError::Unreadable(index.to_string()))?;
-        let r: Record = postcard::from_bytes(&plain)
-            .map_err(|_| ArchiveError::Unreadable(index.to_string()))?;
-        if r.index != index {
-            return Err(ArchiveError::Unreadable(index.to_string()));
-        }
-        Ok(r)
+        decode_sealed_record(&self.sealer, index, sealed)
     }
 
     /// A record by message id.

@@ -124,16 +124,7 @@ impl Wal {
     /// `postcard((seq, msg_id))` followed by those bytes, which is exactly
     /// `postcard(WalRecord)` (postcard concatenates struct fields).
     pub fn push_encoded(&mut self, seq: u64, msg_id: &MsgId, encoded_entry: &[u8]) {
-        // invariant: plain data; postcard encoding cannot fail.
-        let mut payload = postcard::to_allocvec(&(seq, msg_id)).expect("invariant: encodes");
-        payload.extend_from_slice(encoded_entry);
-        let check = Sha256::digest(&payload);
-        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-        self.pending.reserve(HEADER_LEN + payload.len());
-        self.pending.extend_from_slice(&len.to_le_bytes());
-        self.pending
-            .extend_from_slice(check.get(..16).unwrap_or_default());
-        self.pending.extend_from_slice(&payload);
+        append_record(&mut self.pending, seq, msg_id, encoded_entry);
     }
 
     /// Takes the queued records out (to move them to another file).
@@ -227,6 +218,36 @@ impl Wal {
             .open(path)
             .expect("test: reopen read-write");
     }
+}
+
+/// Appends one record in the file format to `out` (the entry already
+/// postcard-encoded).
+fn append_record(out: &mut Vec<u8>, seq: u64, msg_id: &MsgId, encoded_entry: &[u8]) {
+    // invariant: plain data; postcard encoding cannot fail.
+    let mut payload = postcard::to_allocvec(&(seq, msg_id)).expect("invariant: encodes");
+    payload.extend_from_slice(encoded_entry);
+    let check = Sha256::digest(&payload);
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    out.reserve(HEADER_LEN + payload.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(check.get(..16).unwrap_or_default());
+    out.extend_from_slice(&payload);
+}
+
+/// One record in the file format (what a commit writes for it).
+pub fn encode_record(record: &WalRecord) -> Vec<u8> {
+    // invariant: plain data; postcard encoding cannot fail.
+    let entry = postcard::to_allocvec(&record.entry).expect("invariant: entry encodes");
+    let mut out = Vec::new();
+    append_record(&mut out, record.seq, &record.msg_id, &entry);
+    out
+}
+
+/// What replay reads from a commit-log file's bytes: the intact records up
+/// to the first damaged one (pure; [`Wal::open`] uses it, and so does the
+/// fuzz target).
+pub fn replay_bytes(bytes: &[u8]) -> Replay {
+    parse(bytes)
 }
 
 /// Splits file bytes into intact records; stops at the first damaged one.
