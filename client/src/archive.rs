@@ -625,19 +625,10 @@ impl Archive {
         &self,
         seq: u64,
         received_at_ms: u64,
-        envelope: &[u8],
         opened: &Opened,
     ) -> Result<Inserted, ArchiveError> {
-        self.insert(
-            Direction::Received,
-            seq,
-            received_at_ms,
-            envelope,
-            opened,
-            None,
-            false,
-        )
-        .map(|(i, _)| i)
+        self.insert(Direction::Received, seq, received_at_ms, opened, false)
+            .map(|(i, _)| i)
     }
 
     /// [`Archive::insert_received`], also returning the new record (without
@@ -649,18 +640,9 @@ impl Archive {
         &self,
         seq: u64,
         received_at_ms: u64,
-        envelope: &[u8],
         opened: &Opened,
     ) -> Result<(Inserted, Option<Record>), ArchiveError> {
-        self.insert(
-            Direction::Received,
-            seq,
-            received_at_ms,
-            envelope,
-            opened,
-            None,
-            true,
-        )
+        self.insert(Direction::Received, seq, received_at_ms, opened, true)
     }
 
     /// Archives our own accepted message with its content key.
@@ -671,36 +653,26 @@ impl Archive {
         &self,
         seq: u64,
         accepted_at_ms: u64,
-        envelope: &[u8],
         opened: &Opened,
-        content_key: &[u8; 32],
     ) -> Result<Inserted, ArchiveError> {
-        self.insert(
-            Direction::Sent,
-            seq,
-            accepted_at_ms,
-            envelope,
-            opened,
-            Some(*content_key),
-            false,
-        )
-        .map(|(i, _)| i)
+        self.insert(Direction::Sent, seq, accepted_at_ms, opened, false)
+            .map(|(i, _)| i)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Appends a record of `opened`: its exact envelope bytes, header and
+    /// message, and for a sent message its content key.
     fn insert(
         &self,
         direction: Direction,
         seq: u64,
         at: u64,
-        envelope: &[u8],
         opened: &Opened,
-        content_key: Option<[u8; 32]>,
         want_record: bool,
     ) -> Result<(Inserted, Option<Record>), ArchiveError> {
         self.writable()?;
         let mut head = self.head.lock().map_err(|_| ArchiveError::Poisoned)?;
-        let h = &opened.header;
+        let h = opened.header();
+        let content_key = (direction == Direction::Sent).then(|| *opened.content_key());
         if let Some(i) = self.lookup(&h.msg_id)? {
             return Ok((Inserted::Duplicate(i), None));
         }
@@ -715,8 +687,8 @@ impl Archive {
             sender: h.sender.clone(),
             channel: h.channel.clone(),
             sent_at_ms: h.sent_at_ms,
-            message: opened.message.clone(),
-            envelope: envelope.to_vec(),
+            message: opened.message().clone(),
+            envelope: opened.envelope().to_vec(),
             content_key,
         };
         let hash = record.hash();
@@ -1257,7 +1229,7 @@ impl Archive {
                     _ => verified.open(identity),
                 };
                 match opened {
-                    Ok(o) if o.message == r.message => {}
+                    Ok(o) if o.message() == &r.message => {}
                     Ok(_) => {
                         return fail(
                             index,
@@ -1379,8 +1351,7 @@ mod tests {
             .open(&w.ee)
             .unwrap();
         assert_eq!(
-            a.insert_received(seq, 5000 + seq, s.as_bytes(), &opened)
-                .unwrap(),
+            a.insert_received(seq, 5000 + seq, &opened).unwrap(),
             Inserted::New(a.len() - 1)
         );
         s.msg_id()
@@ -1457,7 +1428,7 @@ mod tests {
             .open(&w.ee)
             .unwrap();
         assert_eq!(
-            a.insert_received(4, 9, &rec.envelope, &opened).unwrap(),
+            a.insert_received(4, 9, &opened).unwrap(),
             Inserted::Duplicate(3)
         );
     }
@@ -1478,7 +1449,7 @@ mod tests {
             .open(&w.ee)
             .unwrap();
         assert_eq!(
-            a.insert_received(9, 9, &raw, &opened).unwrap(),
+            a.insert_received(9, 9, &opened).unwrap(),
             Inserted::Duplicate(1)
         );
         let head = a.head_hash();
@@ -1710,9 +1681,9 @@ mod tests {
         assert!(why.contains("head is missing"), "{why}");
         assert!(a.head_problem().is_some());
         // Nothing can extend a chain whose head is gone.
-        let (s, o) = sealed_note(&w, "x", 9);
+        let (_, o) = sealed_note(&w, "x", 9);
         assert!(matches!(
-            a.insert_received(9, 9, s.as_bytes(), &o),
+            a.insert_received(9, 9, &o),
             Err(ArchiveError::HeadInvalid(_))
         ));
     }
@@ -1774,20 +1745,14 @@ mod tests {
     fn a_deleted_dedupe_key_shows_as_duplicate_msg_id() {
         let (w, dir, a, _) = filled();
         let (s, o) = sealed_note(&w, "again", 7);
-        assert_eq!(
-            a.insert_received(5, 5005, s.as_bytes(), &o).unwrap(),
-            Inserted::New(4)
-        );
+        assert_eq!(a.insert_received(5, 5005, &o).unwrap(), Inserted::New(4));
         a.flush().unwrap();
         let tok = a.tok("msg", &s.msg_id().0);
         let a = tamper_closed(&w, dir.path(), a, |t| {
             t.remove(Archive::key(b'm', &[&tok])).unwrap().unwrap();
         });
         // The relay redelivers it (at-least-once): archived a second time.
-        assert_eq!(
-            a.insert_received(6, 5006, s.as_bytes(), &o).unwrap(),
-            Inserted::New(5)
-        );
+        assert_eq!(a.insert_received(6, 5006, &o).unwrap(), Inserted::New(5));
         let (i, why) = a
             .verify(&w.roster, &w.ee, false, |_| {})
             .unwrap()

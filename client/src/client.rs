@@ -904,7 +904,7 @@ fn reseal(inner: &Inner, old: &MsgId) -> Result<Option<MsgId>, ClientError> {
         &s.identity,
         &s.roster,
         &entry.channel,
-        &opened.message,
+        opened.message(),
         now_ms(),
     )
     .map_err(ClientError::Seal)?;
@@ -1027,10 +1027,10 @@ fn receive(
     let want = inner.subscribed.load(std::sync::atomic::Ordering::Relaxed);
     match inner
         .archive
-        .insert_received_record(seq, received_at_ms, &envelope, &opened)?
+        .insert_received_record(seq, received_at_ms, &opened)?
     {
         (Inserted::New(i), record) => {
-            debug!(seq, index = i, msg_id = %opened.header.msg_id, "archived");
+            debug!(seq, index = i, msg_id = %opened.msg_id(), "archived");
             Ok(Some(match record.filter(|_| want) {
                 Some(r) => Event::Message(Box::new(r)),
                 // Nobody listens: count it without keeping a copy.
@@ -1081,9 +1081,7 @@ fn accepted(inner: &Inner, msg_id: MsgId, seq: u64) -> Result<Option<Event>, Arc
         .and_then(|v| v.open_with_content_key(&entry.content_key));
     match opened {
         Ok(o) => {
-            inner
-                .archive
-                .insert_sent(seq, now_ms(), &entry.envelope, &o, &entry.content_key)?;
+            inner.archive.insert_sent(seq, now_ms(), &o)?;
         }
         Err(e) => warn!(%msg_id, error = %e, "own sent message does not verify; not archived"),
     }

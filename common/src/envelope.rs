@@ -605,13 +605,68 @@ pub struct VerifiedEnvelope {
     inner: UntrustedEnvelope,
 }
 
-/// The result of opening an envelope.
-#[derive(Debug, Clone)]
+/// The result of opening an envelope: its verified header, the decrypted
+/// message, the content key that decrypted it, and the exact envelope bytes
+/// that were verified and opened.
+///
+/// Only [`VerifiedEnvelope::open`] and
+/// [`VerifiedEnvelope::open_with_content_key`] make one (the fields are
+/// private), so whoever holds an `Opened` holds bytes that verified against
+/// a roster and a message that really is their content: an archive that
+/// stores [`Opened::envelope`] stores exactly what was checked, never bytes
+/// passed alongside. Outside this crate one cannot be built by hand:
+///
+/// ```compile_fail
+/// use tallinn_common::envelope::{Header, Opened};
+/// use tallinn_common::message::{Message, Tlp};
+/// fn forge(header: Header, bytes: Vec<u8>) -> Opened {
+///     Opened { header, message: Message::note(Tlp::Red, "forged", ""), content_key: [0; 32].into(), envelope: bytes }
+/// }
+/// ```
+#[derive(Clone)]
 pub struct Opened {
+    header: Header,
+    message: Message,
+    content_key: Zeroizing<[u8; 32]>,
+    envelope: Vec<u8>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the content key or the plaintext.
+        f.debug_struct("Opened")
+            .field("msg_id", &self.header.msg_id)
+            .field("sender", &self.header.sender)
+            .field("channel", &self.header.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Opened {
     /// The verified header.
-    pub header: Header,
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The message id.
+    pub fn msg_id(&self) -> MsgId {
+        self.header.msg_id
+    }
+
     /// The decrypted message.
-    pub message: Message,
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// The content key (checked against the signed key commitment).
+    pub fn content_key(&self) -> &[u8; 32] {
+        &self.content_key
+    }
+
+    /// The exact envelope bytes that were verified and opened.
+    pub fn envelope(&self) -> &[u8] {
+        &self.envelope
+    }
 }
 
 impl VerifiedEnvelope {
@@ -718,6 +773,8 @@ impl VerifiedEnvelope {
         Ok(Opened {
             header: body.header.clone(),
             message,
+            content_key: Zeroizing::new(*content_key),
+            envelope: self.inner.raw.clone(),
         })
     }
 
@@ -856,10 +913,10 @@ mod tests {
                 for r in &recips {
                     let opened =
                         open(sealed.as_bytes(), &w.roster, &w.ids[r.id().as_str()]).unwrap();
-                    assert_eq!(opened.message, m);
-                    assert_eq!(opened.header.sender, "UA");
-                    assert_eq!(opened.header.channel, channel);
-                    assert_eq!(opened.header.msg_id, sealed.msg_id());
+                    assert_eq!(opened.message(), &m);
+                    assert_eq!(opened.header().sender, "UA");
+                    assert_eq!(opened.header().channel, channel);
+                    assert_eq!(opened.header().msg_id, sealed.msg_id());
                 }
             }
         }
@@ -880,9 +937,25 @@ mod tests {
             let sealed = seal(&w.ids["M0"], &w.roster, "all", &m, 5).unwrap();
             for r in &recips {
                 let opened = open(sealed.as_bytes(), &w.roster, &w.ids[r.id().as_str()]).unwrap();
-                assert_eq!(opened.message, m);
+                assert_eq!(opened.message(), &m);
             }
         }
+    }
+
+    /// Item 8: what an `Opened` carries is what was verified and opened.
+    #[test]
+    fn opened_carries_the_exact_bytes_and_key_and_hides_them_in_debug() {
+        let w = tallinn();
+        let m = Message::note(Tlp::Red, "secret subject", "secret body");
+        let sealed = seal(&w.ids["UA"], &w.roster, "pair", &m, 1).unwrap();
+        let opened = open(sealed.as_bytes(), &w.roster, &w.ids["EE"]).unwrap();
+        assert_eq!(opened.envelope(), sealed.as_bytes());
+        assert_eq!(opened.content_key(), sealed.content_key());
+        assert_eq!(opened.msg_id(), sealed.msg_id());
+        assert_eq!(opened.message(), &m);
+        let debug = format!("{opened:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(!debug.contains(&hex::encode(sealed.content_key())));
     }
 
     #[test]
@@ -941,8 +1014,8 @@ mod tests {
         assert_eq!(
             v.open_with_content_key(sealed.content_key())
                 .unwrap()
-                .message,
-            m
+                .message(),
+            &m
         );
         assert_eq!(
             v.open_with_content_key(&[0u8; 32]).unwrap_err(),

@@ -280,9 +280,9 @@ fn vectors_open() {
         // Full open as every recipient.
         for holder in &holders {
             let opened = envelope::open(&env_bytes, &roster, holder).unwrap();
-            assert_eq!(hex::encode(opened.message.to_bytes()), v.message);
-            assert_eq!(opened.message.subject, v.subject);
-            assert_eq!(opened.header, header);
+            assert_eq!(hex::encode(opened.message().to_bytes()), v.message);
+            assert_eq!(opened.message().subject, v.subject);
+            assert_eq!(opened.header(), &header);
         }
     }
 }

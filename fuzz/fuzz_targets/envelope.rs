@@ -61,7 +61,8 @@ fuzz_target!(|data: &[u8]| {
                     .into_iter()
                     .all(|r| r.is_ok())
             );
-            assert_eq!(opened.header.msg_id, verified.msg_id());
+            assert_eq!(opened.msg_id(), verified.msg_id());
+            assert_eq!(opened.envelope(), &bytes[..]);
         }
     }
 });

@@ -151,7 +151,7 @@ fn main() -> Result<()> {
         sender: "UA".into(),
         channel: "plenary".into(),
         sent_at_ms: 1_764_000_000_000,
-        message: opened.message.clone(),
+        message: opened.message().clone(),
         envelope: sealed.as_bytes().to_vec(),
         content_key: None,
     };
