@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tallinn_relay::wal::{encode_record, replay_bytes};
+use tallinn_relay::store::wal::{encode_record, replay_bytes};
 
 fuzz_target!(|data: &[u8]| {
     let replay = replay_bytes(data);

@@ -24,7 +24,8 @@
 //! - [`router`]: live connection table, non-blocking hand-off.
 //! - [`commit`]: the group-commit writer thread.
 //! - [`store`]: the [`store::Store`] trait and its sled implementation.
-//! - [`wal`]: the commit log in front of sled (one `fdatasync` per batch).
+//!   Its [`store::wal`] is the commit log in front of sled (one
+//!   `fdatasync` per batch).
 //! - [`metrics`]: Prometheus metrics and `/healthz`.
 //! - [`config`]: `relay.toml` and the library [`RelayConfig`].
 //! - [`admission`]: who may connect before authenticating (pre-auth
@@ -48,7 +49,6 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod tls;
-pub mod wal;
 
 pub use config::{FileConfig, Limits, RelayConfig};
 pub use server::{Server, SpawnError};

@@ -13,8 +13,8 @@ use tallinn_client::archive::{Direction, Record};
 use tallinn_common::envelope::{seal, Envelope};
 use tallinn_common::message::{Message, MsgId, Tlp};
 use tallinn_common::wire::{self, ErrorCode, Frame};
+use tallinn_relay::store::wal::{encode_record, WalRecord};
 use tallinn_relay::store::LogEntry;
-use tallinn_relay::wal::{encode_record, WalRecord};
 
 #[path = "../../../fuzz/src/world.rs"]
 #[allow(dead_code)]

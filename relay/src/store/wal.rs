@@ -10,7 +10,7 @@
 //! of its log, then the file truncated) about once a second and whenever
 //! the file passes [`CHECKPOINT_BYTES`]. The store keeps two such files and
 //! switches between them at each checkpoint, so that sled is flushed while
-//! sends go on (`crate::store`). At open, records still in the file
+//! sends go on (`super::sled_store`). At open, records still in the file
 //! are replayed into sled (idempotently: a record whose msg_id sled already
 //! has is skipped) and the store is checkpointed.
 //!
@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tallinn_common::message::MsgId;
 
-use crate::store::LogEntry;
+use super::LogEntry;
 
 /// Checkpoint once the file is this large (bounds replay time and disk use).
 pub const CHECKPOINT_BYTES: u64 = 64 << 20;
