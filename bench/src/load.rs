@@ -112,6 +112,10 @@ impl Setup {
                 "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\nroster = \"roster.toml\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
                  [tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\ngenerate_self_signed = false\n\
                  [limits]\nsend_rate_per_sec = 1000000000.0\nsend_burst = 1000000000\n\
+                 send_bytes_per_sec = 1000000000000\nsend_bytes_burst = 1000000000000\n\
+                 max_stored_bytes_per_participant = 1000000000000\n\
+                 auth_rate_per_sec = 1000000.0\nauth_burst = 1000000\n\
+                 auth_rate_per_sec_per_ip = 1000000.0\nauth_burst_per_ip = 1000000\n\
                  max_connections_per_participant = 64\nmax_inflight_sends = 1024\n"
             ),
         )?;

@@ -74,11 +74,14 @@ pub enum ErrorCode {
     /// this one's cursor (one reader per cursor). Not retried automatically:
     /// two installations sharing a device label would take turns forever.
     Replaced,
+    /// 14: the sender's messages awaiting delivery at the relay exceed its
+    /// storage quota; retry once recipients have collected some.
+    QuotaExceeded,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::Unauthenticated,
         ErrorCode::UnknownParticipant,
         ErrorCode::BadSignature,
@@ -93,6 +96,7 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
         ErrorCode::Replaced,
+        ErrorCode::QuotaExceeded,
     ];
 
     /// The snake_case name used in docs, logs and metrics.
@@ -112,6 +116,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
             ErrorCode::Replaced => "replaced",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
         }
     }
 
@@ -452,7 +457,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_code() -> impl Strategy<Value = ErrorCode> {
-        (0usize..14).prop_map(|i| ErrorCode::ALL[i])
+        (0usize..15).prop_map(|i| ErrorCode::ALL[i])
     }
 
     fn arb_frame() -> impl Strategy<Value = Frame> {
@@ -533,8 +538,8 @@ mod tests {
             assert_eq!(c.as_str().parse::<ErrorCode>(), Ok(*c));
         }
         assert_eq!(ErrorCode::from_close_code(0), None);
-        assert_eq!(ErrorCode::from_close_code(15), None);
-        assert!(postcard::from_bytes::<ErrorCode>(&[14]).is_err());
+        assert_eq!(ErrorCode::from_close_code(16), None);
+        assert!(postcard::from_bytes::<ErrorCode>(&[15]).is_err());
     }
 
     #[test]

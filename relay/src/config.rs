@@ -27,6 +27,20 @@ pub struct Limits {
     pub send_rate_per_sec: f64,
     /// Token bucket size per participant.
     pub send_burst: u32,
+    /// Byte bucket refill per participant, envelope bytes per second.
+    pub send_bytes_per_sec: u64,
+    /// Byte bucket size per participant (at least one maximum envelope).
+    pub send_bytes_burst: u64,
+    /// Bytes of its own messages the relay stores per participant.
+    pub max_stored_bytes_per_participant: u64,
+    /// Successful authentications per second per participant.
+    pub auth_rate_per_sec: f64,
+    /// Authentication bucket size per participant.
+    pub auth_burst: u32,
+    /// `Auth` frames per second per remote address.
+    pub auth_rate_per_sec_per_ip: f64,
+    /// Authentication bucket size per remote address.
+    pub auth_burst_per_ip: u32,
     /// Connections in total (refused at QUIC accept time beyond).
     pub max_connections: usize,
     /// Connections per participant (refused at auth with `rate_limited`).
@@ -62,6 +76,13 @@ impl Default for Limits {
             max_message_len: defaults::MAX_MESSAGE_LEN,
             send_rate_per_sec: defaults::SEND_RATE_PER_SEC,
             send_burst: defaults::SEND_BURST,
+            send_bytes_per_sec: defaults::SEND_BYTES_PER_SEC,
+            send_bytes_burst: defaults::SEND_BYTES_BURST,
+            max_stored_bytes_per_participant: defaults::MAX_STORED_BYTES_PER_PARTICIPANT,
+            auth_rate_per_sec: defaults::AUTH_RATE_PER_SEC,
+            auth_burst: defaults::AUTH_BURST,
+            auth_rate_per_sec_per_ip: defaults::AUTH_RATE_PER_SEC_PER_IP,
+            auth_burst_per_ip: defaults::AUTH_BURST_PER_IP,
             max_connections: defaults::MAX_CONNECTIONS,
             max_connections_per_participant: defaults::MAX_CONNECTIONS_PER_PARTICIPANT,
             max_unauthenticated_connections: defaults::MAX_UNAUTHENTICATED_CONNECTIONS,
@@ -225,6 +246,20 @@ pub struct FileLimits {
     pub send_rate_per_sec: Option<f64>,
     /// Token bucket size.
     pub send_burst: Option<u32>,
+    /// Envelope bytes per second per participant.
+    pub send_bytes_per_sec: Option<u64>,
+    /// Byte bucket size per participant.
+    pub send_bytes_burst: Option<u64>,
+    /// Bytes of its own messages stored per participant.
+    pub max_stored_bytes_per_participant: Option<u64>,
+    /// Successful authentications per second per participant.
+    pub auth_rate_per_sec: Option<f64>,
+    /// Authentication bucket size per participant.
+    pub auth_burst: Option<u32>,
+    /// `Auth` frames per second per remote address.
+    pub auth_rate_per_sec_per_ip: Option<f64>,
+    /// Authentication bucket size per remote address.
+    pub auth_burst_per_ip: Option<u32>,
     /// Connections in total.
     pub max_connections: Option<usize>,
     /// Connections per participant.
@@ -362,6 +397,37 @@ impl FileConfig {
                 d.send_rate_per_sec,
             )?,
             send_burst: positive("limits.send_burst", l.send_burst, d.send_burst)?,
+            send_bytes_per_sec: positive(
+                "limits.send_bytes_per_sec",
+                l.send_bytes_per_sec,
+                d.send_bytes_per_sec,
+            )?,
+            send_bytes_burst: positive(
+                "limits.send_bytes_burst",
+                l.send_bytes_burst,
+                d.send_bytes_burst,
+            )?,
+            max_stored_bytes_per_participant: positive(
+                "limits.max_stored_bytes_per_participant",
+                l.max_stored_bytes_per_participant,
+                d.max_stored_bytes_per_participant,
+            )?,
+            auth_rate_per_sec: positive(
+                "limits.auth_rate_per_sec",
+                l.auth_rate_per_sec,
+                d.auth_rate_per_sec,
+            )?,
+            auth_burst: positive("limits.auth_burst", l.auth_burst, d.auth_burst)?,
+            auth_rate_per_sec_per_ip: positive(
+                "limits.auth_rate_per_sec_per_ip",
+                l.auth_rate_per_sec_per_ip,
+                d.auth_rate_per_sec_per_ip,
+            )?,
+            auth_burst_per_ip: positive(
+                "limits.auth_burst_per_ip",
+                l.auth_burst_per_ip,
+                d.auth_burst_per_ip,
+            )?,
             max_connections: positive(
                 "limits.max_connections",
                 l.max_connections,
@@ -439,6 +505,14 @@ impl FileConfig {
                 field: "limits.max_frame_bytes",
                 reason: "must exceed max_message_bytes by at least 64 bytes of frame overhead"
                     .into(),
+            });
+        }
+        if limits.send_bytes_burst < limits.max_message_len as u64 {
+            return Err(ConfigError::Invalid {
+                field: "limits.send_bytes_burst",
+                reason:
+                    "must be at least max_message_bytes, or the largest message could never be sent"
+                        .into(),
             });
         }
         let roster_path = Self::resolve(base, &self.roster);
@@ -600,5 +674,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("idle_timeout_secs"));
+        let c: FileConfig = toml::from_str("[limits]\nauth_burst_per_ip = 0").unwrap();
+        assert!(c
+            .limits()
+            .unwrap_err()
+            .to_string()
+            .contains("auth_burst_per_ip"));
+        // The byte bucket must hold the largest message.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("roster.toml"), "").unwrap();
+        let c: FileConfig =
+            toml::from_str("[limits]\nmax_message_bytes = 100000\nsend_bytes_burst = 99999")
+                .unwrap();
+        let e = c.check(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("send_bytes_burst"), "{e}");
     }
 }

@@ -20,6 +20,48 @@ pub const SEND_RATE_PER_SEC: f64 = 50.0;
 /// at once after a reconnect without hitting `rate_limited`.
 pub const SEND_BURST: u32 = 500;
 
+/// Sustained bytes of envelopes per second per participant (a second token
+/// bucket beside [`SEND_RATE_PER_SEC`]): the message count alone would let
+/// one participant push 50 MiB/s of maximum-size envelopes into the store.
+/// 4 MiB/s is hundreds of ordinary messages a second.
+pub const SEND_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
+
+/// Byte bucket size per participant: an outbox of large messages (or 500
+/// ordinary ones) drains at once after a reconnect. At least one maximum
+/// envelope (checked at load).
+pub const SEND_BYTES_BURST: u64 = 64 * 1024 * 1024;
+
+/// Bytes of a participant's own messages the relay stores at most while
+/// they await acknowledgement (or retention); beyond it a `Send` gets
+/// `quota_exceeded`. Bounds what one participant (or a stolen key) can
+/// make the relay keep on disk: 14 participants at the default stay under
+/// 15 GiB, and an ordinary month of coordination is a few MiB.
+pub const MAX_STORED_BYTES_PER_PARTICIPANT: u64 = 1024 * 1024 * 1024;
+
+/// Successful authentications per second per participant (token bucket,
+/// counted once the signature verified, so only the key holder spends it):
+/// each costs store work (cursor, device list). A reconnecting client needs
+/// one every few seconds at most.
+pub const AUTH_RATE_PER_SEC: f64 = 2.0;
+
+/// Authentication bucket size per participant: a nation's devices all
+/// reconnecting at once after a relay restart.
+pub const AUTH_BURST: u32 = 20;
+
+/// `Auth` frames per second per remote address, before any check (token
+/// bucket): bounds the signature checks and store work a flood from one
+/// address can cause. Generous, since an office may sit behind one NAT
+/// address.
+pub const AUTH_RATE_PER_SEC_PER_IP: f64 = 20.0;
+
+/// Authentication bucket size per remote address.
+pub const AUTH_BURST_PER_IP: u32 = 200;
+
+/// Remote addresses whose authentication bucket is remembered; beyond it
+/// the idle ones (bucket full again) are forgotten, so a scan from many
+/// addresses cannot grow the table without bound.
+pub const MAX_TRACKED_ADDRESSES: usize = 10_000;
+
 /// Connections per participant (all devices together). Twelve nations with a
 /// front and back office and a few scripts each stay well below it.
 pub const MAX_CONNECTIONS_PER_PARTICIPANT: usize = 16;

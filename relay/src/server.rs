@@ -290,6 +290,8 @@ impl Server {
             router,
             metrics: metrics.clone(),
             buckets: Mutex::new(HashMap::new()),
+            auth_buckets: Mutex::new(HashMap::new()),
+            auth_ip_buckets: Mutex::new(HashMap::new()),
             shutdown: shutdown_rx.clone(),
             open_connections: AtomicU64::new(0),
             admission: Mutex::new(session::Admitted {

@@ -62,7 +62,12 @@ pub(crate) struct Shared {
     pub failstop: Arc<crate::commit::FailStop>,
     pub router: Arc<Router>,
     pub metrics: Arc<Metrics>,
-    pub buckets: Mutex<HashMap<String, TokenBucket>>,
+    /// Send buckets per participant: messages and bytes.
+    pub buckets: Mutex<HashMap<String, (TokenBucket, TokenBucket)>>,
+    /// Authentication buckets per participant (spent after the signature).
+    pub auth_buckets: Mutex<HashMap<String, TokenBucket>>,
+    /// Authentication buckets per remote address (spent before any check).
+    pub auth_ip_buckets: Mutex<HashMap<std::net::IpAddr, TokenBucket>>,
     pub shutdown: watch::Receiver<bool>,
     pub open_connections: AtomicU64,
     pub admission: Mutex<Admitted>,
@@ -111,15 +116,56 @@ impl Shared {
         self.router.roster()
     }
 
-    fn take_token(&self, participant: &str) -> bool {
+    /// Takes one message and `bytes` bytes from the participant's send
+    /// buckets, or nothing if either falls short.
+    fn take_token(&self, participant: &str, bytes: usize) -> bool {
+        let l = &self.limits;
         let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        b.entry(participant.to_string())
-            .or_insert_with(|| TokenBucket::new(self.limits.send_burst))
-            .take(
-                Instant::now(),
-                self.limits.send_rate_per_sec,
-                self.limits.send_burst,
+        let (count, volume) = b.entry(participant.to_string()).or_insert_with(|| {
+            (
+                TokenBucket::new(f64::from(l.send_burst)),
+                TokenBucket::new(l.send_bytes_burst as f64),
             )
+        });
+        let now = Instant::now();
+        let (rate, burst) = (l.send_rate_per_sec, f64::from(l.send_burst));
+        let (byte_rate, byte_burst) = (l.send_bytes_per_sec as f64, l.send_bytes_burst as f64);
+        if count.available(now, rate, burst) >= 1.0
+            && volume.available(now, byte_rate, byte_burst) >= bytes as f64
+        {
+            count.take(now, 1.0, rate, burst)
+                && volume.take(now, bytes as f64, byte_rate, byte_burst)
+        } else {
+            false
+        }
+    }
+
+    /// Spends one authentication of `remote`'s address (before any check).
+    fn take_auth_ip(&self, remote: std::net::IpAddr) -> bool {
+        let l = &self.limits;
+        let (rate, burst) = (l.auth_rate_per_sec_per_ip, f64::from(l.auth_burst_per_ip));
+        let now = Instant::now();
+        let mut m = self
+            .auth_ip_buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if m.len() >= crate::defaults::MAX_TRACKED_ADDRESSES {
+            // Forget addresses whose bucket has refilled: they are idle.
+            m.retain(|_, b| b.available(now, rate, burst) < burst);
+        }
+        m.entry(remote)
+            .or_insert_with(|| TokenBucket::new(burst))
+            .take(now, 1.0, rate, burst)
+    }
+
+    /// Spends one successful authentication of `participant`.
+    fn take_auth(&self, participant: &str) -> bool {
+        let l = &self.limits;
+        let (rate, burst) = (l.auth_rate_per_sec, f64::from(l.auth_burst));
+        let mut m = self.auth_buckets.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(participant.to_string())
+            .or_insert_with(|| TokenBucket::new(burst))
+            .take(Instant::now(), 1.0, rate, burst)
     }
 }
 
@@ -131,23 +177,29 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    /// A full bucket.
-    pub fn new(burst: u32) -> Self {
+    /// A full bucket of `burst` tokens.
+    pub fn new(burst: f64) -> Self {
         Self {
-            tokens: f64::from(burst),
+            tokens: burst,
             last: None,
         }
     }
 
-    /// Takes one token at time `now`; false if none is left.
-    pub fn take(&mut self, now: Instant, rate: f64, burst: u32) -> bool {
+    /// Refills for the time since the last call; the tokens there are now.
+    pub fn available(&mut self, now: Instant, rate: f64, burst: f64) -> f64 {
         if let Some(last) = self.last {
             let dt = now.saturating_duration_since(last).as_secs_f64();
-            self.tokens = (self.tokens + dt * rate).min(f64::from(burst));
+            self.tokens = (self.tokens + dt * rate).min(burst);
         }
         self.last = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        self.tokens
+    }
+
+    /// Takes `n` tokens at time `now`; false (and nothing taken) if fewer
+    /// are left.
+    pub fn take(&mut self, now: Instant, n: f64, rate: f64, burst: f64) -> bool {
+        if self.available(now, rate, burst) >= n {
+            self.tokens -= n;
             true
         } else {
             false
@@ -237,7 +289,7 @@ pub fn check_send(
     authenticated: &str,
     envelope: &[u8],
     max_message_len: usize,
-    take_token: impl FnOnce() -> bool,
+    take_token: impl FnOnce(usize) -> bool,
 ) -> Result<VerifiedEnvelope, Refusal> {
     let untrusted = precheck_send(authenticated, envelope, max_message_len, take_token)?;
     let msg_id = untrusted.claimed_header().msg_id;
@@ -254,7 +306,7 @@ pub fn check_sends(
     authenticated: &str,
     envelopes: &[Vec<u8>],
     max_message_len: usize,
-    mut take_token: impl FnMut() -> bool,
+    mut take_token: impl FnMut(usize) -> bool,
 ) -> Vec<Result<VerifiedEnvelope, Refusal>> {
     let mut out: Vec<Option<Result<VerifiedEnvelope, Refusal>>> = Vec::new();
     let mut pending = Vec::new();
@@ -289,12 +341,13 @@ pub fn check_sends(
         .collect()
 }
 
-/// The checks before the signature: encoding, size, rate, sender.
+/// The checks before the signature: encoding, size, rate (messages and
+/// bytes: `take_token` gets the envelope's length), sender.
 fn precheck_send(
     authenticated: &str,
     envelope: &[u8],
     max_message_len: usize,
-    take_token: impl FnOnce() -> bool,
+    take_token: impl FnOnce(usize) -> bool,
 ) -> Result<UntrustedEnvelope, Refusal> {
     let zero = MsgId([0; 16]);
     let untrusted = UntrustedEnvelope::decode(envelope)
@@ -310,11 +363,11 @@ fn precheck_send(
             ),
         ));
     }
-    if !take_token() {
+    if !take_token(envelope.len()) {
         return Err(Refusal::new(
             msg_id,
             ErrorCode::RateLimited,
-            "send rate limit exceeded; retry later",
+            "send rate limit (messages or bytes per second) exceeded; retry later",
         ));
     }
     if untrusted.claimed_header().sender != authenticated {
@@ -343,6 +396,27 @@ pub fn check_skew(v: &VerifiedEnvelope, now_ms: u64, max_skew: Duration) -> Resu
             v.msg_id(),
             ErrorCode::ClockSkew,
             format!("sent_at is {skew} ms from the relay clock (max {max} ms); check the sender's clock"),
+        ));
+    }
+    Ok(())
+}
+
+/// The storage quota: the sender's stored bytes plus this envelope stay
+/// within `quota`. Concurrent sends of one participant are checked against
+/// the same stored figure, so the quota can be passed by at most the sends
+/// in flight (`max_inflight_sends` per connection) at once.
+///
+/// # Errors
+/// A `quota_exceeded` [`Refusal`].
+pub fn check_quota(msg_id: MsgId, stored: u64, len: usize, quota: u64) -> Result<(), Refusal> {
+    if stored.saturating_add(len as u64) > quota {
+        return Err(Refusal::new(
+            msg_id,
+            ErrorCode::QuotaExceeded,
+            format!(
+                "storage quota: {stored} bytes of your messages await delivery (quota {quota}); \
+                 retry once recipients have collected them"
+            ),
         ));
     }
     Ok(())
@@ -721,6 +795,14 @@ async fn authenticate(
             ))
         }
     };
+    if !shared.take_auth_ip(remote.ip()) {
+        warn!(%remote, "authentication rate limit of the address exceeded");
+        return Err((
+            Some(send),
+            ErrorCode::RateLimited,
+            "too many authentications from this address; retry later".into(),
+        ));
+    }
     let roster = shared.roster();
     let (participant, device) = match check_auth(&roster, &frame, &nonce, &exporter) {
         Ok(ok) => ok,
@@ -733,6 +815,14 @@ async fn authenticate(
             return Err((Some(send), code, reason));
         }
     };
+    if !shared.take_auth(&participant) {
+        warn!(%participant, "authentication rate limit of the participant exceeded");
+        return Err((
+            Some(send),
+            ErrorCode::RateLimited,
+            format!("{participant} authenticates too often; retry later"),
+        ));
+    }
     // The keys the signature was checked with: registration re-checks them
     // against the roster in force (it may have been replaced meanwhile).
     let Some(keys) = roster.participant(&participant).map(|p| p.public.clone()) else {
@@ -1144,7 +1234,7 @@ fn handle_sends(
         participant,
         &envelopes,
         limits.max_message_len,
-        || shared.take_token(participant),
+        |bytes| shared.take_token(participant, bytes),
     )
     .into_iter()
     .map(|v| v.and_then(|verified| queue_append(shared, participant, verified)))
@@ -1167,7 +1257,15 @@ fn queue_append(
         // The clock-skew check is skipped: a resend after a lost `Accepted`
         // must be recognised however old it is.
         Ok(Some(_)) => {}
-        Ok(None) => check_skew(&verified, now, limits.max_clock_skew)?,
+        Ok(None) => {
+            check_skew(&verified, now, limits.max_clock_skew)?;
+            check_quota(
+                msg_id,
+                shared.store.stored_bytes(participant),
+                verified.as_bytes().len(),
+                limits.max_stored_bytes_per_participant,
+            )?;
+        }
         Err(e) => {
             tracing::error!(error = %e, "dedupe lookup failed");
             return Err(Refusal::new(
@@ -1321,18 +1419,24 @@ mod tests {
 
     #[test]
     fn token_bucket_refills_at_rate() {
-        let mut b = TokenBucket::new(2);
+        let mut b = TokenBucket::new(2.0);
         let t0 = Instant::now();
-        assert!(b.take(t0, 1.0, 2));
-        assert!(b.take(t0, 1.0, 2));
-        assert!(!b.take(t0, 1.0, 2));
-        assert!(b.take(t0 + Duration::from_millis(1001), 1.0, 2));
-        assert!(!b.take(t0 + Duration::from_millis(1001), 1.0, 2));
+        assert!(b.take(t0, 1.0, 1.0, 2.0));
+        assert!(b.take(t0, 1.0, 1.0, 2.0));
+        assert!(!b.take(t0, 1.0, 1.0, 2.0));
+        assert!(b.take(t0 + Duration::from_millis(1001), 1.0, 1.0, 2.0));
+        assert!(!b.take(t0 + Duration::from_millis(1001), 1.0, 1.0, 2.0));
         // Never more than the burst, however long idle.
         let later = t0 + Duration::from_secs(3600);
-        assert!(b.take(later, 1.0, 2));
-        assert!(b.take(later, 1.0, 2));
-        assert!(!b.take(later, 1.0, 2));
+        assert!(b.take(later, 1.0, 1.0, 2.0));
+        assert!(b.take(later, 1.0, 1.0, 2.0));
+        assert!(!b.take(later, 1.0, 1.0, 2.0));
+        // Byte buckets take many tokens at once, or none.
+        let mut bytes = TokenBucket::new(1000.0);
+        assert!(bytes.take(t0, 600.0, 100.0, 1000.0));
+        assert!(!bytes.take(t0, 600.0, 100.0, 1000.0));
+        assert!(bytes.take(t0, 400.0, 100.0, 1000.0));
+        assert!(bytes.take(t0 + Duration::from_secs(2), 200.0, 100.0, 1000.0));
     }
 
     #[test]
@@ -1396,7 +1500,7 @@ mod tests {
         let (roster, ids) = world();
         let m = Message::note(Tlp::Green, "s", "b");
         let env = seal(&ids[0], &roster, "plenary", &m, 1000).unwrap();
-        let v = check_send(&roster, "UA", env.as_bytes(), 1 << 20, || true).unwrap();
+        let v = check_send(&roster, "UA", env.as_bytes(), 1 << 20, |_| true).unwrap();
         assert_eq!(v.msg_id(), env.msg_id());
         assert!(check_skew(&v, 1000 + 299_000, Duration::from_secs(300)).is_ok());
         assert_eq!(
@@ -1406,19 +1510,19 @@ mod tests {
             ErrorCode::ClockSkew
         );
         // Sender mismatch.
-        let r = check_send(&roster, "EE", env.as_bytes(), 1 << 20, || true).unwrap_err();
+        let r = check_send(&roster, "EE", env.as_bytes(), 1 << 20, |_| true).unwrap_err();
         assert_eq!(r.code, ErrorCode::Unauthenticated);
         assert_eq!(r.msg_id, env.msg_id());
         // Too large.
-        let big = check_send(&roster, "UA", env.as_bytes(), 10, || true).unwrap_err();
+        let big = check_send(&roster, "UA", env.as_bytes(), 10, |_| true).unwrap_err();
         assert_eq!(big.code, ErrorCode::TooLarge);
         assert_eq!(big.msg_id, env.msg_id(), "refusals name the msg_id");
-        let limited = check_send(&roster, "UA", env.as_bytes(), 1 << 20, || false).unwrap_err();
+        let limited = check_send(&roster, "UA", env.as_bytes(), 1 << 20, |_| false).unwrap_err();
         assert_eq!(limited.code, ErrorCode::RateLimited);
         assert_eq!(limited.msg_id, env.msg_id());
         // Garbage.
         assert_eq!(
-            check_send(&roster, "UA", b"garbage", 1 << 20, || true)
+            check_send(&roster, "UA", b"garbage", 1 << 20, |_| true)
                 .unwrap_err()
                 .code,
             ErrorCode::Malformed

@@ -78,6 +78,9 @@ impl Store for FaultyStore {
     fn gc(&self, now_ms: u64, retention_ms: u64) -> Result<GcStats, StoreError> {
         self.inner.gc(now_ms, retention_ms)
     }
+    fn stored_bytes(&self, sender: &str) -> u64 {
+        self.inner.stored_bytes(sender)
+    }
     fn healthy(&self) -> bool {
         self.inner.healthy()
     }

@@ -265,9 +265,16 @@ async fn observer_receives_but_cannot_send() {
             ),
             "{err}"
         );
-        assert!(
-            forced.outbox().is_empty(),
-            "permanent refusal leaves the outbox"
+        assert_eq!(
+            forced.outbox().pending_len(),
+            0,
+            "a permanent refusal is never sent again"
+        );
+        let listed = forced.outbox().list().unwrap();
+        assert_eq!(
+            listed[0].refused.as_ref().map(|r| r.code),
+            Some(ErrorCode::ReadOnly),
+            "and stays listed, marked refused"
         );
         forced.close().await;
         ua.close().await;

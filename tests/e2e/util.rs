@@ -20,11 +20,17 @@ pub async fn timed<T>(f: impl std::future::Future<Output = T>) -> T {
         .expect("test finished in time")
 }
 
-/// Limits for tests: no rate limiting in the way of bulk sends.
+/// Limits for tests: no rate limiting in the way of bulk sends, and every
+/// test client shares 127.0.0.1, so the per-address authentication budget
+/// is raised too.
 pub fn limits() -> Limits {
     Limits {
         send_burst: 1_000_000,
         send_rate_per_sec: 1_000_000.0,
+        send_bytes_per_sec: 1 << 40,
+        send_bytes_burst: 1 << 40,
+        auth_rate_per_sec_per_ip: 10_000.0,
+        auth_burst_per_ip: 10_000,
         ..Limits::default()
     }
 }

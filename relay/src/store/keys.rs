@@ -79,8 +79,7 @@ pub(super) fn be_u64(bytes: &[u8], key: &[u8]) -> Result<u64, StoreError> {
 #[derive(Deserialize)]
 pub(super) struct LogHead {
     pub(super) received_at_ms: u64,
-    #[allow(dead_code)]
-    sender: String,
+    pub(super) sender: String,
     pub(super) recipients: Vec<String>,
 }
 

@@ -14,11 +14,13 @@
 //! | `b'M' "next_seq"` | `u64be`: the next sequence number to assign |
 //!
 //! A participant's inbox is the log entries after its device's cursor that
-//! list it as a recipient: reading it decodes only the entry's head
-//! (time, sender, recipients) of entries addressed to others. There is no
-//! per-recipient index: one accepted message is two keys however many
-//! recipients it has, which is what keeps a 14-way fan-out cheap (measured
-//! in `BENCHMARKS.md`).
+//! list it as a recipient. There is no per-recipient index on disk: one
+//! accepted message is two keys however many recipients it has, which is
+//! what keeps a 14-way fan-out cheap (measured in `BENCHMARKS.md`). The
+//! index lives in memory instead (`index`): built by one scan at open, kept
+//! by appends and GC, it answers `pending`, `inbox_after` (one `get` per
+//! message of the inbox, nothing read for others), the storage quota and
+//! the metrics without scanning the log.
 //!
 //! A message's log entry, the new `next_seq` and its seen entry are written
 //! in that order as plain inserts; the commit log makes them atomic (see
@@ -37,6 +39,7 @@
 //! - `sled_store`: [`SledStore`], opening and replay, the trait's methods;
 //! - `checkpoint`: checkpoints and fail-stop;
 //! - `keys`: the sled key layout and value codecs;
+//! - `index`: the in-memory inbox index, stored bytes per sender, totals;
 //! - [`wal`]: the commit log's file format, append and replay.
 //!
 //! # Deletion
@@ -232,7 +235,12 @@ pub trait Store: Send + Sync + 'static {
     /// was on disk when the store was opened is durable.
     fn last_seq(&self) -> u64;
 
-    /// Size figures (walks the store; for metrics scrapes, not hot paths).
+    /// Bytes of stored messages that `sender` sent (still awaiting
+    /// acknowledgement or retention): the measure of the per-participant
+    /// storage quota. Cheap (kept in memory).
+    fn stored_bytes(&self, sender: &str) -> u64;
+
+    /// Size figures for metrics (cheap: no log scan).
     ///
     /// # Errors
     /// [`StoreError`] on database failure.
@@ -240,6 +248,7 @@ pub trait Store: Send + Sync + 'static {
 }
 
 mod checkpoint;
+mod index;
 mod keys;
 mod sled_store;
 #[cfg(test)]

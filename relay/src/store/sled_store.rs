@@ -8,6 +8,7 @@ use std::time::Duration;
 use tallinn_common::message::MsgId;
 
 use super::checkpoint::checkpoint_loop;
+use super::index::{InboxIndex, Indexed};
 use super::keys::{
     be_u64, cursor_key, encode_entry, log_head, log_key, log_seq, seen_key, write_message,
     NEXT_SEQ_KEY,
@@ -65,6 +66,10 @@ pub(super) struct Inner {
     /// Set by the first failed write, sync or checkpoint; from then on every
     /// write is refused (fail-stop, never a retried `fsync`).
     pub(super) failed: Mutex<Option<String>>,
+    /// Inboxes, stored bytes per sender, totals (see `index`).
+    pub(super) index: Mutex<InboxIndex>,
+    /// Full scans of the log so far (at open and by GC passes only).
+    pub(super) log_scans: std::sync::atomic::AtomicU64,
 }
 
 /// The write side, under one lock.
@@ -198,6 +203,18 @@ impl SledStore {
                 "commit log replayed into the store"
             );
         }
+        // The in-memory index: the one log scan outside GC.
+        let mut index = InboxIndex::default();
+        for kv in tree.scan_prefix(b"L") {
+            let (k, v) = kv?;
+            let head = log_head(&k, &v)?;
+            index.add(&Indexed {
+                seq: log_seq(&k)?,
+                sender: head.sender,
+                recipients: head.recipients,
+                bytes: v.len() as u64,
+            });
+        }
         let inner = Arc::new(Inner {
             db,
             log,
@@ -209,6 +226,8 @@ impl SledStore {
             }),
             checkpointing: Mutex::new(()),
             failed: Mutex::new(None),
+            index: Mutex::new(index),
+            log_scans: std::sync::atomic::AtomicU64::new(1),
         });
         let Some(every) = checkpoints else {
             return Ok(Self {
@@ -228,6 +247,19 @@ impl SledStore {
             nudge: Some(nudge),
             checkpointer: Some(checkpointer),
         })
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, InboxIndex> {
+        self.inner.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Full scans of the log since the store was opened (the one at open
+    /// included; only GC passes add more): starting sessions, backlog reads
+    /// and metrics read the in-memory index instead.
+    pub fn log_scans(&self) -> u64 {
+        self.inner
+            .log_scans
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn cursors(&self) -> Result<HashMap<String, Vec<CursorRecord>>, StoreError> {
@@ -273,6 +305,12 @@ impl Store for SledStore {
         let seq = w.next_seq;
         w.next_seq = seq + 1;
         let encoded = encode_entry(entry);
+        let indexed = Indexed {
+            seq,
+            sender: entry.sender.clone(),
+            recipients: entry.recipients.clone(),
+            bytes: encoded.len() as u64,
+        };
         let active = w.active;
         if let Some(wal) = w.wals.get_mut(active) {
             wal.push_encoded(seq, &msg_id, &encoded);
@@ -286,6 +324,7 @@ impl Store for SledStore {
             None,
         )
         .map_err(|e| self.inner.fail(e))?;
+        self.index().add(&indexed);
         Ok(Appended::New(seq))
     }
 
@@ -335,24 +374,18 @@ impl Store for SledStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self
-            .inner
-            .tree
-            .range(log_key(after.saturating_add(1))..log_key(u64::MAX))
-        {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = kv?;
-            let head = log_head(&k, &v)?;
-            if !head.recipients.iter().any(|r| r == participant) {
+        let seqs = self.index().after(participant, after, limit);
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let key = log_key(seq);
+            // Gone meanwhile: collected by a GC pass after the lookup.
+            let Some(v) = self.inner.tree.get(key)? else {
                 continue;
-            }
+            };
             let entry: LogEntry =
-                postcard::from_bytes(&v).map_err(|_| StoreError::Corrupt(hex::encode(&k)))?;
+                postcard::from_bytes(&v).map_err(|_| StoreError::Corrupt(hex::encode(key)))?;
             out.push(StoredMessage {
-                seq: log_seq(&k)?,
+                seq,
                 received_at_ms: entry.received_at_ms,
                 envelope: entry.envelope,
             });
@@ -361,22 +394,11 @@ impl Store for SledStore {
     }
 
     fn pending(&self, participant: &str, after: u64) -> Result<u64, StoreError> {
-        let mut n = 0;
-        for kv in self
-            .inner
-            .tree
-            .range(log_key(after.saturating_add(1))..log_key(u64::MAX))
-        {
-            let (k, v) = kv?;
-            if log_head(&k, &v)?
-                .recipients
-                .iter()
-                .any(|r| r == participant)
-            {
-                n += 1;
-            }
-        }
-        Ok(n)
+        Ok(self.index().pending(participant, after))
+    }
+
+    fn stored_bytes(&self, sender: &str) -> u64 {
+        self.index().stored_by(sender)
     }
 
     fn touch_device(
@@ -455,22 +477,33 @@ impl Store for SledStore {
 
         // 2. Log: expire old messages; drop those every known device of
         //    every recipient acknowledged.
+        self.inner
+            .log_scans
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut removed = Vec::new();
         for kv in self.inner.tree.scan_prefix(b"L") {
             let (k, v) = kv?;
             let seq = log_seq(&k)?;
             let head = log_head(&k, &v)?;
-            if head.received_at_ms < horizon {
+            let expired = head.received_at_ms < horizon;
+            let acked = !expired
+                && head
+                    .recipients
+                    .iter()
+                    .all(|r| min_acked.get(r).is_some_and(|m| *m >= seq));
+            if expired || acked {
                 batch.remove(k);
-                stats.expired += 1;
-                continue;
-            }
-            if head
-                .recipients
-                .iter()
-                .all(|r| min_acked.get(r).is_some_and(|m| *m >= seq))
-            {
-                batch.remove(k);
-                stats.acked_removed += 1;
+                if expired {
+                    stats.expired += 1;
+                } else {
+                    stats.acked_removed += 1;
+                }
+                removed.push(Indexed {
+                    seq,
+                    sender: head.sender,
+                    recipients: head.recipients,
+                    bytes: v.len() as u64,
+                });
             }
         }
 
@@ -487,6 +520,7 @@ impl Store for SledStore {
             .tree
             .apply_batch(batch)
             .map_err(|e| self.inner.fail(e.into()))?;
+        self.index().remove(&removed);
         self.flush()?;
         Ok(stats)
     }
@@ -530,21 +564,20 @@ impl Store for SledStore {
                 min_acked.insert(participant, m);
             }
         }
-        let mut depth: HashMap<String, u64> = HashMap::new();
-        for kv in self.inner.tree.scan_prefix(b"L") {
-            let (k, v) = kv?;
-            s.messages += 1;
-            s.envelope_bytes += v.len() as u64;
-            let seq = log_seq(&k)?;
-            for r in log_head(&k, &v)?.recipients {
-                if min_acked.get(&r).is_none_or(|m| *m < seq) {
-                    *depth.entry(r).or_default() += 1;
-                }
-            }
+        {
+            let index = self.index();
+            (s.messages, s.envelope_bytes) = index.totals();
+            let mut depth: Vec<(String, u64)> = index
+                .participants()
+                .map(|p| {
+                    let after = min_acked.get(p).copied().unwrap_or(0);
+                    (p.to_string(), index.pending(p, after))
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            depth.sort();
+            s.inbox_depth = depth;
         }
-        let mut depth: Vec<(String, u64)> = depth.into_iter().collect();
-        depth.sort();
-        s.inbox_depth = depth;
         s.disk_bytes = self.inner.db.size_on_disk()?;
         Ok(s)
     }

@@ -289,3 +289,52 @@ fn a_failed_commit_stops_every_later_write() {
     let next = s.append(MsgId([3; 16]), &entry(&["EE"], 10)).unwrap();
     assert!(matches!(next, Appended::New(n) if n >= 2), "{next:?}");
 }
+
+/// Item 14: starting a session (`pending`), backlog reads and metrics use
+/// the in-memory index; only opening and GC passes scan the log.
+#[test]
+fn sessions_backlogs_and_metrics_never_scan_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open_with(dir.path(), None).unwrap();
+    assert_eq!(s.log_scans(), 1, "the scan at open builds the index");
+    for i in 0..500u16 {
+        let to: &[&str] = if i % 50 == 0 { &["EE", "PL"] } else { &["PL"] };
+        let mut id = [0u8; 16];
+        id[..2].copy_from_slice(&i.to_be_bytes());
+        s.append(MsgId(id), &entry(to, 10)).unwrap();
+    }
+    s.commit().unwrap();
+    assert_eq!(s.pending("EE", 0).unwrap(), 10);
+    assert_eq!(s.pending("EE", 51).unwrap(), 8);
+    let backlog: Vec<u64> = s
+        .inbox_after("EE", 0, 3)
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(backlog, vec![1, 51, 101]);
+    let stats = s.stats().unwrap();
+    assert_eq!(stats.messages, 500);
+    assert_eq!(
+        stats.inbox_depth,
+        vec![("EE".to_string(), 10), ("PL".to_string(), 500)]
+    );
+    let stored = s.stored_bytes("UA");
+    assert_eq!(stored, stats.envelope_bytes);
+    assert_eq!(s.log_scans(), 1, "no scan for sessions, backlogs, metrics");
+    // GC scans; what it removes leaves the index and the quota measure.
+    s.touch_device("EE", "d", 10).unwrap();
+    s.touch_device("PL", "d", 10).unwrap();
+    s.ack("EE", "d", 500, 10).unwrap();
+    s.ack("PL", "d", 250, 10).unwrap();
+    let gc = s.gc(20, 1_000_000).unwrap();
+    assert_eq!(gc.acked_removed, 250);
+    assert_eq!(s.log_scans(), 2);
+    assert_eq!(s.pending("EE", 0).unwrap(), 5);
+    assert_eq!(s.stored_bytes("UA"), stored / 2);
+    drop(s);
+    // Rebuilt at open from what is stored.
+    let s = SledStore::open_with(dir.path(), None).unwrap();
+    assert_eq!(s.pending("PL", 0).unwrap(), 250);
+    assert_eq!(s.stored_bytes("UA"), stored / 2);
+}
