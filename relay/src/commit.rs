@@ -120,6 +120,9 @@ enum Request {
     Flush {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Answered once every request queued before it has been applied (not
+    /// necessarily made durable).
+    Barrier { reply: oneshot::Sender<()> },
     /// Finish the current batch and exit.
     Stop,
 }
@@ -200,6 +203,18 @@ impl Committer {
     /// are dropped (their senders see `shutting_down`).
     pub fn stop(&self) {
         let _ = self.tx.send(Request::Stop);
+    }
+
+    /// Resolves once every request queued before it has been applied to the
+    /// store (no flush): a new session of a replaced device waits on it
+    /// before reading its cursor, so the old session's acks are in it.
+    ///
+    /// # Errors
+    /// If the writer thread is gone (shutdown).
+    pub async fn barrier(&self) -> Result<(), oneshot::error::RecvError> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.tx.send(Request::Barrier { reply });
+        rx.await
     }
 
     /// Resolves once everything queued before it is durable.
@@ -300,6 +315,10 @@ fn writer(rx: mpsc::Receiver<Request>, ctx: &Ctx<'_>) {
                     }
                 }
                 Request::Flush { reply } => flush_waiters.push(reply),
+                // Everything before it in this batch is applied by now.
+                Request::Barrier { reply } => {
+                    let _ = reply.send(());
+                }
                 Request::Stop => stopping = true,
             }
         }

@@ -20,7 +20,8 @@
 //! ## Modules
 //! - [`server`]: [`Server::spawn`], accept loop and admission control, GC,
 //!   metrics endpoint, roster reload, graceful shutdown.
-//! - [`session`]: one connection: authentication, the send path, deliveries.
+//! - [`session`]: one connection: authentication, the send path, deliveries;
+//!   its [`session::core`] is the sans-IO state machine the async tasks drive.
 //! - [`router`]: live connection table, non-blocking hand-off.
 //! - [`commit`]: the group-commit writer thread.
 //! - [`store`]: the [`store::Store`] trait and its sled implementation.

@@ -79,11 +79,27 @@ pub struct ConnHandle {
 impl ConnHandle {
     /// Asks the session to close with `code` and `reason`.
     pub fn kick(&self, code: ErrorCode, reason: &str) {
-        *self.kick_reason.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((code, reason.to_string()));
-        self.kicked.store(true, Ordering::SeqCst);
+        {
+            let mut r = self.kick_reason.lock().unwrap_or_else(|p| p.into_inner());
+            *r = Some((code, reason.to_string()));
+            self.kicked.store(true, Ordering::SeqCst);
+        }
         self.kick.notify_one();
         self.wake.notify_one();
+    }
+
+    /// Runs `f` unless the session was kicked, under the lock [`kick`]
+    /// takes: whatever `f` queues (an ack for the commit thread) is queued
+    /// before anything queued after a kick returned. Returns whether it ran.
+    ///
+    /// [`kick`]: ConnHandle::kick
+    pub fn unless_kicked(&self, f: impl FnOnce()) -> bool {
+        let r = self.kick_reason.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_some() {
+            return false;
+        }
+        f();
+        true
     }
 }
 
