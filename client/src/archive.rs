@@ -326,11 +326,11 @@ struct Head {
 
 /// The client's sled database (archive and outbox trees) with a real
 /// durability barrier: [`ArchiveDb::flush`] is sled's flush followed by an
-/// `fdatasync` of its log (see [`tallinn_common::durable`]).
+/// `fdatasync` of its log (see [`tallinn_host::durable`]).
 #[derive(Clone)]
 pub struct ArchiveDb {
     sled: sled::Db,
-    log: std::sync::Arc<tallinn_common::durable::SledLog>,
+    log: std::sync::Arc<tallinn_host::durable::SledLog>,
 }
 
 impl ArchiveDb {
@@ -344,7 +344,7 @@ impl ArchiveDb {
             .path(dir)
             .flush_every_ms(Some(1000))
             .open()?;
-        let log = std::sync::Arc::new(tallinn_common::durable::SledLog::open(dir)?);
+        let log = std::sync::Arc::new(tallinn_host::durable::SledLog::open(dir)?);
         Ok(Self { sled, log })
     }
 

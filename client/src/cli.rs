@@ -521,7 +521,7 @@ impl Ctx {
             self.config
                 .data_dir
                 .join(format!("{}-{}", self.identity.id(), self.config.device));
-        tallinn_common::durable::private_dir(&archive_dir)
+        tallinn_host::durable::private_dir(&archive_dir)
             .with_context(|| format!("creating {}", archive_dir.display()))?;
         Ok(Settings {
             relay: self.config.relay_addr()?,
@@ -546,7 +546,7 @@ impl Ctx {
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> std::process::ExitCode {
-    tallinn_common::process::quiet_broken_pipe();
+    tallinn_host::process::quiet_broken_pipe();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

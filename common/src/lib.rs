@@ -29,13 +29,11 @@
 //!   exporter-bound authentication transcript.
 //! - [`text`]: escaping strings from the network before a terminal shows them.
 //! - [`defaults`]: protocol labels and default limits, each with its reason.
-//! - [`process`]: process behaviour shared by the command-line programs.
-//! - [`durable`]: `fdatasync` of a sled database's log, the barrier sled's
-//!   own `flush` does not provide.
 //!
 //! ## What it does not do
-//! No I/O beyond reading and writing the secret key file and syncing a
-//! storage file ([`durable`]); no transport, no storage, no clock. The wire
+//! No I/O beyond reading and writing the secret key file; no transport, no
+//! storage, no clock (syncing files and process behaviour live in
+//! `tallinn-host`). The wire
 //! codec works on byte buffers so that the relay and client drive it from
 //! their own async streams.
 //!
@@ -44,11 +42,9 @@
 #![warn(missing_docs)]
 
 pub mod defaults;
-pub mod durable;
 pub mod envelope;
 pub mod identity;
 pub mod message;
-pub mod process;
 pub mod roster;
 pub mod text;
 pub mod wire;

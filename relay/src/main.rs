@@ -67,7 +67,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tallinn_common::process::quiet_broken_pipe();
+    tallinn_host::process::quiet_broken_pipe();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -90,7 +90,7 @@ struct ResetKey([u8; 32]);
 impl ResetKey {
     fn load_or_create(path: &std::path::Path) -> std::io::Result<Self> {
         match std::fs::File::open(path).and_then(|mut f| {
-            tallinn_common::durable::check_private_file(&f, path)?;
+            tallinn_host::durable::check_private_file(&f, path)?;
             let mut bytes = Vec::new();
             std::io::Read::read_to_end(&mut std::io::Read::take(&mut f, 64), &mut bytes)?;
             Ok(bytes)
@@ -189,7 +189,7 @@ impl Server {
     /// # Errors
     /// [`SpawnError`].
     pub async fn spawn(config: RelayConfig) -> Result<Server, SpawnError> {
-        tallinn_common::durable::private_dir(&config.data_dir).map_err(|e| SpawnError::Store {
+        tallinn_host::durable::private_dir(&config.data_dir).map_err(|e| SpawnError::Store {
             path: config.data_dir.clone(),
             source: StoreError::Sync(e),
         })?;
@@ -212,7 +212,7 @@ impl Server {
         config: RelayConfig,
         store: Arc<dyn Store>,
     ) -> Result<Server, SpawnError> {
-        tallinn_common::durable::private_dir(&config.data_dir).map_err(|e| SpawnError::Store {
+        tallinn_host::durable::private_dir(&config.data_dir).map_err(|e| SpawnError::Store {
             path: config.data_dir.clone(),
             source: StoreError::Sync(e),
         })?;

@@ -116,7 +116,7 @@ impl TlsIdentity {
         }
         let key_file =
             std::fs::File::open(key).map_err(|e| pem_err("private key", key, e.to_string()))?;
-        tallinn_common::durable::check_private_file(&key_file, key)
+        tallinn_host::durable::check_private_file(&key_file, key)
             .map_err(|e| pem_err("private key", key, e.to_string()))?;
         let key_der = PrivateKeyDer::from_pem_reader(std::io::BufReader::new(key_file))
             .map_err(|e| pem_err("private key", key, e.to_string()))?;

@@ -602,7 +602,7 @@ async fn terminal_escapes_from_the_network_are_shown_escaped() {
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    tallinn_common::durable::private_dir(to).unwrap();
+    tallinn_host::durable::private_dir(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
         let p = e.path();

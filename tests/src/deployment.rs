@@ -263,7 +263,7 @@ impl Deployment {
             .participant_dir(id)
             .join("data")
             .join(format!("{id}-{device}"));
-        tallinn_common::durable::private_dir(&archive_dir)?;
+        tallinn_host::durable::private_dir(&archive_dir)?;
         Ok(Settings {
             relay,
             server_name: "localhost".into(),

@@ -57,7 +57,7 @@ pub struct SledStore {
 pub(super) struct Inner {
     pub(super) db: sled::Db,
     /// fdatasync of sled's log: sled's own flush is not a power-cut barrier.
-    pub(super) log: tallinn_common::durable::SledLog,
+    pub(super) log: tallinn_host::durable::SledLog,
     pub(super) tree: sled::Tree,
     /// Serialises dedupe-check + seq assignment + sled writes + commit log.
     pub(super) state: Mutex<Writer>,
@@ -113,7 +113,7 @@ impl SledStore {
             // (deleted once acknowledged), so space amplification is cheap.
             .mode(sled::Mode::HighThroughput);
         let db = open_locked(&config)?;
-        let log = tallinn_common::durable::SledLog::open(dir)?;
+        let log = tallinn_host::durable::SledLog::open(dir)?;
         let tree = db.open_tree("relay")?;
         let (wal_a, replay_a) = Wal::open(&dir.join(WAL_FILES[0]))?;
         let (wal_b, replay_b) = Wal::open(&dir.join(WAL_FILES[1]))?;
