@@ -1,0 +1,268 @@
+//! Writing the archive: records (chain, indexes, head), the head's repair
+//! after a crash, and the bounded quarantine.
+
+use super::*;
+
+impl Archive {
+    /// Archives a verified, opened delivery. Not durable until [`Archive::flush`].
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn insert_received(
+        &self,
+        seq: u64,
+        received_at_ms: u64,
+        opened: &Opened,
+    ) -> Result<Inserted, ArchiveError> {
+        self.insert(Direction::Received, seq, received_at_ms, opened, false)
+            .map(|(i, _)| i)
+    }
+
+    /// [`Archive::insert_received`], also returning the new record (without
+    /// reading it back), for callers that report it.
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn insert_received_record(
+        &self,
+        seq: u64,
+        received_at_ms: u64,
+        opened: &Opened,
+    ) -> Result<(Inserted, Option<Record>), ArchiveError> {
+        self.insert(Direction::Received, seq, received_at_ms, opened, true)
+    }
+
+    /// Archives our own accepted message with its content key.
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn insert_sent(
+        &self,
+        seq: u64,
+        accepted_at_ms: u64,
+        opened: &Opened,
+    ) -> Result<Inserted, ArchiveError> {
+        self.insert(Direction::Sent, seq, accepted_at_ms, opened, false)
+            .map(|(i, _)| i)
+    }
+
+    /// Appends a record of `opened`: its exact envelope bytes, header and
+    /// message, and for a sent message its content key.
+    pub(super) fn insert(
+        &self,
+        direction: Direction,
+        seq: u64,
+        at: u64,
+        opened: &Opened,
+        want_record: bool,
+    ) -> Result<(Inserted, Option<Record>), ArchiveError> {
+        self.writable()?;
+        let mut head = self.head.lock().map_err(|_| ArchiveError::Poisoned)?;
+        let h = opened.header();
+        let content_key = (direction == Direction::Sent).then(|| *opened.content_key());
+        if let Some(i) = self.lookup(&h.msg_id)? {
+            return Ok((Inserted::Duplicate(i), None));
+        }
+        let index = head.next_index;
+        let record = Record {
+            index,
+            prev_hash: head.hash,
+            direction,
+            seq,
+            received_at_ms: at,
+            msg_id: h.msg_id,
+            sender: h.sender.clone(),
+            channel: h.channel.clone(),
+            sent_at_ms: h.sent_at_ms,
+            message: opened.message().clone(),
+            envelope: opened.envelope().to_vec(),
+            content_key,
+        };
+        let hash = record.hash();
+        // invariant: plain data; postcard encoding cannot fail.
+        let plain =
+            Zeroizing::new(postcard::to_allocvec(&record).expect("invariant: record encodes"));
+        // Plain inserts, record first, head last (see `repair_head`).
+        self.tree.insert(
+            Self::key(b'R', &[&index.to_be_bytes()]),
+            self.sealer.seal(&plain, &aad(REC_AAD, index)),
+        )?;
+        self.write_index(&record)?;
+        self.write_head(index + 1, &hash)?;
+        head.next_index = index + 1;
+        head.hash = hash;
+        Ok((Inserted::New(index), want_record.then_some(record)))
+    }
+
+    /// Writes the index entries of a record (idempotent).
+    pub(super) fn write_index(&self, r: &Record) -> Result<(), ArchiveError> {
+        let ib = r.index.to_be_bytes();
+        let tb = r.received_at_ms.to_be_bytes();
+        self.tree
+            .insert(Self::key(b'm', &[&self.tok("msg", &r.msg_id.0)]), &ib[..])?;
+        self.tree.insert(
+            Self::key(
+                b'c',
+                &[&self.tok("channel", r.channel.as_bytes()), &tb, &ib],
+            ),
+            &[][..],
+        )?;
+        self.tree.insert(
+            Self::key(b's', &[&self.tok("sender", r.sender.as_bytes()), &tb, &ib]),
+            &[][..],
+        )?;
+        for p in [r.message.reply_to, r.message.kind.refers_to()]
+            .into_iter()
+            .flatten()
+        {
+            self.tree
+                .insert(Self::key(b'p', &[&self.tok("msg", &p.0), &ib]), &[][..])?;
+        }
+        self.tree.insert(
+            Self::key(b'k', &[&[kind_code(&r.message.kind)], &tb, &ib]),
+            &[][..],
+        )?;
+        Ok(())
+    }
+
+    pub(super) fn write_head(&self, next_index: u64, hash: &[u8; 32]) -> Result<(), ArchiveError> {
+        let mut hv = Vec::with_capacity(HEAD_LEN);
+        hv.extend_from_slice(&next_index.to_be_bytes());
+        hv.extend_from_slice(hash);
+        hv.extend_from_slice(&head_tag(&self.head_key, next_index, hash));
+        self.tree.insert(HEAD_KEY, hv)?;
+        Ok(())
+    }
+
+    /// Refuses writes to an archive whose head cannot be trusted.
+    pub(super) fn writable(&self) -> Result<(), ArchiveError> {
+        match &self.head_problem {
+            Some(why) => Err(ArchiveError::HeadInvalid(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Why the head cannot be trusted, if it cannot.
+    pub fn head_problem(&self) -> Option<&str> {
+        self.head_problem.as_deref()
+    }
+
+    /// Completes records a crash left half-written.
+    ///
+    /// A record is written as plain sled inserts (record, index entries,
+    /// head), not as one `sled::Batch`: sled 0.34 writes and syncs its I/O
+    /// buffer for every batch, which cost more than the crypto per record.
+    /// sled recovers a prefix of its writes, so after a crash the head may
+    /// lag records that exist (with some of their index entries). This walks
+    /// forward from the head while the next record exists and chains onto
+    /// it, rewrites its index entries and advances the head.
+    pub(super) fn repair_head(&self) -> Result<u64, ArchiveError> {
+        let mut head = self.head.lock().map_err(|_| ArchiveError::Poisoned)?;
+        let mut repaired = 0;
+        // An unreadable record stops the walk too: `verify` names it.
+        while let Ok(Some(r)) = self.record(head.next_index) {
+            if r.prev_hash != head.hash {
+                // Not a continuation of this chain: leave it to `verify`.
+                break;
+            }
+            self.write_index(&r)?;
+            let hash = r.hash();
+            self.write_head(r.index + 1, &hash)?;
+            head.next_index = r.index + 1;
+            head.hash = hash;
+            repaired += 1;
+        }
+        if repaired > 0 {
+            drop(head);
+            self.flush()?;
+        }
+        Ok(repaired)
+    }
+
+    /// Stores a delivery that failed verification.
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn quarantine(&self, q: &Quarantined) -> Result<u64, ArchiveError> {
+        self.writable()?;
+        let _guard = self.head.lock().map_err(|_| ArchiveError::Poisoned)?;
+        let n = match self.tree.get(QNEXT_KEY)? {
+            Some(v) => v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0),
+            None => 0,
+        };
+        // invariant: plain data; postcard encoding cannot fail.
+        let plain =
+            Zeroizing::new(postcard::to_allocvec(q).expect("invariant: quarantine encodes"));
+        let sealed = self.sealer.seal(&plain, &aad(QUAR_AAD, n));
+        let mut totals = self.quarantine_totals()?;
+        totals.entries += 1;
+        totals.bytes += sealed.len() as u64;
+        let mut batch = sled::Batch::default();
+        // Oldest first, until within bounds again (the new entry stays even
+        // if it alone exceeds the byte bound: it is the one to inspect).
+        let (max_entries, max_bytes) = self.quarantine_limits;
+        if totals.entries > max_entries || totals.bytes > max_bytes {
+            for kv in self.tree.scan_prefix(b"Q") {
+                if totals.entries <= max_entries && totals.bytes <= max_bytes {
+                    break;
+                }
+                let (k, v) = kv?;
+                batch.remove(k);
+                totals.entries -= 1;
+                totals.bytes = totals.bytes.saturating_sub(v.len() as u64);
+                totals.evicted += 1;
+            }
+        }
+        batch.insert(Self::key(b'Q', &[&n.to_be_bytes()]), sealed);
+        batch.insert(QNEXT_KEY, &(n + 1).to_be_bytes());
+        batch.insert(QTOTALS_KEY, &totals.encode());
+        self.tree.apply_batch(batch)?;
+        Ok(n)
+    }
+
+    /// Entries, bytes and evictions of the quarantine.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`].
+    pub fn quarantine_totals(&self) -> Result<QuarantineTotals, ArchiveError> {
+        Ok(self
+            .tree
+            .get(QTOTALS_KEY)?
+            .map(|v| QuarantineTotals::decode(&v))
+            .unwrap_or_default())
+    }
+
+    /// Changes the quarantine bounds (entries, bytes) from the defaults.
+    pub fn set_quarantine_limits(&mut self, max_entries: u64, max_bytes: u64) {
+        self.quarantine_limits = (max_entries.max(1), max_bytes);
+    }
+
+    /// Quarantined deliveries, oldest first.
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn quarantined(&self) -> Result<Vec<Quarantined>, ArchiveError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(b"Q") {
+            let (k, v) = kv?;
+            let n = key_u64(&k).ok_or_else(|| ArchiveError::Unreadable("quarantine key".into()))?;
+            let plain = self
+                .sealer
+                .open(&v, &aad(QUAR_AAD, n))
+                .ok_or_else(|| ArchiveError::Unreadable(format!("quarantine {n}")))?;
+            out.push(
+                postcard::from_bytes(&plain)
+                    .map_err(|_| ArchiveError::Unreadable(format!("quarantine {n}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Makes every write so far durable (fsync).
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`].
+    pub fn flush(&self) -> Result<(), ArchiveError> {
+        self.db.flush()
+    }
+}

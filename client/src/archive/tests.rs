@@ -1,0 +1,534 @@
+//! Tests of the archive: ingest, search, threads, tampering, quarantine.
+
+use super::*;
+use tallinn_common::envelope::{seal, UntrustedEnvelope};
+use tallinn_common::identity::ParticipantId;
+use tallinn_common::message::{Kind, Loe, Priority, State};
+
+struct W {
+    roster: Roster,
+    ua: Identity,
+    ee: Identity,
+}
+
+fn world() -> W {
+    let ua = Identity::generate(ParticipantId::new("UA").unwrap());
+    let ee = Identity::generate(ParticipantId::new("EE").unwrap());
+    let text = format!(
+        "{}{}[[channel]]\nid = \"front-office\"\nmembers = [\"UA\", \"EE\"]\n[[channel]]\nid = \"plenary\"\nmembers = [\"*\"]\n",
+        ua.roster_entry("Ukraine", "member"),
+        ee.roster_entry("Estonia", "member"),
+    );
+    W {
+        roster: Roster::parse(&text).unwrap(),
+        ua,
+        ee,
+    }
+}
+
+fn deliver(w: &W, a: &Archive, channel: &str, m: &Message, seq: u64) -> MsgId {
+    let s = seal(&w.ua, &w.roster, channel, m, 1000 + seq).unwrap();
+    let opened = UntrustedEnvelope::decode(s.as_bytes())
+        .unwrap()
+        .verify(&w.roster)
+        .unwrap()
+        .open(&w.ee)
+        .unwrap();
+    assert_eq!(
+        a.insert_received(seq, 5000 + seq, &opened).unwrap(),
+        Inserted::New(a.len() - 1)
+    );
+    s.msg_id()
+}
+
+fn filled() -> (W, tempfile::TempDir, Archive, Vec<MsgId>) {
+    let w = world();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Archive::open(dir.path(), &w.ee).unwrap();
+    let req = Message {
+        kind: Kind::Request {
+            loe: Loe::Immediate,
+            category: "dfir".into(),
+            priority: Priority::High,
+        },
+        ..Message::note(Tlp::Amber, "Need DFIR team", "energy sector")
+    };
+    let r = deliver(&w, &a, "plenary", &req, 1);
+    let n = deliver(
+        &w,
+        &a,
+        "front-office",
+        &Message::note(Tlp::Green, "Handover", "at nine"),
+        2,
+    );
+    let status = Message {
+        kind: Kind::Status {
+            about: r,
+            state: State::Fulfilled,
+        },
+        ..Message::note(Tlp::Amber, "Done", "team deployed")
+    };
+    let s = deliver(&w, &a, "plenary", &status, 3);
+    let reply = Message {
+        reply_to: Some(s),
+        ..Message::note(Tlp::Clear, "Thanks", "much appreciated")
+    };
+    let t = deliver(&w, &a, "plenary", &reply, 4);
+    a.flush().unwrap();
+    (w, dir, a, vec![r, n, s, t])
+}
+
+#[test]
+fn half_written_records_are_completed_at_open() {
+    let (w, dir, a, ids) = filled();
+    let head = a.head_hash();
+    // What a crash can leave (sled recovers a prefix of the inserts):
+    // the last two records exist, but the head still points before them
+    // and the msg_id and thread index entries of the last are missing.
+    a.write_head(2, &a.record(1).unwrap().unwrap().hash())
+        .unwrap();
+    a.tree
+        .remove(Archive::key(b'm', &[&a.tok("msg", &ids[3].0)]))
+        .unwrap();
+    a.tree
+        .remove(Archive::key(
+            b'p',
+            &[&a.tok("msg", &ids[2].0), &3u64.to_be_bytes()],
+        ))
+        .unwrap();
+    a.flush().unwrap();
+    drop(a);
+    let a = Archive::open(dir.path(), &w.ee).unwrap();
+    assert_eq!(a.len(), 4, "head advanced over both records");
+    assert_eq!(a.head_hash(), head);
+    assert_eq!(a.lookup(&ids[3]).unwrap(), Some(3), "msg_id index rebuilt");
+    assert_eq!(a.thread(&ids[2]).unwrap().len(), 3, "thread index rebuilt");
+    // A redelivery is recognised, so nothing is archived twice.
+    let rec = a.record(3).unwrap().unwrap();
+    let opened = UntrustedEnvelope::decode(&rec.envelope)
+        .unwrap()
+        .verify(&w.roster)
+        .unwrap()
+        .open(&w.ee)
+        .unwrap();
+    assert_eq!(
+        a.insert_received(4, 9, &opened).unwrap(),
+        Inserted::Duplicate(3)
+    );
+}
+
+#[test]
+fn insert_dedupe_lookup_and_reopen() {
+    let (w, dir, a, ids) = filled();
+    assert_eq!(a.len(), 4);
+    let rec = a.get(&ids[1]).unwrap().unwrap();
+    assert_eq!(rec.message.subject, "Handover");
+    assert_eq!(rec.seq, 2);
+    // A second delivery of the same envelope is a duplicate.
+    let raw = rec.envelope.clone();
+    let opened = UntrustedEnvelope::decode(&raw)
+        .unwrap()
+        .verify(&w.roster)
+        .unwrap()
+        .open(&w.ee)
+        .unwrap();
+    assert_eq!(
+        a.insert_received(9, 9, &opened).unwrap(),
+        Inserted::Duplicate(1)
+    );
+    let head = a.head_hash();
+    drop(a);
+    let a = Archive::open(dir.path(), &w.ee).unwrap();
+    assert_eq!(a.len(), 4);
+    assert_eq!(a.head_hash(), head);
+    assert!(a.find(&ids[1].to_hex()[..8]).unwrap().is_some());
+    // Another identity cannot read it.
+    drop(a);
+    let other = Archive::open(dir.path(), &w.ua).unwrap();
+    assert!(matches!(other.record(0), Err(ArchiveError::Unreadable(_))));
+}
+
+#[test]
+fn search_by_every_index_and_text() {
+    let (_w, _dir, a, ids) = filled();
+    let ch = a
+        .search(
+            &Filter {
+                channel: Some("plenary".into()),
+                ..Default::default()
+            },
+            10,
+        )
+        .unwrap();
+    assert_eq!(
+        ch.iter().map(|r| r.msg_id).collect::<Vec<_>>(),
+        vec![ids[3], ids[2], ids[0]]
+    );
+    let from = a
+        .search(
+            &Filter {
+                from: Some("UA".into()),
+                ..Default::default()
+            },
+            2,
+        )
+        .unwrap();
+    assert_eq!(from.len(), 2, "limit respected");
+    let kind = a
+        .search(
+            &Filter {
+                kind: Some("request".into()),
+                ..Default::default()
+            },
+            10,
+        )
+        .unwrap();
+    assert_eq!(
+        kind.iter().map(|r| r.msg_id).collect::<Vec<_>>(),
+        vec![ids[0]]
+    );
+    let tlp = a
+        .search(
+            &Filter {
+                tlp: Some(Tlp::Amber),
+                ..Default::default()
+            },
+            10,
+        )
+        .unwrap();
+    assert_eq!(tlp.len(), 2);
+    let text = a
+        .search(
+            &Filter {
+                text: Some("TEAM deployed".into()),
+                ..Default::default()
+            },
+            10,
+        )
+        .unwrap();
+    assert_eq!(
+        text.iter().map(|r| r.msg_id).collect::<Vec<_>>(),
+        vec![ids[2]]
+    );
+    let time = a
+        .search(
+            &Filter {
+                channel: Some("plenary".into()),
+                since_ms: Some(5003),
+                until_ms: Some(5004),
+                ..Default::default()
+            },
+            10,
+        )
+        .unwrap();
+    assert_eq!(
+        time.iter().map(|r| r.msg_id).collect::<Vec<_>>(),
+        vec![ids[2]]
+    );
+    assert!(a
+        .search(
+            &Filter {
+                channel: Some("nowhere".into()),
+                ..Default::default()
+            },
+            10
+        )
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn thread_view_follows_references() {
+    let (_w, _dir, a, ids) = filled();
+    let t: Vec<MsgId> = a
+        .thread(&ids[3])
+        .unwrap()
+        .iter()
+        .map(|r| r.msg_id)
+        .collect();
+    assert_eq!(t, vec![ids[0], ids[2], ids[3]]);
+    let t: Vec<MsgId> = a
+        .thread(&ids[1])
+        .unwrap()
+        .iter()
+        .map(|r| r.msg_id)
+        .collect();
+    assert_eq!(t, vec![ids[1]]);
+}
+
+#[test]
+fn verify_detects_edit_delete_swap_and_truncation() {
+    let (w, _dir, a, _) = filled();
+    let ok = a.verify(&w.roster, &w.ee, true, |_| {}).unwrap();
+    assert_eq!(ok.first_error, None);
+    assert_eq!(ok.records, 4);
+
+    // Edit one byte of record 1.
+    let orig1 = a.raw_record(1).unwrap().unwrap();
+    let mut edited = orig1.clone();
+    edited[40] ^= 1;
+    a.tamper_raw_record(1, Some(&edited)).unwrap();
+    let r = a.verify(&w.roster, &w.ee, false, |_| {}).unwrap();
+    assert_eq!(r.first_error.as_ref().map(|e| e.0), Some(1), "{r:?}");
+    a.tamper_raw_record(1, Some(&orig1)).unwrap();
+
+    // Swap records 1 and 2.
+    let orig2 = a.raw_record(2).unwrap().unwrap();
+    a.tamper_raw_record(1, Some(&orig2)).unwrap();
+    a.tamper_raw_record(2, Some(&orig1)).unwrap();
+    let r = a.verify(&w.roster, &w.ee, false, |_| {}).unwrap();
+    assert_eq!(r.first_error.as_ref().map(|e| e.0), Some(1), "{r:?}");
+    a.tamper_raw_record(1, Some(&orig1)).unwrap();
+    a.tamper_raw_record(2, Some(&orig2)).unwrap();
+    assert_eq!(
+        a.verify(&w.roster, &w.ee, false, |_| {})
+            .unwrap()
+            .first_error,
+        None
+    );
+
+    // Delete record 2.
+    a.tamper_raw_record(2, None).unwrap();
+    let r = a.verify(&w.roster, &w.ee, false, |_| {}).unwrap();
+    let (i, why) = r.first_error.unwrap();
+    assert_eq!(i, 2);
+    assert!(why.contains("missing"), "{why}");
+    a.tamper_raw_record(2, Some(&orig2)).unwrap();
+
+    // Delete the last record (truncation).
+    let orig3 = a.raw_record(3).unwrap().unwrap();
+    a.tamper_raw_record(3, None).unwrap();
+    let r = a.verify(&w.roster, &w.ee, false, |_| {}).unwrap();
+    assert_eq!(r.first_error.as_ref().map(|e| e.0), Some(3), "{r:?}");
+    a.tamper_raw_record(3, Some(&orig3)).unwrap();
+    assert_eq!(
+        a.verify(&w.roster, &w.ee, true, |_| {})
+            .unwrap()
+            .first_error,
+        None
+    );
+}
+
+/// A note from UA to plenary, sealed and opened as EE.
+fn sealed_note(
+    w: &W,
+    subject: &str,
+    at: u64,
+) -> (tallinn_common::envelope::SealedEnvelope, Opened) {
+    let s = seal(
+        &w.ua,
+        &w.roster,
+        "plenary",
+        &Message::note(Tlp::Clear, subject, "y"),
+        at,
+    )
+    .unwrap();
+    let o = UntrustedEnvelope::decode(s.as_bytes())
+        .unwrap()
+        .verify(&w.roster)
+        .unwrap()
+        .open(&w.ee)
+        .unwrap();
+    (s, o)
+}
+
+/// Reopens the archive in `dir` after editing its sled tree directly,
+/// as someone holding only the files would.
+fn tamper_closed(w: &W, dir: &std::path::Path, a: Archive, f: impl FnOnce(&sled::Tree)) -> Archive {
+    drop(a);
+    {
+        let db = sled::open(dir).unwrap();
+        f(&db.open_tree("archive").unwrap());
+        db.flush().unwrap();
+    }
+    Archive::open(dir, &w.ee).unwrap()
+}
+
+#[test]
+fn deleting_tail_records_and_head_is_detected() {
+    let (w, dir, a, _) = filled();
+    let a = tamper_closed(&w, dir.path(), a, |t| {
+        for i in [2u64, 3] {
+            let mut k = vec![b'R'];
+            k.extend_from_slice(&i.to_be_bytes());
+            t.remove(k).unwrap().unwrap();
+        }
+        t.remove(HEAD_KEY).unwrap().unwrap();
+    });
+    let r = a.verify(&w.roster, &w.ee, false, |_| {}).unwrap();
+    let (_, why) = r.first_error.expect("a deleted head must fail verify");
+    assert!(why.contains("head is missing"), "{why}");
+    assert!(a.head_problem().is_some());
+    // Nothing can extend a chain whose head is gone.
+    let (_, o) = sealed_note(&w, "x", 9);
+    assert!(matches!(
+        a.insert_received(9, 9, &o),
+        Err(ArchiveError::HeadInvalid(_))
+    ));
+}
+
+#[test]
+fn a_forged_or_old_format_head_is_refused() {
+    let (w, dir, a, _) = filled();
+    // A head recomputed by someone without the key: count 2 and the hash
+    // of record 1, the tail cut (the v1 head had exactly this form).
+    let h1 = a.record(1).unwrap().unwrap().hash();
+    let a = tamper_closed(&w, dir.path(), a, |t| {
+        for i in [2u64, 3] {
+            let mut k = vec![b'R'];
+            k.extend_from_slice(&i.to_be_bytes());
+            t.remove(k).unwrap();
+        }
+        let mut v = 2u64.to_be_bytes().to_vec();
+        v.extend_from_slice(&h1);
+        t.insert(HEAD_KEY, v.clone()).unwrap();
+    });
+    let (_, why) = a
+        .verify(&w.roster, &w.ee, false, |_| {})
+        .unwrap()
+        .first_error
+        .unwrap();
+    assert!(why.contains("head has 40 bytes"), "{why}");
+    let a = tamper_closed(&w, dir.path(), a, |t| {
+        let mut v = 2u64.to_be_bytes().to_vec();
+        v.extend_from_slice(&h1);
+        v.extend_from_slice(&[0u8; 32]);
+        t.insert(HEAD_KEY, v).unwrap();
+    });
+    let (_, why) = a
+        .verify(&w.roster, &w.ee, false, |_| {})
+        .unwrap()
+        .first_error
+        .unwrap();
+    assert!(why.contains("not authenticated"), "{why}");
+}
+
+#[test]
+fn deleting_only_the_last_record_is_detected() {
+    let (w, dir, a, _) = filled();
+    let a = tamper_closed(&w, dir.path(), a, |t| {
+        let mut k = vec![b'R'];
+        k.extend_from_slice(&3u64.to_be_bytes());
+        t.remove(k).unwrap().unwrap();
+    });
+    let (i, why) = a
+        .verify(&w.roster, &w.ee, false, |_| {})
+        .unwrap()
+        .first_error
+        .unwrap();
+    assert_eq!(i, 3);
+    assert!(why.contains("deleted at the end"), "{why}");
+}
+
+#[test]
+fn a_deleted_dedupe_key_shows_as_duplicate_msg_id() {
+    let (w, dir, a, _) = filled();
+    let (s, o) = sealed_note(&w, "again", 7);
+    assert_eq!(a.insert_received(5, 5005, &o).unwrap(), Inserted::New(4));
+    a.flush().unwrap();
+    let tok = a.tok("msg", &s.msg_id().0);
+    let a = tamper_closed(&w, dir.path(), a, |t| {
+        t.remove(Archive::key(b'm', &[&tok])).unwrap().unwrap();
+    });
+    // The relay redelivers it (at-least-once): archived a second time.
+    assert_eq!(a.insert_received(6, 5006, &o).unwrap(), Inserted::New(5));
+    let (i, why) = a
+        .verify(&w.roster, &w.ee, false, |_| {})
+        .unwrap()
+        .first_error
+        .unwrap();
+    assert_eq!(i, 5);
+    assert!(why.contains("duplicate msg_id"), "{why}");
+}
+
+#[test]
+fn a_fresh_archive_has_an_authenticated_head_on_disk() {
+    let w = world();
+    let dir = tempfile::tempdir().unwrap();
+    drop(Archive::open(dir.path(), &w.ee).unwrap());
+    let db = sled::open(dir.path()).unwrap();
+    let v = db
+        .open_tree("archive")
+        .unwrap()
+        .get(HEAD_KEY)
+        .unwrap()
+        .unwrap();
+    assert_eq!(v.len(), HEAD_LEN);
+    drop(db);
+    let a = Archive::open(dir.path(), &w.ee).unwrap();
+    assert!(a.head_problem().is_none());
+    // Another identity's key does not authenticate it.
+    drop(a);
+    let other = Archive::open(dir.path(), &w.ua).unwrap();
+    assert!(other.head_problem().unwrap().contains("not authenticated"));
+}
+
+#[test]
+fn files_hold_no_plaintext() {
+    let (_w, dir, a, _) = filled();
+    a.flush().unwrap();
+    drop(a);
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            let bytes = std::fs::read(&p).unwrap();
+            for needle in ["Need DFIR team", "Handover", "front-office", "plenary"] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "{needle} in {}",
+                    p.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn quarantine_round_trip() {
+    let (_w, _dir, a, _) = filled();
+    let q = Quarantined {
+        seq: 7,
+        received_at_ms: 8,
+        reason: "bad signature".into(),
+        claimed_sender: Some("UA".into()),
+        claimed_channel: None,
+        envelope: vec![1, 2, 3],
+    };
+    assert_eq!(a.quarantine(&q).unwrap(), 0);
+    assert_eq!(a.quarantine(&q).unwrap(), 1);
+    assert_eq!(a.quarantined().unwrap(), vec![q.clone(), q]);
+    assert_eq!(a.len(), 4, "quarantine is not in the archive");
+}
+
+#[test]
+fn quarantine_is_bounded_evicting_oldest_first() {
+    let (_w, _dir, mut a, _) = filled();
+    let q = |seq: u64, len: usize| Quarantined {
+        seq,
+        received_at_ms: 0,
+        reason: "bad signature".into(),
+        claimed_sender: None,
+        claimed_channel: None,
+        envelope: vec![0; len],
+    };
+    // By count: 3 entries kept.
+    a.set_quarantine_limits(3, u64::MAX);
+    for seq in 0..10 {
+        a.quarantine(&q(seq, 10)).unwrap();
+    }
+    let kept: Vec<u64> = a.quarantined().unwrap().iter().map(|q| q.seq).collect();
+    assert_eq!(kept, vec![7, 8, 9]);
+    let t = a.quarantine_totals().unwrap();
+    assert_eq!((t.entries, t.evicted), (3, 7));
+    // By bytes: two 1000-byte entries fit in 2500 bytes (sealing adds 40).
+    a.set_quarantine_limits(1000, 2500);
+    for seq in 10..14 {
+        a.quarantine(&q(seq, 1000)).unwrap();
+    }
+    let kept: Vec<u64> = a.quarantined().unwrap().iter().map(|q| q.seq).collect();
+    assert_eq!(kept, vec![12, 13]);
+    let t = a.quarantine_totals().unwrap();
+    assert!(t.bytes <= 2500, "{t:?}");
+    assert_eq!((t.entries, t.evicted), (2, 12));
+    assert_eq!(a.stats().unwrap().quarantine_evicted, 12);
+}
