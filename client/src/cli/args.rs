@@ -1,0 +1,414 @@
+//! The command line's arguments (clap): commands, their options and
+//! the parsers of ids, times and labels.
+
+use super::*;
+
+/// Tallinn Relay client: send and receive signed, end-to-end encrypted
+/// coordination messages, and keep a verifiable archive.
+#[derive(Parser, Debug)]
+#[command(
+    name = "tallinn",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 verification failed (archive verify)."
+)]
+pub struct Cli {
+    /// Client configuration file [default: $XDG_CONFIG_HOME/tallinn/client.toml].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (archive and outbox), overriding the config file.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create an identity: writes the secret key file (mode 0600) and prints
+    /// the public roster entry and fingerprint to send to the operator.
+    Keygen {
+        /// Participant id (e.g. UA).
+        #[arg(long)]
+        id: String,
+        /// Display name for the roster entry.
+        #[arg(long)]
+        name: Option<String>,
+        /// Role for the roster entry.
+        #[arg(long, value_enum, default_value_t = RoleArg::Member)]
+        role: RoleArg,
+        /// Protect the key file with a passphrase (read from TALLINN_PASSPHRASE,
+        /// or the first line of standard input).
+        #[arg(long)]
+        passphrase: bool,
+        /// Where to write the secret key file [default: ID.key].
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Show a participant's fingerprint (yours by default).
+    Fingerprint {
+        /// Participant id.
+        id: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Roster commands.
+    Roster {
+        /// Subcommand.
+        #[command(subcommand)]
+        command: RosterCommand,
+    },
+    /// Send a note.
+    Send(NoteArgs),
+    /// File a request for assistance.
+    Request(RequestArgs),
+    /// Offer help for a request.
+    Offer(OfferArgs),
+    /// Report the status of a request or offer.
+    Status(StatusArgs),
+    /// Connect, receive and archive everything pending, send the outbox, exit.
+    Sync {
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// JSON summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stay connected and print messages as they arrive (reconnects on loss).
+    Listen {
+        /// Exit after this many new messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// One JSON object per message.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List archived messages, newest first.
+    Inbox {
+        /// Only this channel.
+        #[arg(long)]
+        channel: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = crate::defaults::PAGE)]
+        limit: usize,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one message in full, with its signature status.
+    Show {
+        /// Message id (or a unique prefix of at least 4 hex digits).
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the thread a message belongs to.
+    Thread {
+        /// Message id (or a unique prefix).
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Messages waiting in the outbox for the relay's acceptance, and
+    /// those it refused (with code and reason) until resent or dropped.
+    Outbox {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        /// Resend or drop an entry.
+        #[command(subcommand)]
+        action: Option<OutboxAction>,
+    },
+    /// Deliveries that failed verification.
+    Quarantine {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Archive commands: search, export, verify, stats.
+    Archive {
+        /// Subcommand.
+        #[command(subcommand)]
+        command: ArchiveCommand,
+    },
+}
+
+/// Roster subcommands.
+#[derive(Subcommand, Debug)]
+pub enum RosterCommand {
+    /// Participants, roles, fingerprints, channels and the roster fingerprint.
+    Show {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What to do with one outbox entry.
+#[derive(Subcommand, Debug)]
+pub enum OutboxAction {
+    /// Seal a (refused) message again against the current roster and clock,
+    /// under a new id, and send it at the next sync.
+    Resend {
+        /// Message id (or a unique prefix).
+        id: String,
+    },
+    /// Remove a message from the outbox without sending it.
+    Drop {
+        /// Message id (or a unique prefix).
+        id: String,
+    },
+}
+
+/// Archive subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ArchiveCommand {
+    /// Search the archive (criteria combine with AND).
+    Search {
+        /// Channel.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Sender id.
+        #[arg(long)]
+        from: Option<String>,
+        /// Kind.
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+        /// TLP label.
+        #[arg(long, value_parser = parse_tlp)]
+        tlp: Option<Tlp>,
+        /// Received on or after (YYYY-MM-DD or unix ms).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<u64>,
+        /// Received before (YYYY-MM-DD or unix ms).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<u64>,
+        /// Words that must all appear in subject, body or attachment names.
+        #[arg(long)]
+        text: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = crate::defaults::PAGE)]
+        limit: usize,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export every record as JSON Lines for an auditor.
+    Export {
+        /// Output file, created with mode 0600 (it holds the plaintext).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Replace FILE if it exists (never follows a symlink there).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Re-verify every signature, the hash chain and the authenticated head;
+    /// exit 3 at the first broken record.
+    Verify {
+        /// Also re-decrypt every envelope and compare with the stored message.
+        #[arg(long)]
+        deep: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts per channel and kind, size, head hash.
+    Stats {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Roster role.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    /// Point of contact.
+    Member,
+    /// Read-only observer.
+    Observer,
+}
+
+/// Message kind for search.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KindArg {
+    /// Notes.
+    Note,
+    /// Requests.
+    Request,
+    /// Offers.
+    Offer,
+    /// Status updates.
+    Status,
+}
+
+/// Line of effort.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LoeArg {
+    /// Immediate support.
+    Immediate,
+    /// Medium-term capability.
+    Capability,
+    /// Long-term sustainability.
+    Sustainability,
+}
+
+/// Priority.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PriorityArg {
+    /// Low.
+    Low,
+    /// Normal.
+    Normal,
+    /// High.
+    High,
+    /// Critical.
+    Critical,
+}
+
+/// Status state.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StateArg {
+    /// Acknowledged.
+    Acknowledged,
+    /// In progress.
+    InProgress,
+    /// Fulfilled.
+    Fulfilled,
+    /// Declined.
+    Declined,
+    /// Closed.
+    Closed,
+}
+
+pub(super) fn parse_tlp(s: &str) -> Result<Tlp, String> {
+    s.parse::<Tlp>().map_err(|e| e.to_string())
+}
+
+pub(super) fn parse_msg_id(s: &str) -> Result<String, String> {
+    if s.len() >= 4 && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(s.to_string())
+    } else {
+        Err("expected a message id (32 hex digits, or a unique prefix of at least 4)".into())
+    }
+}
+
+/// Parses `YYYY-MM-DD` (UTC midnight) or unix milliseconds.
+pub(super) fn parse_time(s: &str) -> Result<u64, String> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    let parts: Vec<&str> = s.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        return Err("expected YYYY-MM-DD or unix milliseconds".into());
+    };
+    let (y, m, d): (i64, i64, i64) = (
+        y.parse().map_err(|_| "bad year")?,
+        m.parse().map_err(|_| "bad month")?,
+        d.parse().map_err(|_| "bad day")?,
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(1970..=9999).contains(&y) {
+        return Err("date out of range".into());
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400_000).map_err(|_| "date before 1970".into())
+}
+
+/// Fields common to every message-sending command.
+#[derive(Args, Debug)]
+pub struct Common {
+    /// TLP 2.0 label: CLEAR, GREEN, AMBER, AMBER+STRICT or RED (mandatory).
+    #[arg(long, value_parser = parse_tlp)]
+    pub tlp: Tlp,
+    /// One-line subject.
+    #[arg(long)]
+    pub subject: String,
+    /// Body text.
+    #[arg(long, conflicts_with = "body_file")]
+    pub body: Option<String>,
+    /// Read the body from a file.
+    #[arg(long, value_name = "FILE")]
+    pub body_file: Option<PathBuf>,
+    /// The message this replies to.
+    #[arg(long, value_parser = parse_msg_id)]
+    pub reply_to: Option<String>,
+    /// Attach a file (repeatable).
+    #[arg(long = "attach", value_name = "FILE")]
+    pub attach: Vec<PathBuf>,
+}
+
+/// `send`.
+#[derive(Args, Debug)]
+pub struct NoteArgs {
+    /// Channel.
+    #[arg(long)]
+    pub channel: String,
+    /// Message fields.
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `request`.
+#[derive(Args, Debug)]
+pub struct RequestArgs {
+    /// Channel.
+    #[arg(long)]
+    pub channel: String,
+    /// Line of effort.
+    #[arg(long, value_enum)]
+    pub loe: LoeArg,
+    /// Category (e.g. incident-response, hardware, training).
+    #[arg(long)]
+    pub category: String,
+    /// Priority.
+    #[arg(long, value_enum)]
+    pub priority: PriorityArg,
+    /// Message fields.
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `offer`.
+#[derive(Args, Debug)]
+pub struct OfferArgs {
+    /// The request being answered.
+    #[arg(long, value_parser = parse_msg_id)]
+    pub request: String,
+    /// Channel [default: the request's channel].
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Message fields.
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The request or offer the status is about.
+    #[arg(long, value_parser = parse_msg_id)]
+    pub about: String,
+    /// New state.
+    #[arg(long, value_enum)]
+    pub state: StateArg,
+    /// Channel [default: the referenced message's channel].
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Message fields.
+    #[command(flatten)]
+    pub common: Common,
+}
