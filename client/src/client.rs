@@ -721,7 +721,7 @@ async fn process_frames(
         let mut reseal_ids = Vec::new();
         // Every delivery of the batch is decoded and its signature checked
         // together (one Ed25519 batch verification) before the loop.
-        let mut checked = precheck_deliveries(inner, &batch);
+        let mut checked = precheck_deliveries(&inner.settings.roster, &batch);
         for (i, f) in batch.drain(..).enumerate() {
             let frame = match f {
                 Ok(fr) => fr,
@@ -955,7 +955,7 @@ type Checked = Result<VerifiedEnvelope, (Option<Header>, EnvelopeError)>;
 /// Decodes every `Deliver` of a batch and verifies each strictly
 /// ([`UntrustedEnvelope::verify_each_strict`]). Aligned with `batch`; `None` for other frames.
 fn precheck_deliveries(
-    inner: &Inner,
+    roster: &Roster,
     batch: &[Result<Frame, ConnectError>],
 ) -> Vec<Option<Checked>> {
     let mut out: Vec<Option<Checked>> = Vec::with_capacity(batch.len());
@@ -976,7 +976,7 @@ fn precheck_deliveries(
     }
     // Strictly, one by one: a batch check may accept a small-order R
     // (PROTOCOL.md §10 item 32), which a recipient must quarantine.
-    let verified = UntrustedEnvelope::verify_each_strict(decoded, &inner.settings.roster);
+    let verified = UntrustedEnvelope::verify_each_strict(decoded, roster);
     for ((i, claimed), v) in slots.into_iter().zip(verified) {
         if let Some(slot) = out.get_mut(i) {
             *slot = Some(v.map_err(|e| (Some(claimed), e)));
@@ -1087,4 +1087,83 @@ fn accepted(inner: &Inner, msg_id: MsgId, seq: u64) -> Result<Option<Event>, Arc
     }
     inner.outbox.remove(&msg_id)?;
     Ok(Some(Event::Accepted { msg_id, seq }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tallinn_common::identity::ParticipantId;
+    use tallinn_common::message::{Message, Tlp};
+
+    /// Re-signs `bytes` with a signature whose R carries the order-2
+    /// torsion point: strict verification refuses it, a batch check
+    /// accepts about half of them (PROTOCOL.md §10 item 32).
+    fn torsion_signed(seed: &[u8; 32], bytes: &[u8], nonce: u8) -> Vec<u8> {
+        use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+        use curve25519_dalek::Scalar;
+        use sha2::{Digest, Sha512};
+        let key = ed25519_dalek::SigningKey::from_bytes(seed);
+        let mut env: tallinn_common::envelope::Envelope = postcard::from_bytes(bytes).unwrap();
+        let r = Scalar::from_bytes_mod_order([nonce; 32]);
+        let big_r = (ED25519_BASEPOINT_POINT * r + EIGHT_TORSION[4]).compress();
+        let mut m = tallinn_common::defaults::ENVELOPE_SIGNATURE_CONTEXT.to_vec();
+        m.extend_from_slice(&env.body);
+        let h: [u8; 64] = Sha512::new()
+            .chain_update(big_r.as_bytes())
+            .chain_update(key.verifying_key().to_bytes())
+            .chain_update(&m)
+            .finalize()
+            .into();
+        let s = r + Scalar::from_bytes_mod_order_wide(&h) * key.to_scalar();
+        env.signature[..32].copy_from_slice(big_r.as_bytes());
+        env.signature[32..].copy_from_slice(s.as_bytes());
+        postcard::to_allocvec(&env).unwrap()
+    }
+
+    /// Issue 10 item 7 in the client's own delivery path: a delivery batch
+    /// holding a genuine message and one whose signature only a batch
+    /// check accepts (chosen so that it does, with exactly this batch)
+    /// keeps the first and refuses the second.
+    #[test]
+    fn a_delivery_batch_is_verified_strictly() {
+        let seed = [7u8; 32];
+        let ua = Identity::from_secrets(ParticipantId::new("UA").unwrap(), &seed, &[8; 32]);
+        let ee = Identity::from_secrets(ParticipantId::new("EE").unwrap(), &[9; 32], &[10; 32]);
+        let roster = Roster::parse(&format!(
+            "{}{}[[channel]]\nid = \"pair\"\nmembers = [\"*\"]\n",
+            ua.roster_entry("Ukraine", "member"),
+            ee.roster_entry("Estonia", "member")
+        ))
+        .unwrap();
+        let good = seal(&ua, &roster, "pair", &Message::note(Tlp::Clear, "a", ""), 1).unwrap();
+        let other = seal(&ua, &roster, "pair", &Message::note(Tlp::Clear, "b", ""), 2).unwrap();
+        let decode = |b: &[u8]| UntrustedEnvelope::decode(b).unwrap();
+        let evil = (1..=64u8)
+            .map(|n| torsion_signed(&seed, other.as_bytes(), n))
+            .find(|evil| {
+                UntrustedEnvelope::verify_many(vec![decode(good.as_bytes()), decode(evil)], &roster)
+                    .iter()
+                    .all(Result::is_ok)
+            })
+            .expect("a nonce that this very batch accepts");
+        let deliver = |seq, envelope: Vec<u8>| {
+            Ok(Frame::Deliver {
+                seq,
+                received_at_ms: 0,
+                envelope,
+            })
+        };
+        let batch = vec![
+            deliver(1, good.as_bytes().to_vec()),
+            deliver(2, evil),
+            Ok(Frame::Ack { up_to_seq: 0 }),
+        ];
+        let checked = precheck_deliveries(&roster, &batch);
+        assert!(matches!(checked[0], Some(Ok(_))));
+        assert!(matches!(
+            checked[1],
+            Some(Err((Some(_), EnvelopeError::BadSignature)))
+        ));
+        assert!(checked[2].is_none());
+    }
 }

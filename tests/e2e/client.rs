@@ -564,3 +564,112 @@ async fn stale_outbox_message_is_resealed_after_clock_skew() {
     })
     .await;
 }
+
+/// Re-signs an envelope of `who` (secret seed `seed`) with a signature whose
+/// R carries the order-2 torsion point (see `common::envelope` tests):
+/// strict verification refuses it, a batch check accepts about half.
+fn torsion_signed(seed: &[u8; 32], bytes: &[u8], nonce: u8) -> Vec<u8> {
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+    use curve25519_dalek::Scalar;
+    use sha2::{Digest, Sha512};
+    let key = ed25519_dalek::SigningKey::from_bytes(seed);
+    let mut env: Envelope = postcard::from_bytes(bytes).unwrap();
+    let r = Scalar::from_bytes_mod_order([nonce; 32]);
+    let big_r = (ED25519_BASEPOINT_POINT * r + EIGHT_TORSION[4]).compress();
+    let mut m = tallinn_common::defaults::ENVELOPE_SIGNATURE_CONTEXT.to_vec();
+    m.extend_from_slice(&env.body);
+    let h: [u8; 64] = Sha512::new()
+        .chain_update(big_r.as_bytes())
+        .chain_update(key.verifying_key().to_bytes())
+        .chain_update(&m)
+        .finalize()
+        .into();
+    let s = r + Scalar::from_bytes_mod_order_wide(&h) * key.to_scalar();
+    env.signature[..32].copy_from_slice(big_r.as_bytes());
+    env.signature[32..].copy_from_slice(s.as_bytes());
+    postcard::to_allocvec(&env).unwrap()
+}
+
+/// Issue 10 item 7, end to end: a relay that batch-verified (or was
+/// compromised) forwards a message whose signature only a batch check
+/// accepts, right behind a genuine one. The client archives the genuine one
+/// and quarantines the other. (Whether both land in one client batch
+/// depends on timing; `client::tests::a_delivery_batch_is_verified_strictly`
+/// pins that case deterministically.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_only_a_batch_check_accepts_is_quarantined() {
+    timed(async {
+        let mut env = Env::new().await;
+        env.stop_relay().await;
+        let ua = env.dep.id("UA");
+        let toml = ua.to_secret_toml();
+        let b64 = toml
+            .lines()
+            .find_map(|l| l.strip_prefix("sign_secret = "))
+            .unwrap()
+            .trim_matches('"')
+            .to_string();
+        let seed: [u8; 32] = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let roster = &env.dep.roster;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let note = |s: &str| Message::note(Tlp::Green, s, "");
+        let good =
+            tallinn_common::envelope::seal(&ua, roster, "front-office", &note("genuine"), now)
+                .unwrap();
+        let other =
+            tallinn_common::envelope::seal(&ua, roster, "front-office", &note("torsion"), now)
+                .unwrap();
+        let decode = |b: &[u8]| UntrustedEnvelope::decode(b).unwrap();
+        let evil = (1..=64u8)
+            .map(|n| torsion_signed(&seed, other.as_bytes(), n))
+            .find(|evil| {
+                UntrustedEnvelope::verify_many(vec![decode(good.as_bytes()), decode(evil)], roster)
+                    .iter()
+                    .all(Result::is_ok)
+            })
+            .expect("a nonce the batch check accepts");
+        {
+            use tallinn_relay::store::{LogEntry, SledStore, Store};
+            let store = SledStore::open(&env.dep.dir.join("relay-data")).unwrap();
+            for (i, bytes) in [good.as_bytes().to_vec(), evil].into_iter().enumerate() {
+                store
+                    .append(
+                        tallinn_common::message::MsgId([i as u8 + 1; 16]),
+                        &LogEntry {
+                            received_at_ms: now,
+                            sender: "UA".into(),
+                            recipients: vec!["EE".into()],
+                            envelope: bytes,
+                        },
+                    )
+                    .unwrap();
+            }
+            store.flush().unwrap();
+        }
+        env.restart_relay().await;
+        let ee = env.client("EE", "default").await;
+        let mut state = ee.state();
+        tokio::time::timeout(WAIT, async {
+            while state.borrow_and_update().delivered < 2 {
+                state.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("both delivered");
+        let q = ee.archive().quarantined().unwrap();
+        assert_eq!(q.len(), 1, "{q:?}");
+        assert!(q[0].reason.contains("bad signature"), "{}", q[0].reason);
+        assert_eq!(ee.archive().len(), 1);
+        assert!(ee.archive().get(&good.msg_id()).unwrap().is_some());
+        assert!(ee.archive().get(&other.msg_id()).unwrap().is_none());
+        ee.close().await;
+    })
+    .await;
+}
