@@ -94,6 +94,36 @@ async fn post_quantum_key_exchange_is_required_by_default() {
     .await;
 }
 
+/// Item 18: the refusal of a classical-only client is a clear log line of
+/// the relay binary (not only a metric).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classical_only_client_is_refused_with_a_clear_log_line() {
+    timed(async {
+        let w = World::tallinn();
+        let dir = tempfile::tempdir().unwrap();
+        write_child_config(dir.path(), &w);
+        let relay = ChildRelay::start(dir.path());
+        let ep = classical_client_endpoint(relay.pin);
+        let err = ep
+            .connect(relay.addr, "localhost")
+            .unwrap()
+            .await
+            .expect_err("an X25519-only client must be refused");
+        assert!(err.to_string().contains("NoKxGroupsInCommon"), "{err}");
+        let line = tokio::task::spawn_blocking(move || {
+            let line = relay.wait_for_log("the client offers no post-quantum key exchange");
+            relay.kill9();
+            line
+        })
+        .await
+        .unwrap()
+        .expect("the relay logs the refusal");
+        assert!(line.contains("X25519MLKEM768 is required"), "{line}");
+        assert!(line.contains("WARN"), "{line}");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn classical_key_exchange_is_accepted_and_counted_when_allowed() {
     timed(async {

@@ -400,6 +400,8 @@ pub struct ChildRelay {
     pub addr: SocketAddr,
     pub pin: [u8; 32],
     pub dir: PathBuf,
+    /// Every line the relay writes to stderr (its log), as it comes.
+    pub log: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
 }
 
 pub fn write_child_config(dir: &Path, world: &World) -> PathBuf {
@@ -429,6 +431,7 @@ impl ChildRelay {
             .expect("relay binary starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let (log_tx, log) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = std::io::BufReader::new(stderr).lines();
             let mut sent = false;
@@ -437,6 +440,7 @@ impl ChildRelay {
                     let _ = tx.send(line.clone());
                     sent = true;
                 }
+                let _ = log_tx.send(line);
             }
         });
         let line = rx.recv_timeout(WAIT).expect("relay prints its address");
@@ -452,6 +456,21 @@ impl ChildRelay {
             addr: addr.parse().unwrap(),
             pin,
             dir: dir.to_path_buf(),
+            log: std::sync::Mutex::new(log),
+        }
+    }
+
+    /// Waits (bounded by [`WAIT`]) for a log line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> Option<String> {
+        let log = self.log.lock().unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            match log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
         }
     }
 
