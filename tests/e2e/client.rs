@@ -290,8 +290,6 @@ async fn compromised_relay_deliveries_are_quarantined_and_do_not_block() {
         // Play a compromised relay: write hostile entries straight into its
         // store, bypassing its checks.
         {
-            use tallinn_relay::store::{LogEntry, SledStore, Store};
-            let store = SledStore::open(&env.dep.dir.join("relay-data")).unwrap();
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
@@ -337,23 +335,11 @@ async fn compromised_relay_deliveries_are_quarantined_and_do_not_block() {
             )
             .unwrap();
             // 3. Garbage.
-            for (i, bytes) in [bad_sig, from_observer.as_bytes().to_vec(), vec![1, 2, 3]]
-                .into_iter()
-                .enumerate()
-            {
-                store
-                    .append(
-                        tallinn_common::message::MsgId([i as u8 + 1; 16]),
-                        &LogEntry {
-                            received_at_ms: now,
-                            sender: "UA".into(),
-                            recipients: vec!["EE".into()],
-                            envelope: bytes,
-                        },
-                    )
-                    .unwrap();
-            }
-            store.flush().unwrap();
+            inject_for_ee(
+                &env,
+                vec![bad_sig, from_observer.as_bytes().to_vec(), vec![1, 2, 3]],
+                now,
+            );
         }
         env.restart_relay().await;
         let ua = env.client("UA", "default").await;
@@ -635,24 +621,7 @@ async fn a_signature_only_a_batch_check_accepts_is_quarantined() {
                     .all(Result::is_ok)
             })
             .expect("a nonce the batch check accepts");
-        {
-            use tallinn_relay::store::{LogEntry, SledStore, Store};
-            let store = SledStore::open(&env.dep.dir.join("relay-data")).unwrap();
-            for (i, bytes) in [good.as_bytes().to_vec(), evil].into_iter().enumerate() {
-                store
-                    .append(
-                        tallinn_common::message::MsgId([i as u8 + 1; 16]),
-                        &LogEntry {
-                            received_at_ms: now,
-                            sender: "UA".into(),
-                            recipients: vec!["EE".into()],
-                            envelope: bytes,
-                        },
-                    )
-                    .unwrap();
-            }
-            store.flush().unwrap();
-        }
+        inject_for_ee(&env, vec![good.as_bytes().to_vec(), evil], now);
         env.restart_relay().await;
         let ee = env.client("EE", "default").await;
         let mut state = ee.state();
@@ -672,4 +641,25 @@ async fn a_signature_only_a_batch_check_accepts_is_quarantined() {
         ee.close().await;
     })
     .await;
+}
+
+/// Plays a compromised relay: writes envelopes for EE (as if from UA)
+/// straight into the stopped relay's store, bypassing every check.
+fn inject_for_ee(env: &Env, envelopes: Vec<Vec<u8>>, now: u64) {
+    use tallinn_relay::store::{LogEntry, SledStore, Store};
+    let store = SledStore::open(&env.dep.dir.join("relay-data")).unwrap();
+    for (i, bytes) in envelopes.into_iter().enumerate() {
+        store
+            .append(
+                tallinn_common::message::MsgId([i as u8 + 1; 16]),
+                &LogEntry {
+                    received_at_ms: now,
+                    sender: "UA".into(),
+                    recipients: vec!["EE".into()],
+                    envelope: bytes,
+                },
+            )
+            .unwrap();
+    }
+    store.flush().unwrap();
 }
