@@ -41,6 +41,36 @@ impl SledLog {
     }
 }
 
+/// How long [`retry_while_locked`] waits for a database lock: a database
+/// closed in the same process (a restart in place, a client reopened)
+/// releases its file lock only once its background threads finished, a
+/// moment after the drop.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `open` until it stops failing with sled's "could not acquire lock"
+/// error, for at most [`LOCK_WAIT`]; any other outcome (success, another
+/// error, a lock still held after the wait: another process uses the
+/// database) is returned as it is.
+///
+/// # Errors
+/// Whatever `open` returned last.
+pub fn retry_while_locked<T, E: std::fmt::Display>(
+    mut open: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match open() {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +182,25 @@ mod private_tests {
         assert!(e.to_string().contains("chmod 600"), "{e}");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         check_private_file(&File::open(&p).unwrap(), &p).unwrap();
+    }
+
+    #[test]
+    fn a_lock_released_soon_is_waited_for_other_errors_are_not() {
+        let mut tries = 0;
+        let r: Result<u32, String> = retry_while_locked(|| {
+            tries += 1;
+            if tries < 3 {
+                Err("could not acquire lock on db".into())
+            } else {
+                Ok(7)
+            }
+        });
+        assert_eq!(r, Ok(7));
+        let mut tries = 0;
+        let r: Result<u32, String> = retry_while_locked(|| {
+            tries += 1;
+            Err("corrupt".into())
+        });
+        assert_eq!((r, tries), (Err("corrupt".into()), 1));
     }
 }

@@ -18,10 +18,10 @@ impl ArchiveDb {
     /// [`ArchiveError::Db`] (including "in use by another process"),
     /// [`ArchiveError::Io`] if its log file cannot be opened for syncing.
     pub fn open(dir: &std::path::Path) -> Result<Self, ArchiveError> {
-        let sled = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(Some(1000))
-            .open()?;
+        let config = sled::Config::new().path(dir).flush_every_ms(Some(1000));
+        // A database this process just closed releases its lock a moment
+        // after the drop; another process holding it is still an error.
+        let sled = tallinn_host::durable::retry_while_locked(|| config.open())?;
         let log = std::sync::Arc::new(tallinn_host::durable::SledLog::open(dir)?);
         Ok(Self { sled, log })
     }

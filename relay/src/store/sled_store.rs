@@ -16,28 +16,6 @@ use super::keys::{
 use super::wal::Wal;
 use super::{Appended, Cursor, GcStats, LogEntry, Store, StoreError, StoreStats, StoredMessage};
 
-/// How long opening waits for sled's file lock: a store closed in the same
-/// process (a restart in place) releases it only once sled's background
-/// threads have finished, a moment after the drop.
-const LOCK_WAIT: Duration = Duration::from_secs(5);
-
-/// Opens sled, waiting up to [`LOCK_WAIT`] while its file lock is still held;
-/// a lock held longer (another relay on the same data directory) is an error.
-fn open_locked(config: &sled::Config) -> Result<sled::Db, StoreError> {
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
-    loop {
-        match config.open() {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            other => return Ok(other?),
-        }
-    }
-}
-
 /// A cursor with its raw key (for deletion).
 type CursorRecord = (Vec<u8>, Cursor);
 
@@ -112,7 +90,7 @@ impl SledStore {
             // Favour write throughput over space: the log is short-lived
             // (deleted once acknowledged), so space amplification is cheap.
             .mode(sled::Mode::HighThroughput);
-        let db = open_locked(&config)?;
+        let db = tallinn_host::durable::retry_while_locked(|| config.open())?;
         let log = tallinn_host::durable::SledLog::open(dir)?;
         let tree = db.open_tree("relay")?;
         let (wal_a, replay_a) = Wal::open(&dir.join(WAL_FILES[0]))?;
