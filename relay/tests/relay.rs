@@ -240,6 +240,35 @@ async fn pre_auth_budget_retries_and_evicts_the_oldest() {
     .await;
 }
 
+/// Item 13: until `Welcome` the connection's receive window is 16 KiB, so a
+/// client that has not authenticated can make the relay buffer at most that
+/// much. Polled without yielding on the one runtime thread, no packet moves
+/// meanwhile: what `write` accepts is exactly the flow-control credit the
+/// relay granted in its transport parameters.
+#[tokio::test]
+async fn before_welcome_a_client_can_push_at_most_the_small_window() {
+    timed(async {
+        let w = World::tallinn();
+        let relay = TestRelay::start(&w, test_limits()).await;
+        let mut raw = open(relay.addr(), relay.pin).await;
+        let chunk = vec![0u8; 1024];
+        let mut accepted = 0usize;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for _ in 0..1024 {
+            let mut write = std::pin::pin!(raw.send.write(&chunk));
+            match std::future::Future::poll(write.as_mut(), &mut cx) {
+                std::task::Poll::Ready(Ok(n)) if n > 0 => accepted += n,
+                _ => break,
+            }
+        }
+        let window = tallinn_relay::defaults::PRE_AUTH_RECEIVE_WINDOW as usize;
+        assert!(accepted < window, "{accepted} bytes buffered before Welcome");
+        assert!(accepted >= window / 2, "{accepted}: the window is not closed");
+        relay.server.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn wrong_pin_is_refused_by_the_client() {
     timed(async {
