@@ -262,8 +262,14 @@ async fn before_welcome_a_client_can_push_at_most_the_small_window() {
             }
         }
         let window = tallinn_relay::defaults::PRE_AUTH_RECEIVE_WINDOW as usize;
-        assert!(accepted < window, "{accepted} bytes buffered before Welcome");
-        assert!(accepted >= window / 2, "{accepted}: the window is not closed");
+        assert!(
+            accepted < window,
+            "{accepted} bytes buffered before Welcome"
+        );
+        assert!(
+            accepted >= window / 2,
+            "{accepted}: the window is not closed"
+        );
         relay.server.shutdown().await;
     })
     .await;
