@@ -240,6 +240,36 @@ impl SledStore {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Creates or refreshes a device cursor: acked moves to at least
+    /// `up_to`, last seen to at least `now_ms`. Returns the acked seq after.
+    /// (A cursor that does not decode starts again at 0: a redelivery.)
+    fn update_cursor(
+        &self,
+        participant: &str,
+        device: &str,
+        up_to: u64,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let key = cursor_key(participant, device);
+        let mut acked = 0;
+        self.inner
+            .tree
+            .fetch_and_update(&key, |old| {
+                let mut c = old
+                    .and_then(|v| postcard::from_bytes::<Cursor>(v).ok())
+                    .unwrap_or(Cursor {
+                        acked: 0,
+                        last_seen_ms: now_ms,
+                    });
+                c.acked = c.acked.max(up_to);
+                c.last_seen_ms = c.last_seen_ms.max(now_ms);
+                acked = c.acked;
+                postcard::to_allocvec(&c).ok()
+            })
+            .map_err(|e| self.inner.fail(e.into()))?;
+        Ok(acked)
+    }
+
     fn cursors(&self) -> Result<HashMap<String, Vec<CursorRecord>>, StoreError> {
         let mut out: HashMap<String, Vec<(Vec<u8>, Cursor)>> = HashMap::new();
         for kv in self.inner.tree.scan_prefix(b"C") {
@@ -385,23 +415,7 @@ impl Store for SledStore {
         device: &str,
         now_ms: u64,
     ) -> Result<u64, StoreError> {
-        let key = cursor_key(participant, device);
-        let mut acked = 0;
-        self.inner
-            .tree
-            .fetch_and_update(&key, |old| {
-                let mut c = old
-                    .and_then(|v| postcard::from_bytes::<Cursor>(v).ok())
-                    .unwrap_or(Cursor {
-                        acked: 0,
-                        last_seen_ms: now_ms,
-                    });
-                c.last_seen_ms = c.last_seen_ms.max(now_ms);
-                acked = c.acked;
-                postcard::to_allocvec(&c).ok()
-            })
-            .map_err(|e| self.inner.fail(e.into()))?;
-        Ok(acked)
+        self.update_cursor(participant, device, 0, now_ms)
     }
 
     fn ack(
@@ -411,22 +425,8 @@ impl Store for SledStore {
         up_to: u64,
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        let key = cursor_key(participant, device);
-        self.inner
-            .tree
-            .fetch_and_update(&key, |old| {
-                let mut c = old
-                    .and_then(|v| postcard::from_bytes::<Cursor>(v).ok())
-                    .unwrap_or(Cursor {
-                        acked: 0,
-                        last_seen_ms: now_ms,
-                    });
-                c.acked = c.acked.max(up_to);
-                c.last_seen_ms = c.last_seen_ms.max(now_ms);
-                postcard::to_allocvec(&c).ok()
-            })
-            .map_err(|e| self.inner.fail(e.into()))?;
-        Ok(())
+        self.update_cursor(participant, device, up_to, now_ms)
+            .map(|_| ())
     }
 
     fn gc(&self, now_ms: u64, retention_ms: u64) -> Result<GcStats, StoreError> {
