@@ -37,6 +37,29 @@ pub const AUTH_EXPORTER_LEN: usize = 32;
 /// Domain-separation prefix of the roster fingerprint hash.
 pub const ROSTER_FINGERPRINT_CONTEXT: &[u8] = b"tallinn/1 roster";
 
+/// Domain-separation prefix of a roster-log entry: both its hash
+/// (`SHA-256(prefix || body)`) and every identity-key approval
+/// (`Ed25519(prefix || body)`) use it.
+pub const ROSTER_ENTRY_CONTEXT: &[u8] = b"tallinn/2 roster-entry";
+
+/// The only device key suite of this version: Ed25519 signing, X25519 (HPKE
+/// DHKEM(X25519, HKDF-SHA256)) encryption.
+pub const SUITE_X25519: u8 = 1;
+
+/// The device label a version-1 participant's key pair gets when its roster
+/// is migrated to a version-2 genesis.
+pub const V1_DEVICE: &str = "default";
+
+/// Upper bound on a participant's devices. A nation's front office, back
+/// office and a few spares; the bound keeps a single participant from making
+/// every envelope of a channel large.
+pub const MAX_DEVICES_PER_PARTICIPANT: usize = 16;
+
+/// Upper bound on one encoded roster-log entry (body plus approvals). A state
+/// of 100 participants with 16 devices each is about 150 KiB; an entry must fit
+/// in one frame.
+pub const MAX_ROSTER_ENTRY_LEN: usize = 512 * 1024;
+
 /// Additional data of the passphrase-protected secret key file's AEAD, followed
 /// by the participant id, so a ciphertext cannot be moved to another id's file.
 pub const SECRET_FILE_AAD_CONTEXT: &[u8] = b"tallinn/1 secret-file";

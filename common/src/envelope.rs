@@ -164,6 +164,31 @@ pub enum EnvelopeError {
     /// Sealing: a recipient's roster encryption key is unusable.
     #[error("cannot wrap the content key to {0}: invalid encryption key")]
     BadRecipientKey(String),
+    /// The sending device is not one of the sender's devices at the
+    /// envelope's roster epoch (unknown, or revoked).
+    #[error("{sender} has no device {device:?} at this roster epoch (unknown or revoked)")]
+    UnknownDevice {
+        /// The sender.
+        sender: String,
+        /// The device label.
+        device: String,
+    },
+    /// The channel accepts posts from the chair only.
+    #[error("channel {channel} accepts posts from the chair ({chair}) only")]
+    ChairOnly {
+        /// The channel.
+        channel: String,
+        /// The chair at the envelope's epoch.
+        chair: String,
+    },
+    /// The envelope names a roster epoch this party does not have (yet).
+    #[error("sealed against roster epoch {epoch}, but only epochs up to {known} are known here")]
+    UnknownEpoch {
+        /// The envelope's epoch.
+        epoch: u64,
+        /// The latest epoch known.
+        known: u64,
+    },
 }
 
 impl EnvelopeError {
@@ -173,18 +198,21 @@ impl EnvelopeError {
             EnvelopeError::Malformed(_) | EnvelopeError::UnsupportedVersion(_) => {
                 ErrorCode::Malformed
             }
-            EnvelopeError::UnknownSender(_) => ErrorCode::UnknownParticipant,
+            EnvelopeError::UnknownSender(_) | EnvelopeError::UnknownDevice { .. } => {
+                ErrorCode::UnknownParticipant
+            }
             EnvelopeError::BadSignature => ErrorCode::BadSignature,
             EnvelopeError::UnknownChannel(_) | EnvelopeError::NotAMember { .. } => {
                 ErrorCode::NotAMember
             }
-            EnvelopeError::ReadOnly(_) => ErrorCode::ReadOnly,
+            EnvelopeError::ReadOnly(_) | EnvelopeError::ChairOnly { .. } => ErrorCode::ReadOnly,
             EnvelopeError::RecipientsMismatch { .. } => ErrorCode::RecipientsMismatch,
             EnvelopeError::NotARecipient
             | EnvelopeError::DecryptFailed
             | EnvelopeError::CommitmentMismatch
             | EnvelopeError::SenderKeyMismatch(_)
-            | EnvelopeError::BadRecipientKey(_) => ErrorCode::Internal,
+            | EnvelopeError::BadRecipientKey(_)
+            | EnvelopeError::UnknownEpoch { .. } => ErrorCode::Internal,
         }
     }
 }
@@ -202,6 +230,14 @@ impl From<PostError> for EnvelopeError {
                 sender: participant,
                 channel,
             },
+            PostError::UnknownDevice {
+                participant,
+                device,
+            } => EnvelopeError::UnknownDevice {
+                sender: participant,
+                device,
+            },
+            PostError::ChairOnly { channel, chair } => EnvelopeError::ChairOnly { channel, chair },
         }
     }
 }

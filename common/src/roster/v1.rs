@@ -41,7 +41,7 @@ use crate::defaults;
 use crate::identity::{Fingerprint, ParticipantId, PublicIdentity};
 
 /// Why a roster was refused. Each message names the culprit.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RosterError {
     /// The text is not TOML of the roster's shape (unknown field, wrong type...).
@@ -130,6 +130,77 @@ pub enum RosterError {
     /// A channel's recipient set is larger than the protocol allows.
     #[error("channel {0} has more than {max} participants", max = defaults::MAX_RECIPIENTS)]
     TooManyParticipants(String),
+    /// A device label breaks the id rule (1-32 chars of `A-Za-z0-9_-`).
+    #[error("participant {participant}: device label {device:?} is invalid: must be 1-32 characters of A-Za-z0-9_-")]
+    BadDeviceId {
+        /// Participant id.
+        participant: String,
+        /// The label.
+        device: String,
+    },
+    /// A participant lists a device label twice.
+    #[error("participant {participant} lists device {device} more than once")]
+    DuplicateDevice {
+        /// Participant id.
+        participant: String,
+        /// The repeated label.
+        device: String,
+    },
+    /// A list that encodes a set is not sorted and unique (a roster-log body
+    /// has exactly one encoding).
+    #[error("{0} is not sorted by id, or repeats an entry")]
+    NotSorted(String),
+    /// A device names a key suite this version does not know.
+    #[error("participant {participant}, device {device}: unknown key suite {suite} (1 = X25519/Ed25519)")]
+    BadSuite {
+        /// Participant id.
+        participant: String,
+        /// Device label.
+        device: String,
+        /// The suite byte.
+        suite: u8,
+    },
+    /// A participant has more devices than the protocol allows.
+    #[error("participant {0} has more than {max} devices", max = defaults::MAX_DEVICES_PER_PARTICIPANT)]
+    TooManyDevices(String),
+    /// A role byte other than 0 (member) or 1 (observer).
+    #[error("participant {participant}: unknown role code {role}")]
+    BadRole {
+        /// Participant id.
+        participant: String,
+        /// The role byte.
+        role: u8,
+    },
+    /// The chair is not a member participant.
+    #[error("chair {0:?} is not a member participant of the roster")]
+    BadChair(String),
+    /// The quorum is 0 or more than the number of members.
+    #[error("quorum {quorum} is impossible with {members} members (1..={members})")]
+    BadQuorum {
+        /// The quorum.
+        quorum: u32,
+        /// How many members the state has.
+        members: usize,
+    },
+    /// The relay's receipt key is not a usable Ed25519 public key.
+    #[error("relay_key is invalid: {0}")]
+    BadRelayKey(String),
+    /// A channel's posting policy byte is unknown.
+    #[error("channel {channel}: unknown posting policy {post} (0 members, 1 chair)")]
+    BadPostPolicy {
+        /// Channel id.
+        channel: String,
+        /// The policy byte.
+        post: u8,
+    },
+    /// A channel's TLP ceiling is not a TLP code.
+    #[error("channel {channel}: max_tlp {max_tlp} is not a TLP code (0 CLEAR .. 4 RED)")]
+    BadMaxTlp {
+        /// Channel id.
+        channel: String,
+        /// The byte.
+        max_tlp: u8,
+    },
 }
 
 /// A participant's role.
@@ -266,6 +337,22 @@ pub enum PostError {
         participant: String,
         /// The channel.
         channel: String,
+    },
+    /// The sending device is not (or no longer) one of the sender's devices.
+    #[error("{participant} has no device {device:?} in this roster epoch")]
+    UnknownDevice {
+        /// The sender.
+        participant: String,
+        /// The device label.
+        device: String,
+    },
+    /// The channel accepts posts from the chair only.
+    #[error("channel {channel} accepts posts from the chair ({chair}) only")]
+    ChairOnly {
+        /// The channel.
+        channel: String,
+        /// The current chair.
+        chair: String,
     },
 }
 
@@ -700,6 +787,62 @@ impl Roster {
                         c.members.iter().map(|m| m.to_string()).collect()
                     },
                     observers: c.observers.iter().map(|m| m.to_string()).collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Roster {
+    /// Migration to version 2: the state record of a genesis that keeps this
+    /// roster's meaning. Each participant's version-1 key pair becomes both
+    /// its identity key and its single device [`defaults::V1_DEVICE`]
+    /// (`default`), so archives written under version 1 keep verifying;
+    /// channels keep their members (with `"*"` expanded), post policy
+    /// `members` and no TLP ceiling below RED. The caller picks the chair, the
+    /// quorum and the relay's receipt key; [`crate::roster::check_entry`]
+    /// validates the result.
+    pub fn to_state_record(
+        &self,
+        chair: &str,
+        quorum: u32,
+        relay_key: [u8; 32],
+    ) -> crate::roster::StateRecord {
+        use crate::roster::{ChannelRecord, DeviceRecord, ParticipantRecord, StateRecord};
+        StateRecord {
+            beneficiary: self.beneficiary.as_ref().map(|b| b.to_string()),
+            chair: chair.into(),
+            quorum,
+            relay_key,
+            participants: self
+                .participants
+                .values()
+                .map(|p| ParticipantRecord {
+                    id: p.id().to_string(),
+                    name: p.name.clone(),
+                    role: match p.role {
+                        Role::Member => 0,
+                        Role::Observer => 1,
+                    },
+                    identity_key: p.public.sign_key.to_bytes(),
+                    devices: vec![DeviceRecord {
+                        device: defaults::V1_DEVICE.into(),
+                        suite: defaults::SUITE_X25519,
+                        sign_key: p.public.sign_key.to_bytes(),
+                        enc_key: p.public.enc_key,
+                    }],
+                })
+                .collect(),
+            channels: self
+                .channels
+                .values()
+                .map(|c| ChannelRecord {
+                    id: c.id.to_string(),
+                    description: c.description.clone(),
+                    members: c.members.iter().map(|m| m.to_string()).collect(),
+                    observers: c.observers.iter().map(|m| m.to_string()).collect(),
+                    post: 0,
+                    max_tlp: crate::roster::state::tlp_code(crate::message::Tlp::Red),
                 })
                 .collect(),
         }
