@@ -4,8 +4,9 @@
 //! `PROTOCOL.md`): changing one breaks interoperability with every deployed
 //! client and relay.
 
-/// Protocol version carried in every envelope [`Header`](crate::envelope::Header).
-/// Version 2 is reserved for the planned X-Wing (ML-KEM-768 + X25519) suite.
+/// Version of version-1 envelopes ([`HeaderV1`](crate::envelope::HeaderV1)).
+/// Version 2 ([`ENVELOPE_VERSION_V2`]) names devices and a roster epoch; a
+/// post-quantum KEM comes as a new `suite` byte, not a new version.
 pub const ENVELOPE_VERSION: u8 = 1;
 
 /// ALPN protocol identifier negotiated in the QUIC/TLS handshake. A peer
@@ -17,6 +18,23 @@ pub const ALPN: &[u8] = b"tallinn/1";
 /// `ENVELOPE_SIGNATURE_CONTEXT || body`. Distinct from [`AUTH_SIGNATURE_CONTEXT`]
 /// so an auth signature can never be replayed as an envelope signature.
 pub const ENVELOPE_SIGNATURE_CONTEXT: &[u8] = b"tallinn/1 envelope";
+
+/// Version-2 envelope signature prefix: Ed25519 by the sending device signs
+/// `ENVELOPE_SIGNATURE_CONTEXT_V2 || body`.
+pub const ENVELOPE_SIGNATURE_CONTEXT_V2: &[u8] = b"tallinn/2 envelope";
+
+/// Version-2 key-commitment prefix.
+pub const KEY_COMMITMENT_CONTEXT_V2: &[u8] = b"tallinn/2 key-commitment";
+
+/// Version-2 HPKE `info` for wrapping a content key to one device.
+pub const HPKE_WRAP_INFO_V2: &[u8] = b"tallinn/2 wrap";
+
+/// HKDF `info` prefix deriving a version-2 wrap's HPKE ephemeral from the
+/// content key (followed by msg_id, participant, 0x00, device).
+pub const WRAP_EPHEMERAL_INFO: &[u8] = b"tallinn/2 wrap-ephemeral";
+
+/// Version of envelopes sealed by this implementation's `seal_v2`.
+pub const ENVELOPE_VERSION_V2: u8 = 2;
 
 /// Domain-separation prefix of the session authentication signature.
 pub const AUTH_SIGNATURE_CONTEXT: &[u8] = b"tallinn/1 auth";
