@@ -77,11 +77,21 @@ pub enum ErrorCode {
     /// 14: the sender's messages awaiting delivery at the relay exceed its
     /// storage quota; retry once recipients have collected some.
     QuotaExceeded,
+    /// 15: the envelope was sealed against a roster epoch that is no longer
+    /// current (beyond the grace period); the reason names the current
+    /// epoch. The client fetches the roster log and re-seals.
+    StaleRoster,
+    /// 16: the device was revoked from the roster (at `Auth`, or when a
+    /// `Devices` entry removes it mid-session). Permanent: not retried.
+    Revoked,
+    /// 17: a submitted roster-log entry was refused (invalid, or not the
+    /// next entry); the reason says which rule it broke.
+    BadRosterEntry,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::Unauthenticated,
         ErrorCode::UnknownParticipant,
         ErrorCode::BadSignature,
@@ -97,6 +107,9 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::Replaced,
         ErrorCode::QuotaExceeded,
+        ErrorCode::StaleRoster,
+        ErrorCode::Revoked,
+        ErrorCode::BadRosterEntry,
     ];
 
     /// The snake_case name used in docs, logs and metrics.
@@ -117,6 +130,9 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::Replaced => "replaced",
             ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::StaleRoster => "stale_roster",
+            ErrorCode::Revoked => "revoked",
+            ErrorCode::BadRosterEntry => "bad_roster_entry",
         }
     }
 
@@ -158,7 +174,14 @@ impl std::str::FromStr for ErrorCode {
     }
 }
 
-/// A session-stream frame. Variant order is the wire order (postcard index 0-8).
+/// One roster-log entry on the wire: `postcard(SignedEntry)` bytes (see
+/// [`crate::roster::SignedEntry`]), decoded and checked by the receiver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EntryBytes(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+/// A session-stream frame. Variant order is the wire order (postcard index
+/// 0-12; 9-12 are the roster log of version 2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Frame {
     /// 0, relay -> client, first frame: relay name and the auth nonce.
@@ -232,6 +255,39 @@ pub enum Frame {
         /// Human-readable detail.
         reason: String,
     },
+    /// 9, client -> relay: send the roster log from index `from` on, and
+    /// push every later entry to this session as it is appended.
+    RosterFetch {
+        /// First index wanted (0 for the whole log).
+        from: u64,
+    },
+    /// 10, relay -> client: roster-log entries `first..first+entries.len()`
+    /// (an answer to `RosterFetch`, or a push), and the relay's head epoch.
+    /// A client that has fewer entries than `head + 1` fetches again from
+    /// the next index (an answer is bounded by the frame size).
+    RosterEntries {
+        /// The relay's current epoch (index of its last entry).
+        head: u64,
+        /// Index of the first entry below.
+        first: u64,
+        /// The entries, in index order.
+        entries: Vec<EntryBytes>,
+    },
+    /// 11, client -> relay: append this entry to the roster log. The relay
+    /// answers `RosterAccepted` or `Rejected` with code `bad_roster_entry`
+    /// (msg_id all zero), and pushes an accepted entry to every session that
+    /// fetched the log.
+    RosterSubmit {
+        /// The entry.
+        entry: EntryBytes,
+    },
+    /// 12, relay -> client: the submitted entry is durably appended.
+    RosterAccepted {
+        /// Its index (the new epoch).
+        index: u64,
+        /// Its entry hash.
+        hash: [u8; 32],
+    },
 }
 
 impl Frame {
@@ -247,6 +303,10 @@ impl Frame {
             Frame::Deliver { .. } => "Deliver",
             Frame::Ack { .. } => "Ack",
             Frame::Error { .. } => "Error",
+            Frame::RosterFetch { .. } => "RosterFetch",
+            Frame::RosterEntries { .. } => "RosterEntries",
+            Frame::RosterSubmit { .. } => "RosterSubmit",
+            Frame::RosterAccepted { .. } => "RosterAccepted",
         }
     }
 }
@@ -508,11 +568,39 @@ mod tests {
                 }),
             any::<u64>().prop_map(|up_to_seq| Frame::Ack { up_to_seq }),
             (arb_code(), ".{0,40}").prop_map(|(code, reason)| Frame::Error { code, reason }),
+            any::<u64>().prop_map(|from| Frame::RosterFetch { from }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..50), 0..4)
+            )
+                .prop_map(|(head, first, entries)| Frame::RosterEntries {
+                    head,
+                    first,
+                    entries: entries.into_iter().map(EntryBytes).collect(),
+                }),
+            proptest::collection::vec(any::<u8>(), 0..100).prop_map(|e| Frame::RosterSubmit {
+                entry: EntryBytes(e)
+            }),
+            (any::<u64>(), any::<[u8; 32]>())
+                .prop_map(|(index, hash)| Frame::RosterAccepted { index, hash }),
         ]
     }
 
     #[test]
     fn known_answer_encodings() {
+        // RosterFetch{from: 5}: variant 9, varint 5.
+        assert_eq!(
+            encode_frame(&Frame::RosterFetch { from: 5 }),
+            vec![0, 0, 0, 2, 9, 5]
+        );
+        // RosterSubmit{entry: [1, 2]}: variant 11, length-prefixed bytes.
+        assert_eq!(
+            encode_frame(&Frame::RosterSubmit {
+                entry: EntryBytes(vec![1, 2])
+            }),
+            vec![0, 0, 0, 4, 11, 2, 1, 2]
+        );
         assert_eq!(
             encode_frame(&Frame::Ack { up_to_seq: 300 }),
             vec![0, 0, 0, 3, 7, 0xAC, 0x02]
@@ -538,8 +626,9 @@ mod tests {
             assert_eq!(c.as_str().parse::<ErrorCode>(), Ok(*c));
         }
         assert_eq!(ErrorCode::from_close_code(0), None);
-        assert_eq!(ErrorCode::from_close_code(16), None);
-        assert!(postcard::from_bytes::<ErrorCode>(&[15]).is_err());
+        let n = ErrorCode::ALL.len();
+        assert_eq!(ErrorCode::from_close_code(n as u64 + 1), None);
+        assert!(postcard::from_bytes::<ErrorCode>(&[n as u8]).is_err());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! `tests` crate) through `#[path]`, so seeds and target agree.
 
 use tallinn_common::identity::{Identity, ParticipantId};
-use tallinn_common::roster::Roster;
+use tallinn_common::roster::{
+    approval_message, Approval, EntryBody, EntryKind, Roster, RosterLog, SignedEntry,
+};
 
 /// Identities and roster of the fuzz deployment.
 pub struct World {
@@ -16,6 +18,10 @@ pub struct World {
     pub ee: Identity,
     /// Observer; opens what it receives.
     pub nato: Identity,
+    /// The version-2 roster log: the migrated genesis of `roster` (each
+    /// key pair is its participant's identity key and its device
+    /// `default`), UA beneficiary and chair, approved by UA.
+    pub log: RosterLog,
 }
 
 fn identity(id: &str, secret: u8) -> Identity {
@@ -38,10 +44,24 @@ pub fn world() -> World {
     );
     // invariant: the text above is a valid roster.
     let roster = Roster::parse(&text).expect("invariant: valid roster");
+    let relay = identity("relay", 7);
+    let record = roster.to_state_record("UA", 1, relay.public().sign_key.to_bytes());
+    let mut genesis = SignedEntry::new(&EntryBody {
+        index: 0,
+        prev_hash: [0; 32],
+        kind: EntryKind::Genesis(record),
+    });
+    genesis.add_approval(Approval {
+        participant: "UA".into(),
+        signature: ua.sign(&approval_message(&genesis.body)),
+    });
+    // invariant: the genesis above is valid.
+    let log = RosterLog::from_genesis(genesis, None).expect("invariant: valid genesis");
     World {
         roster,
         ua,
         ee,
         nato,
+        log,
     }
 }

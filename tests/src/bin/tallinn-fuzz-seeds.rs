@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use tallinn_client::archive::{Direction, Record};
-use tallinn_common::envelope::{seal, Envelope};
+use tallinn_common::envelope::{seal, seal_v2, Envelope};
+use tallinn_common::roster::{EntryBody, EntryKind};
 use tallinn_common::message::{Message, MsgId, Tlp};
 use tallinn_common::wire::{self, ErrorCode, Frame};
 use tallinn_relay::store::wal::{encode_record, WalRecord};
@@ -56,6 +57,75 @@ fn main() -> Result<()> {
         bytes.extend_from_slice(&hex::decode(hex)?);
         write(&root, "envelope", &format!("vector-{i}"), &bytes)?;
     }
+
+    // Version 2: sealed by UA's device `default` against the migrated
+    // genesis, as received (mode 0) and as a body to sign with the
+    // `tallinn/2` label (mode 3), and the v2 vectors.
+    let sealed2 = seal_v2(
+        &w.ua,
+        "default",
+        w.log.current(),
+        "plenary",
+        &note,
+        1_764_000_000_000,
+    )?;
+    let mut raw = vec![0u8];
+    raw.extend_from_slice(sealed2.as_bytes());
+    write(&root, "envelope", "sealed-v2", &raw)?;
+    let env2: Envelope = postcard::from_bytes(sealed2.as_bytes())?;
+    let mut body = vec![3u8];
+    body.extend_from_slice(&env2.body);
+    write(&root, "envelope", "body-v2", &body)?;
+    let vectors: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        repo.join("common/tests/vectors/envelope-v2.json"),
+    )?)?;
+    for (i, v) in vectors
+        .as_array()
+        .context("v2 vectors: a JSON array")?
+        .iter()
+        .enumerate()
+    {
+        let hex = v["envelope"].as_str().context("vector without envelope")?;
+        let mut bytes = vec![0u8];
+        bytes.extend_from_slice(&hex::decode(hex)?);
+        write(&root, "envelope", &format!("vector-v2-{i}"), &bytes)?;
+    }
+
+    // Roster log: the genesis as received (mode 0; a known entry), and
+    // bodies for the target to approve (mode 1): an amendment raising the
+    // quorum and a devices entry of EE (which needs EE's approval alone).
+    let genesis = &w.log.entries()[0];
+    let mut g = vec![0u8];
+    g.extend_from_slice(&genesis.encode());
+    write(&root, "roster_log", "genesis", &g)?;
+    let state = w.log.current();
+    let mut amended = state.record().clone();
+    amended.quorum = 2;
+    let amend = EntryBody {
+        index: 1,
+        prev_hash: *state.entry_hash(),
+        kind: EntryKind::Amend(amended),
+    };
+    let mut a = vec![1u8];
+    a.extend_from_slice(&amend.encode());
+    write(&root, "roster_log", "amend", &a)?;
+    let ee = state
+        .record()
+        .participants
+        .iter()
+        .find(|p| p.id == "EE")
+        .context("EE in the fuzz world")?;
+    let devices = EntryBody {
+        index: 1,
+        prev_hash: *state.entry_hash(),
+        kind: EntryKind::Devices {
+            participant: "EE".into(),
+            devices: ee.devices.clone(),
+        },
+    };
+    let mut d = vec![3u8];
+    d.extend_from_slice(&devices.encode());
+    write(&root, "roster_log", "devices", &d)?;
 
     // Frames: one of each kind, and a stream of several.
     let frames = [
