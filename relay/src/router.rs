@@ -255,8 +255,9 @@ impl Router {
         }
     }
 
-    /// Hands a committed message to every open connection of its recipients.
-    /// Never blocks: a full queue marks the connection lagging.
+    /// Hands a committed message to every open connection of its recipients
+    /// (a participant id: each of its devices; `participant/device`: that
+    /// device only). Never blocks: a full queue marks the connection lagging.
     pub fn deliver(&self, msg: Arc<StoredMessage>, recipients: &[String]) {
         let delivery = Delivery {
             seq: msg.seq,
@@ -264,8 +265,11 @@ impl Router {
         };
         let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         for r in recipients {
-            let Some(list) = conns.get(r) else { continue };
-            for c in list {
+            let (participant, device) = crate::store::split_recipient(r);
+            let Some(list) = conns.get(participant) else {
+                continue;
+            };
+            for c in list.iter().filter(|c| device.is_none_or(|d| d == c.device)) {
                 if c.queue.try_send(delivery.clone()).is_err() {
                     c.lagging.store(true, Ordering::SeqCst);
                     self.metrics

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tallinn_common::message::MsgId;
+use tallinn_common::roster::SignedEntry;
 use tallinn_common::wire::{ErrorCode, Frame};
 use tallinn_relay::store::{
     Appended, GcStats, LogEntry, SledStore, Store, StoreError, StoreStats, StoredMessage,
@@ -58,13 +59,20 @@ impl Store for FaultyStore {
     fn inbox_after(
         &self,
         participant: &str,
+        device: &str,
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        self.inner.inbox_after(participant, after, limit)
+        self.inner.inbox_after(participant, device, after, limit)
     }
-    fn pending(&self, participant: &str, after: u64) -> Result<u64, StoreError> {
-        self.inner.pending(participant, after)
+    fn pending(&self, participant: &str, device: &str, after: u64) -> Result<u64, StoreError> {
+        self.inner.pending(participant, device, after)
+    }
+    fn roster_log(&self) -> Result<Vec<(SignedEntry, u64)>, StoreError> {
+        self.inner.roster_log()
+    }
+    fn append_roster_entry(&self, i: u64, e: &SignedEntry, now_ms: u64) -> Result<(), StoreError> {
+        self.inner.append_roster_entry(i, e, now_ms)
     }
     fn touch_device(&self, p: &str, d: &str, now_ms: u64) -> Result<u64, StoreError> {
         self.inner.touch_device(p, d, now_ms)

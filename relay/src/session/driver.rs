@@ -451,8 +451,9 @@ async fn deliver_loop(
                 // Off the async workers: a long backlog never stalls others.
                 let store = shared.store.clone();
                 let participant = handle.participant.clone();
+                let device = handle.device.clone();
                 let read = tokio::task::spawn_blocking(move || {
-                    store.inbox_after(&participant, after, limit)
+                    store.inbox_after(&participant, &device, after, limit)
                 })
                 .await;
                 let batch = match read {

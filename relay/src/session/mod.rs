@@ -499,7 +499,7 @@ async fn authenticate(
             return Ok(None);
         }
         let acked = store.touch_device(&p2, &d2, now_ms())?;
-        let pending = store.pending(&p2, acked)?;
+        let pending = store.pending(&p2, &d2, acked)?;
         Ok::<_, crate::store::StoreError>(Some((acked, pending)))
     })
     .await;

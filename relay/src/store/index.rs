@@ -85,20 +85,34 @@ impl InboxIndex {
         }
     }
 
-    /// Inbox entries of `participant` above `after`.
-    pub(super) fn pending(&self, participant: &str, after: u64) -> u64 {
-        self.inbox.get(participant).map_or(0, |q| {
-            let at = q.partition_point(|&s| s <= after);
-            (q.len() - at) as u64
-        })
+    /// Inbox entries above `after` under any of `keys` (a device reads its
+    /// participant's key and its own device key; a message is under one of
+    /// them, never both).
+    pub(super) fn pending(&self, keys: &[&str], after: u64) -> u64 {
+        keys.iter()
+            .map(|k| {
+                self.inbox.get(*k).map_or(0, |q| {
+                    let at = q.partition_point(|&s| s <= after);
+                    (q.len() - at) as u64
+                })
+            })
+            .sum()
     }
 
-    /// Up to `limit` inbox seqs of `participant` above `after`, ascending.
-    pub(super) fn after(&self, participant: &str, after: u64, limit: usize) -> Vec<u64> {
-        self.inbox.get(participant).map_or_else(Vec::new, |q| {
-            let at = q.partition_point(|&s| s <= after);
-            q.range(at..).take(limit).copied().collect()
-        })
+    /// Up to `limit` inbox seqs above `after` under any of `keys`,
+    /// ascending (the sorted lists merged).
+    pub(super) fn after(&self, keys: &[&str], after: u64, limit: usize) -> Vec<u64> {
+        let mut out: Vec<u64> = Vec::new();
+        for k in keys {
+            if let Some(q) = self.inbox.get(*k) {
+                let at = q.partition_point(|&s| s <= after);
+                out.extend(q.range(at..).take(limit));
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out.truncate(limit);
+        out
     }
 
     /// Bytes stored that `sender` sent.
@@ -138,16 +152,33 @@ mod tests {
         i.add(&m(2, "PL", &["EE", "UA"], 10)); // out of order (replay)
         i.add(&m(2, "PL", &["EE", "UA"], 10)); // indexed twice: counted once
         assert_eq!(i.totals(), (3, 160));
-        assert_eq!(i.after("EE", 0, 10), vec![1, 2, 3]);
-        assert_eq!(i.after("EE", 1, 1), vec![2]);
-        assert_eq!(i.pending("EE", 1), 2);
-        assert_eq!(i.pending("PL", 1), 0);
-        assert_eq!(i.pending("US", 0), 0);
+        assert_eq!(i.after(&["EE"], 0, 10), vec![1, 2, 3]);
+        assert_eq!(i.after(&["EE"], 1, 1), vec![2]);
+        assert_eq!(i.pending(&["EE"], 1), 2);
+        assert_eq!(i.pending(&["PL"], 1), 0);
+        assert_eq!(i.pending(&["US"], 0), 0);
         assert_eq!(i.stored_by("UA"), 150);
         i.remove(&[m(1, "UA", &["EE", "PL"], 100)]);
-        assert_eq!(i.after("EE", 0, 10), vec![2, 3]);
-        assert_eq!(i.pending("PL", 0), 0);
+        assert_eq!(i.after(&["EE"], 0, 10), vec![2, 3]);
+        assert_eq!(i.pending(&["PL"], 0), 0);
         assert_eq!(i.stored_by("UA"), 50);
         assert_eq!(i.totals(), (2, 60));
+    }
+
+    #[test]
+    fn a_device_reads_its_participants_and_its_own_entries_merged() {
+        let mut i = InboxIndex::default();
+        i.add(&m(1, "UA", &["EE"], 1)); // version 1: every device of EE
+        i.add(&m(2, "UA", &["EE/front", "EE/back"], 1));
+        i.add(&m(3, "UA", &["EE/back"], 1)); // only the back office
+        i.add(&m(4, "UA", &["EE"], 1));
+        let front = ["EE", "EE/front"];
+        let back = ["EE", "EE/back"];
+        assert_eq!(i.after(&front, 0, 10), vec![1, 2, 4]);
+        assert_eq!(i.after(&back, 0, 10), vec![1, 2, 3, 4]);
+        assert_eq!(i.after(&back, 1, 2), vec![2, 3]);
+        assert_eq!(i.pending(&front, 1), 2);
+        assert_eq!(i.pending(&back, 0), 4);
+        assert_eq!(i.totals(), (4, 4));
     }
 }

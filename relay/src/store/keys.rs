@@ -50,6 +50,13 @@ pub(super) fn log_key(seq: u64) -> [u8; 9] {
     k
 }
 
+pub(super) fn roster_key(index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'R';
+    k[1..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
 pub(super) fn cursor_key(participant: &str, device: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + participant.len() + device.len());
     k.push(b'C');

@@ -12,9 +12,11 @@
 //! | `b'C' participant 0x00 device` | postcard([`Cursor`]): acked seq, last seen |
 //! | `b'S' msg_id:[u8;16]` | `seq:u64be received_at_ms:u64be` (dedupe window) |
 //! | `b'M' "next_seq"` | `u64be`: the next sequence number to assign |
+//! | `b'R' index:u64be` | `appended_at_ms:u64be` then postcard(`SignedEntry`): the roster log (version 2) |
 //!
-//! A participant's inbox is the log entries after its device's cursor that
-//! list it as a recipient. There is no per-recipient index on disk: one
+//! A device's inbox is the log entries after its cursor that list its
+//! participant (version 1) or the device itself (`participant/device`,
+//! version 2) as a recipient. There is no per-recipient index on disk: one
 //! accepted message is two keys however many recipients it has, which is
 //! what keeps a 14-way fan-out cheap (measured in `BENCHMARKS.md`). The
 //! index lives in memory instead (`index`): built by one scan at open, kept
@@ -44,12 +46,31 @@
 //!
 //! # Deletion
 //! [`Store::gc`] removes a log entry once every known device of every
-//! recipient acknowledged it, and anything (messages, seen ids, device
-//! cursors) older than the retention period. A recipient none of whose
-//! devices was ever seen keeps the message until retention.
+//! participant recipient, and every device recipient, acknowledged it, and
+//! anything (messages, seen ids, device cursors) older than the retention
+//! period. A recipient none of whose devices was ever seen (or a device
+//! recipient that never connected) keeps the message until retention.
 
 use serde::{Deserialize, Serialize};
 use tallinn_common::message::MsgId;
+use tallinn_common::roster::SignedEntry;
+
+/// The recipient key of one device (`participant/device`) in
+/// [`LogEntry::recipients`]: a version-2 envelope is addressed to devices,
+/// and only the devices it names receive it. A plain participant id (a
+/// version-1 envelope) reaches every device of the participant. `/` occurs
+/// in no id, so the two never collide.
+pub fn device_recipient(participant: &str, device: &str) -> String {
+    format!("{participant}/{device}")
+}
+
+/// Splits a recipient key into participant and, for a device key, device.
+pub fn split_recipient(recipient: &str) -> (&str, Option<&str>) {
+    match recipient.split_once('/') {
+        Some((p, d)) => (p, Some(d)),
+        None => (recipient, None),
+    }
+}
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +106,9 @@ pub struct LogEntry {
     pub received_at_ms: u64,
     /// Sender id.
     pub sender: String,
-    /// Recipient ids (as verified against the roster at acceptance).
+    /// Recipients as verified against the roster at acceptance: participant
+    /// ids (version 1) or device keys `participant/device` (version 2, see
+    /// [`device_recipient`]).
     pub recipients: Vec<String>,
     /// The envelope bytes exactly as received.
     #[serde(with = "serde_bytes")]
@@ -175,22 +198,45 @@ pub trait Store: Send + Sync + 'static {
     /// flush may be considered durable.
     fn flush(&self) -> Result<(), StoreError>;
 
-    /// Up to `limit` messages of `participant`'s inbox with seq > `after`, in order.
+    /// Up to `limit` messages for `participant`'s `device` with seq >
+    /// `after`, in order: those addressed to the participant (version 1,
+    /// every device) or to this device ([`device_recipient`]).
     ///
     /// # Errors
     /// [`StoreError`] on database failure.
     fn inbox_after(
         &self,
         participant: &str,
+        device: &str,
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError>;
 
-    /// Number of inbox entries of `participant` with seq > `after`.
+    /// Number of messages for `participant`'s `device` with seq > `after`.
     ///
     /// # Errors
     /// [`StoreError`] on database failure.
-    fn pending(&self, participant: &str, after: u64) -> Result<u64, StoreError>;
+    fn pending(&self, participant: &str, device: &str, after: u64) -> Result<u64, StoreError>;
+
+    /// The roster log, from the genesis, with the time each entry was
+    /// appended (ms since the epoch); empty for a relay still running a
+    /// version-1 roster file.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure or a corrupt entry.
+    fn roster_log(&self) -> Result<Vec<(SignedEntry, u64)>, StoreError>;
+
+    /// Appends roster-log entry `index` durably (synced before it returns).
+    /// The caller has checked it (`check_entry`) and that it is the next.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure; a failed sync stops the store.
+    fn append_roster_entry(
+        &self,
+        index: u64,
+        entry: &SignedEntry,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
 
     /// Registers (or refreshes) a device and returns its acked cursor.
     ///

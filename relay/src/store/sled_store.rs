@@ -6,15 +6,19 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use tallinn_common::message::MsgId;
+use tallinn_common::roster::SignedEntry;
 
 use super::checkpoint::checkpoint_loop;
 use super::index::{InboxIndex, Indexed};
 use super::keys::{
-    be_u64, cursor_key, encode_entry, log_head, log_key, log_seq, seen_key, write_message,
-    NEXT_SEQ_KEY,
+    be_u64, cursor_key, encode_entry, log_head, log_key, log_seq, roster_key, seen_key,
+    write_message, NEXT_SEQ_KEY,
 };
 use super::wal::Wal;
-use super::{Appended, Cursor, GcStats, LogEntry, Store, StoreError, StoreStats, StoredMessage};
+use super::{
+    device_recipient, split_recipient, Appended, Cursor, GcStats, LogEntry, Store, StoreError,
+    StoreStats, StoredMessage,
+};
 
 /// A cursor with its raw key (for deletion).
 type CursorRecord = (Vec<u8>, Cursor);
@@ -379,10 +383,12 @@ impl Store for SledStore {
     fn inbox_after(
         &self,
         participant: &str,
+        device: &str,
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let seqs = self.index().after(participant, after, limit);
+        let own = device_recipient(participant, device);
+        let seqs = self.index().after(&[participant, &own], after, limit);
         let mut out = Vec::with_capacity(seqs.len());
         for seq in seqs {
             let key = log_key(seq);
@@ -401,8 +407,44 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn pending(&self, participant: &str, after: u64) -> Result<u64, StoreError> {
-        Ok(self.index().pending(participant, after))
+    fn pending(&self, participant: &str, device: &str, after: u64) -> Result<u64, StoreError> {
+        let own = device_recipient(participant, device);
+        Ok(self.index().pending(&[participant, &own], after))
+    }
+
+    fn roster_log(&self) -> Result<Vec<(SignedEntry, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.inner.tree.scan_prefix(b"R") {
+            let (k, v) = kv?;
+            let corrupt = || StoreError::Corrupt(hex::encode(&k));
+            let index = be_u64(k.get(1..).unwrap_or_default(), &k)?;
+            if index != out.len() as u64 {
+                return Err(corrupt());
+            }
+            let at = be_u64(v.get(..8).unwrap_or_default(), &k)?;
+            let entry =
+                SignedEntry::decode(v.get(8..).unwrap_or_default()).map_err(|_| corrupt())?;
+            out.push((entry, at));
+        }
+        Ok(out)
+    }
+
+    fn append_roster_entry(
+        &self,
+        index: u64,
+        entry: &SignedEntry,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.inner.check_failed()?;
+        let mut value = now_ms.to_be_bytes().to_vec();
+        value.extend_from_slice(&entry.encode());
+        let write = || -> Result<(), StoreError> {
+            self.inner.tree.insert(roster_key(index), value)?;
+            self.inner.db.flush()?;
+            self.inner.log.sync()?;
+            Ok(())
+        };
+        write().map_err(|e| self.inner.fail(e))
     }
 
     fn stored_bytes(&self, sender: &str) -> u64 {
@@ -438,6 +480,7 @@ impl Store for SledStore {
         // 1. Device cursors: forget devices unseen for longer than retention;
         //    the rest give each participant's minimum acked seq.
         let mut min_acked: HashMap<String, u64> = HashMap::new();
+        let mut device_acked: HashMap<String, u64> = HashMap::new();
         for (participant, devices) in self.cursors()? {
             let mut min: Option<u64> = None;
             for (key, c) in devices {
@@ -446,6 +489,11 @@ impl Store for SledStore {
                     stats.devices_forgotten += 1;
                 } else {
                     min = Some(min.map_or(c.acked, |m: u64| m.min(c.acked)));
+                    let device = key
+                        .get(participant.len() + 2..)
+                        .map(String::from_utf8_lossy)
+                        .unwrap_or_default();
+                    device_acked.insert(device_recipient(&participant, &device), c.acked);
                 }
             }
             if let Some(m) = min {
@@ -465,10 +513,10 @@ impl Store for SledStore {
             let head = log_head(&k, &v)?;
             let expired = head.received_at_ms < horizon;
             let acked = !expired
-                && head
-                    .recipients
-                    .iter()
-                    .all(|r| min_acked.get(r).is_some_and(|m| *m >= seq));
+                && head.recipients.iter().all(|r| match split_recipient(r) {
+                    (_, Some(_)) => device_acked.get(r).is_some_and(|m| *m >= seq),
+                    (p, None) => min_acked.get(p).is_some_and(|m| *m >= seq),
+                });
             if expired || acked {
                 batch.remove(k);
                 if expired {
@@ -547,9 +595,13 @@ impl Store for SledStore {
             (s.messages, s.envelope_bytes) = index.totals();
             let mut depth: Vec<(String, u64)> = index
                 .participants()
-                .map(|p| {
+                .map(|key| {
+                    // Depth per recipient key: a participant (version 1) or
+                    // one device (version 2), above the participant's
+                    // slowest device.
+                    let (p, _) = split_recipient(key);
                     let after = min_acked.get(p).copied().unwrap_or(0);
-                    (p.to_string(), index.pending(p, after))
+                    (key.to_string(), index.pending(&[key], after))
                 })
                 .filter(|(_, n)| *n > 0)
                 .collect();

@@ -35,17 +35,17 @@ fn append_dedupe_inbox_and_reopen() {
     }
     let s = SledStore::open(dir.path()).unwrap();
     let ee: Vec<u64> = s
-        .inbox_after("EE", 0, 10)
+        .inbox_after("EE", "laptop", 0, 10)
         .unwrap()
         .iter()
         .map(|m| m.seq)
         .collect();
     assert_eq!(ee, vec![1, 2]);
-    assert_eq!(s.inbox_after("EE", 1, 10).unwrap().len(), 1);
-    assert_eq!(s.inbox_after("PL", 0, 10).unwrap().len(), 1);
-    assert_eq!(s.pending("EE", 0).unwrap(), 2);
+    assert_eq!(s.inbox_after("EE", "laptop", 1, 10).unwrap().len(), 1);
+    assert_eq!(s.inbox_after("PL", "laptop", 0, 10).unwrap().len(), 1);
+    assert_eq!(s.pending("EE", "laptop", 0).unwrap(), 2);
     // Prefix isolation: "E" must not see "EE"'s inbox.
-    assert_eq!(s.inbox_after("E", 0, 10).unwrap().len(), 0);
+    assert_eq!(s.inbox_after("E", "laptop", 0, 10).unwrap().len(), 0);
     // Seq numbers continue after reopen.
     assert_eq!(
         s.append(MsgId([3; 16]), &entry(&["EE"], 13)).unwrap(),
@@ -71,9 +71,9 @@ fn gc_removes_only_what_every_known_device_acked() {
     assert_eq!(st.acked_removed, 1, "seq 2 done; seq 1 still waits for EE");
     // GB's devices are past both; a new GB device would still get seq 1,
     // which stays stored until EE acknowledges it.
-    assert_eq!(s.inbox_after("GB", 2, 10).unwrap().len(), 0);
-    assert_eq!(s.inbox_after("GB", 0, 10).unwrap().len(), 1);
-    assert_eq!(s.inbox_after("EE", 0, 10).unwrap().len(), 1);
+    assert_eq!(s.inbox_after("GB", "laptop", 2, 10).unwrap().len(), 0);
+    assert_eq!(s.inbox_after("GB", "laptop", 0, 10).unwrap().len(), 1);
+    assert_eq!(s.inbox_after("EE", "laptop", 0, 10).unwrap().len(), 1);
     let depth = s.stats().unwrap().inbox_depth;
     assert_eq!(depth, vec![("EE".to_string(), 1)], "GB has nothing pending");
     // EE never connected: kept until retention, then expired.
@@ -102,7 +102,7 @@ fn commit_log_is_replayed_into_sled_once() {
     }
     let s = SledStore::open(dir.path()).unwrap();
     let got: Vec<u64> = s
-        .inbox_after("EE", 0, 10)
+        .inbox_after("EE", "laptop", 0, 10)
         .unwrap()
         .iter()
         .map(|m| m.seq)
@@ -128,7 +128,7 @@ fn commit_log_is_replayed_into_sled_once() {
     drop(s);
     // Records sled already has are skipped, not stored twice.
     let s = SledStore::open(dir.path()).unwrap();
-    assert_eq!(s.inbox_after("EE", 0, 10).unwrap().len(), 3);
+    assert_eq!(s.inbox_after("EE", "laptop", 0, 10).unwrap().len(), 3);
     assert_eq!(
         s.append(MsgId([1; 16]), &entry(&["EE"], 14)).unwrap(),
         Appended::Duplicate(1)
@@ -157,7 +157,7 @@ fn checkpoint_switches_files_and_keeps_queued_records() {
     assert_eq!((len(0), len(1)), (0, 0));
     drop(s);
     let s = SledStore::open(dir.path()).unwrap();
-    assert_eq!(s.inbox_after("EE", 0, 10).unwrap().len(), 2);
+    assert_eq!(s.inbox_after("EE", "laptop", 0, 10).unwrap().len(), 2);
     assert_eq!(s.last_seq(), 2);
 }
 
@@ -178,7 +178,7 @@ fn torn_commit_log_keeps_the_intact_records() {
     bytes.extend_from_slice(&[9, 0, 0]); // half a header
     std::fs::write(&path, &bytes).unwrap();
     let s = SledStore::open(dir.path()).unwrap();
-    assert_eq!(s.inbox_after("EE", 0, 10).unwrap().len(), 1);
+    assert_eq!(s.inbox_after("EE", "laptop", 0, 10).unwrap().len(), 1);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
 }
 
@@ -240,7 +240,7 @@ fn replay_never_reuses_a_seq_whose_entry_was_collected() {
         "seqs 4 and 5 were handed out and acknowledged"
     );
     let after_cursor: Vec<u64> = s
-        .inbox_after("EE", 5, 10)
+        .inbox_after("EE", "laptop", 5, 10)
         .unwrap()
         .iter()
         .map(|m| m.seq)
@@ -304,10 +304,10 @@ fn sessions_backlogs_and_metrics_never_scan_the_log() {
         s.append(MsgId(id), &entry(to, 10)).unwrap();
     }
     s.commit().unwrap();
-    assert_eq!(s.pending("EE", 0).unwrap(), 10);
-    assert_eq!(s.pending("EE", 51).unwrap(), 8);
+    assert_eq!(s.pending("EE", "laptop", 0).unwrap(), 10);
+    assert_eq!(s.pending("EE", "laptop", 51).unwrap(), 8);
     let backlog: Vec<u64> = s
-        .inbox_after("EE", 0, 3)
+        .inbox_after("EE", "laptop", 0, 3)
         .unwrap()
         .iter()
         .map(|m| m.seq)
@@ -330,11 +330,102 @@ fn sessions_backlogs_and_metrics_never_scan_the_log() {
     let gc = s.gc(20, 1_000_000).unwrap();
     assert_eq!(gc.acked_removed, 250);
     assert_eq!(s.log_scans(), 2);
-    assert_eq!(s.pending("EE", 0).unwrap(), 5);
+    assert_eq!(s.pending("EE", "laptop", 0).unwrap(), 5);
     assert_eq!(s.stored_bytes("UA"), stored / 2);
     drop(s);
     // Rebuilt at open from what is stored.
     let s = SledStore::open_with(dir.path(), None).unwrap();
-    assert_eq!(s.pending("PL", 0).unwrap(), 250);
+    assert_eq!(s.pending("PL", "laptop", 0).unwrap(), 250);
     assert_eq!(s.stored_bytes("UA"), stored / 2);
+}
+
+#[test]
+fn device_recipients_reach_only_their_device_and_are_collected_per_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStore::open(dir.path()).unwrap();
+    let now = 1_000_000;
+    // A version-2 message to GB's two devices, one to its back office only,
+    // and a version-1 message to every GB device.
+    s.append(MsgId([1; 16]), &entry(&["GB/front", "GB/back"], now))
+        .unwrap();
+    s.append(MsgId([2; 16]), &entry(&["GB/back"], now)).unwrap();
+    s.append(MsgId([3; 16]), &entry(&["GB"], now)).unwrap();
+    let seqs = |d: &str| -> Vec<u64> {
+        s.inbox_after("GB", d, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect()
+    };
+    assert_eq!(seqs("front"), vec![1, 3]);
+    assert_eq!(seqs("back"), vec![1, 2, 3]);
+    assert_eq!(seqs("new-laptop"), vec![3]);
+    assert_eq!(s.pending("GB", "front", 0).unwrap(), 2);
+    s.touch_device("GB", "front", now).unwrap();
+    s.touch_device("GB", "back", now).unwrap();
+    s.ack("GB", "back", 2, now).unwrap();
+    s.ack("GB", "front", 1, now).unwrap();
+    // Seq 1: both devices acked; seq 2: its one device acked; seq 3 waits
+    // for the front office.
+    assert_eq!(s.gc(now, 100).unwrap().acked_removed, 2);
+    assert_eq!(seqs("back"), vec![3]);
+    s.ack("GB", "front", 3, now).unwrap();
+    s.ack("GB", "back", 3, now).unwrap();
+    assert_eq!(s.gc(now, 100).unwrap().acked_removed, 1);
+    // A device recipient that never connected keeps its message until
+    // retention.
+    s.append(MsgId([4; 16]), &entry(&["PL/laptop"], now))
+        .unwrap();
+    assert_eq!(s.gc(now, 100).unwrap().acked_removed, 0);
+    assert_eq!(s.gc(now + 1000, 100).unwrap().expired, 1);
+}
+
+#[test]
+fn the_roster_log_is_durable_and_read_back_in_order() {
+    use tallinn_common::roster::{Approval, EntryBody, EntryKind};
+    let dir = tempfile::tempdir().unwrap();
+    let e = |i: u64| {
+        let mut e = SignedEntry::new(&EntryBody {
+            index: i,
+            prev_hash: [i as u8; 32],
+            kind: EntryKind::Devices {
+                participant: "UA".into(),
+                devices: vec![],
+            },
+        });
+        e.add_approval(Approval {
+            participant: "UA".into(),
+            signature: [i as u8; 64],
+        });
+        e
+    };
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        assert!(s.roster_log().unwrap().is_empty());
+        s.append_roster_entry(0, &e(0), 10).unwrap();
+        s.append_roster_entry(1, &e(1), 20).unwrap();
+        // No flush: append_roster_entry syncs on its own. A copy of the
+        // files taken now is what a power cut leaves.
+        let copy = tempfile::tempdir().unwrap();
+        for f in std::fs::read_dir(dir.path()).unwrap() {
+            let f = f.unwrap();
+            if f.file_type().unwrap().is_file() {
+                std::fs::copy(f.path(), copy.path().join(f.file_name())).unwrap();
+            } else {
+                let sub = copy.path().join(f.file_name());
+                std::fs::create_dir_all(&sub).unwrap();
+                for g in std::fs::read_dir(f.path()).unwrap() {
+                    let g = g.unwrap();
+                    if g.file_type().unwrap().is_file() {
+                        std::fs::copy(g.path(), sub.join(g.file_name())).unwrap();
+                    }
+                }
+            }
+        }
+        drop(s);
+        let crashed = SledStore::open(copy.path()).unwrap();
+        assert_eq!(crashed.roster_log().unwrap(), vec![(e(0), 10), (e(1), 20)]);
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(s.roster_log().unwrap(), vec![(e(0), 10), (e(1), 20)]);
 }
