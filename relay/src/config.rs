@@ -65,6 +65,9 @@ pub struct Limits {
     pub max_inflight_sends: usize,
     /// Allowed `sent_at_ms` distance from the relay clock.
     pub max_clock_skew: Duration,
+    /// Version 2: how long after a roster change envelopes sealed against
+    /// the previous epoch are still accepted.
+    pub roster_grace: Duration,
     /// Time allowed to finish flushes and close sessions at shutdown.
     pub drain_timeout: Duration,
 }
@@ -95,6 +98,7 @@ impl Default for Limits {
             delivery_queue: defaults::DELIVERY_QUEUE,
             max_inflight_sends: defaults::MAX_INFLIGHT_SENDS,
             max_clock_skew: defaults::MAX_CLOCK_SKEW,
+            roster_grace: defaults::ROSTER_GRACE,
             drain_timeout: defaults::DRAIN_TIMEOUT,
         }
     }
@@ -284,6 +288,8 @@ pub struct FileLimits {
     pub max_inflight_sends: Option<usize>,
     /// Allowed clock skew in seconds.
     pub max_clock_skew_secs: Option<f64>,
+    /// Grace period of the previous roster epoch, in seconds.
+    pub roster_grace_secs: Option<f64>,
     /// Shutdown drain time in seconds.
     pub drain_timeout_secs: Option<f64>,
 }
@@ -483,6 +489,11 @@ impl FileConfig {
                 "limits.max_clock_skew_secs",
                 l.max_clock_skew_secs,
                 d.max_clock_skew,
+            )?,
+            roster_grace: secs(
+                "limits.roster_grace_secs",
+                l.roster_grace_secs,
+                d.roster_grace,
             )?,
             drain_timeout: secs(
                 "limits.drain_timeout_secs",

@@ -118,6 +118,12 @@ pub const DELIVERY_QUEUE: usize = 512;
 /// Pipelining lets one client share flushes (group commit) with itself.
 pub const MAX_INFLIGHT_SENDS: usize = 128;
 
+/// Version 2: after a roster change, envelopes sealed against the previous
+/// epoch are still accepted this long (a client that sealed just before the
+/// change need not re-seal); later ones get `stale_roster`. Short, because
+/// the previous epoch may still list a revoked device's peers.
+pub const ROSTER_GRACE: Duration = Duration::from_secs(60);
+
 /// Allowed difference between a sender's `sent_at_ms` and the relay clock.
 /// Bounds how long a captured envelope can be replayed (with the seen-id
 /// window, see [`RETENTION`]) while tolerating badly set laptop clocks.

@@ -46,6 +46,7 @@ pub mod config;
 pub mod defaults;
 pub mod metrics;
 pub mod router;
+pub mod rules;
 pub mod server;
 pub mod session;
 pub mod store;

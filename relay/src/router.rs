@@ -24,12 +24,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tallinn_common::identity::PublicIdentity;
-use tallinn_common::roster::Roster;
+use ed25519_dalek::VerifyingKey;
 use tallinn_common::wire::ErrorCode;
 use tokio::sync::{mpsc, Notify};
 
 use crate::metrics::Metrics;
+use crate::rules::RosterRules;
 use crate::store::StoredMessage;
 
 /// A live delivery: the message's seq and its `Deliver` frame, encoded once
@@ -62,6 +62,12 @@ pub struct ConnHandle {
     pub participant: String,
     /// Device label.
     pub device: String,
+    /// The key the session authenticated with (re-checked on every roster
+    /// change).
+    pub auth_key: VerifyingKey,
+    /// Set once the session fetched the roster log: new entries are pushed
+    /// to it (woken through `wake`).
+    pub roster_subscribed: AtomicBool,
     /// Live deliveries.
     pub queue: mpsc::Sender<Delivery>,
     /// Set when a live delivery could not be queued: read from the store.
@@ -133,14 +139,14 @@ pub struct Router {
     pub durable_seq: AtomicU64,
     conns: Mutex<HashMap<String, Vec<Arc<ConnHandle>>>>,
     /// The roster in force. Replaced only while `conns` is locked.
-    roster: RwLock<Arc<Roster>>,
+    roster: RwLock<Arc<RosterRules>>,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
 impl Router {
     /// An empty router with the roster in force.
-    pub fn new(roster: Arc<Roster>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(roster: Arc<RosterRules>, metrics: Arc<Metrics>) -> Self {
         Self {
             durable_seq: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
@@ -151,16 +157,16 @@ impl Router {
     }
 
     /// The roster in force.
-    pub fn roster(&self) -> Arc<Roster> {
+    pub fn roster(&self) -> Arc<RosterRules> {
         self.roster
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    /// Registers a session of `participant` authenticated with the keys
-    /// `authenticated_as`, if those are still its keys in the roster in
-    /// force and it has fewer than `max` sessions (the one it replaces not
+    /// Registers a session of `participant`'s `device` authenticated with
+    /// the key `authenticated_as`, if that is still the device's key in the
+    /// roster in force and it has fewer than `max` sessions (the one it replaces not
     /// counted). A session of the same device is replaced: removed from the
     /// table and told to close with `replaced`.
     ///
@@ -170,7 +176,7 @@ impl Router {
         &self,
         participant: &str,
         device: &str,
-        authenticated_as: &PublicIdentity,
+        authenticated_as: &VerifyingKey,
         queue_len: usize,
         max: usize,
     ) -> Result<Registration, RegisterError> {
@@ -179,8 +185,8 @@ impl Router {
         // (and seen here) or wholly after (and its sweep sees this session).
         let current = self.roster();
         if current
-            .participant(participant)
-            .is_none_or(|p| &p.public != authenticated_as)
+            .admits(participant, device, authenticated_as)
+            .is_err()
         {
             return Err(RegisterError::RosterChanged);
         }
@@ -205,6 +211,8 @@ impl Router {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             participant: participant.to_string(),
             device: device.to_string(),
+            auth_key: *authenticated_as,
+            roster_subscribed: AtomicBool::new(false),
             queue: tx,
             // A new connection starts by reading its backlog from the store.
             lagging: AtomicBool::new(true),
@@ -217,27 +225,22 @@ impl Router {
         Ok((handle, rx, replaced))
     }
 
-    /// Puts `roster` in force, then closes every session whose participant
-    /// it removed or re-keyed. Returns how many were closed.
-    pub fn replace_roster(&self, roster: Arc<Roster>) -> usize {
+    /// Puts `roster` in force, then closes every session it no longer
+    /// admits (participant removed, device revoked, key changed) and wakes
+    /// the others (sessions that fetched the roster log push the new
+    /// entries). Returns how many were closed.
+    pub fn replace_roster(&self, roster: Arc<RosterRules>) -> usize {
         let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let old = std::mem::replace(
-            &mut *self.roster.write().unwrap_or_else(|p| p.into_inner()),
-            roster.clone(),
-        );
+        *self.roster.write().unwrap_or_else(|p| p.into_inner()) = roster.clone();
         let mut n = 0;
-        for (p, list) in conns.iter() {
-            let keep = match (old.participant(p), roster.participant(p)) {
-                (Some(a), Some(b)) => a.public == b.public,
-                _ => false,
-            };
-            if !keep {
-                for c in list {
-                    c.kick(
-                        ErrorCode::UnknownParticipant,
-                        "removed from the roster, or its keys changed",
-                    );
-                    n += 1;
+        for list in conns.values() {
+            for c in list {
+                match roster.admits(&c.participant, &c.device, &c.auth_key) {
+                    Ok(()) => c.wake.notify_one(),
+                    Err((code, reason)) => {
+                        c.kick(code, &reason);
+                        n += 1;
+                    }
                 }
             }
         }
@@ -306,13 +309,15 @@ mod tests {
     }
 
     /// A roster of UA and the given EE identity (when present).
-    fn roster(ua: &Identity, ee: Option<&Identity>) -> Arc<Roster> {
+    fn roster(ua: &Identity, ee: Option<&Identity>) -> Arc<RosterRules> {
         let mut text = ua.roster_entry("Ukraine", "member");
         if let Some(ee) = ee {
             text.push_str(&ee.roster_entry("Estonia", "member"));
         }
         text.push_str("[[channel]]\nid = \"plenary\"\nmembers = [\"*\"]\n");
-        Arc::new(Roster::parse(&text).unwrap())
+        Arc::new(RosterRules::V1(Arc::new(
+            tallinn_common::roster::Roster::parse(&text).unwrap(),
+        )))
     }
 
     fn router() -> (Router, Identity, Identity) {
@@ -321,8 +326,8 @@ mod tests {
         (r, ua, ee)
     }
 
-    fn keys(i: &Identity) -> PublicIdentity {
-        i.public()
+    fn keys(i: &Identity) -> VerifyingKey {
+        i.public().sign_key
     }
 
     #[test]
@@ -389,7 +394,7 @@ mod tests {
         assert_eq!(r.replace_roster(roster(&ua, None)), 1);
         assert!(ee_session.kicked.load(Ordering::SeqCst));
         assert!(!ua_session.kicked.load(Ordering::SeqCst));
-        assert!(r.roster().participant("EE").is_none());
+        assert!(r.roster().auth_key("EE", "d").is_err());
     }
 
     /// Item 5: one reader per cursor.

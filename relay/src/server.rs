@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quinn::{Endpoint, IdleTimeout, TransportConfig, VarInt};
-use tallinn_common::roster::Roster;
+use tallinn_common::roster::{LogError, Roster, RosterLog};
+
+use crate::rules::{LogRules, RosterRules};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{error, info, warn};
@@ -52,6 +54,9 @@ pub enum SpawnError {
     /// The commit thread could not be started.
     #[error("starting the commit thread: {0}")]
     Thread(std::io::Error),
+    /// The stored roster log does not verify (a corrupt or tampered store).
+    #[error("the stored roster log does not verify: {0}")]
+    RosterLog(LogError),
 }
 
 /// Why a roster reload was refused.
@@ -217,7 +222,9 @@ impl Server {
             source: StoreError::Sync(e),
         })?;
         let metrics = Arc::new(Metrics::default());
-        let router = Arc::new(Router::new(config.roster.clone(), metrics.clone()));
+        let rules = initial_rules(&config, store.as_ref())?;
+        let participants = rules.participant_count();
+        let router = Arc::new(Router::new(Arc::new(rules), metrics.clone()));
         // What the store holds after opening is on disk: durable.
         router
             .durable_seq
@@ -342,7 +349,7 @@ impl Server {
             config.gc_interval,
             shutdown_rx.clone(),
         ));
-        info!(addr = %local_addr, pin = %hex::encode(pin), participants = config.roster.participants().count(), "relay listening");
+        info!(addr = %local_addr, pin = %hex::encode(pin), participants, "relay listening");
         Ok(Server {
             endpoint,
             local_addr,
@@ -412,7 +419,14 @@ impl Server {
     /// its keys are still current ([`Router::register`]), so no `Auth` slips
     /// in between.
     pub fn set_roster(&self, roster: Roster) -> usize {
-        let kicked = self.shared.router.replace_roster(Arc::new(roster));
+        if self.shared.router.roster().log().is_some() {
+            warn!("the relay runs the roster log: a roster file is ignored");
+            return 0;
+        }
+        let kicked = self
+            .shared
+            .router
+            .replace_roster(Arc::new(RosterRules::V1(Arc::new(roster))));
         self.shared
             .metrics
             .roster_reloads
@@ -604,4 +618,29 @@ async fn gc_loop(
             Err(e) => error!(error = %e, "store gc task failed"),
         }
     }
+}
+
+/// The roster the relay starts with: the roster log in its store if a
+/// genesis was installed (version 2), else the configured roster file.
+fn initial_rules(config: &RelayConfig, store: &dyn Store) -> Result<RosterRules, SpawnError> {
+    let stored = store.roster_log().map_err(|source| SpawnError::Store {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let Some((_, last_at)) = stored.last() else {
+        return Ok(RosterRules::V1(config.roster.clone()));
+    };
+    let since = *last_at;
+    let log = RosterLog::from_entries(stored.into_iter().map(|(e, _)| e), None)
+        .map_err(SpawnError::RosterLog)?;
+    info!(
+        epoch = log.epoch(),
+        deployment = %hex::encode(log.deployment()),
+        "roster log loaded"
+    );
+    Ok(RosterRules::V2(Arc::new(LogRules {
+        log,
+        current_since_ms: since,
+        grace_ms: u64::try_from(config.limits.roster_grace.as_millis()).unwrap_or(u64::MAX),
+    })))
 }

@@ -4,11 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use tallinn_common::envelope::{EnvelopeError, UntrustedEnvelope, VerifiedEnvelope};
+use tallinn_common::envelope::{UntrustedEnvelope, VerifiedEnvelope};
 use tallinn_common::identity::DeviceId;
 use tallinn_common::message::MsgId;
-use tallinn_common::roster::Roster;
 use tallinn_common::wire::{self, ErrorCode, Frame};
+
+use crate::rules::RosterRules;
 
 /// A token bucket: `burst` tokens, refilled at `rate` per second.
 #[derive(Debug, Clone)]
@@ -70,17 +71,19 @@ impl Refusal {
 }
 
 /// Checks an `Auth` frame against the roster and the connection's nonce and
-/// exporter value. Returns the authenticated participant and device.
+/// exporter value. Returns the authenticated participant and device and the
+/// key that verified it.
 ///
 /// # Errors
 /// `(code, reason)`: `unauthenticated` (not an Auth), `unknown_participant`,
-/// `malformed` (bad device label), `bad_signature`.
+/// `revoked` (version 2: the device is not in the roster), `malformed` (bad
+/// device label), `bad_signature`.
 pub fn check_auth(
-    roster: &Roster,
+    roster: &RosterRules,
     frame: &Frame,
     nonce: &[u8; 32],
     exporter: &[u8; 32],
-) -> Result<(String, String), (ErrorCode, String)> {
+) -> Result<(String, String, ed25519_dalek::VerifyingKey), (ErrorCode, String)> {
     let Frame::Auth {
         participant,
         device,
@@ -92,28 +95,16 @@ pub fn check_auth(
             format!("expected Auth, got {}", frame.name()),
         ));
     };
-    let Some(p) = roster.participant(participant) else {
-        return Err((
-            ErrorCode::UnknownParticipant,
-            format!("unknown participant {participant:?}"),
-        ));
-    };
     let device =
         DeviceId::new(device.as_str()).map_err(|e| (ErrorCode::Malformed, e.to_string()))?;
-    wire::verify_auth(
-        &p.public.sign_key,
-        device.as_str(),
-        nonce,
-        exporter,
-        signature,
-    )
-    .map_err(|_| {
+    let key = roster.auth_key(participant, device.as_str())?;
+    wire::verify_auth(&key, device.as_str(), nonce, exporter, signature).map_err(|_| {
         (
             ErrorCode::BadSignature,
             "auth signature does not verify".into(),
         )
     })?;
-    Ok((participant.clone(), device.to_string()))
+    Ok((participant.clone(), device.to_string(), key))
 }
 
 /// Every check of the send path that needs no storage, in order: decode
@@ -126,27 +117,35 @@ pub fn check_auth(
 /// # Errors
 /// A [`Refusal`] with the matching code.
 pub fn check_send(
-    roster: &Roster,
+    roster: &RosterRules,
     authenticated: &str,
     envelope: &[u8],
     max_message_len: usize,
+    now_ms: u64,
     take_token: impl FnOnce(usize) -> bool,
 ) -> Result<VerifiedEnvelope, Refusal> {
     let untrusted = precheck_send(authenticated, envelope, max_message_len, take_token)?;
-    let msg_id = untrusted.claimed_header().msg_id;
-    untrusted
-        .verify(roster)
-        .map_err(|e: EnvelopeError| Refusal::new(msg_id, e.code(), e.to_string()))
+    roster
+        .verify_many(vec![untrusted], now_ms)
+        .pop()
+        .unwrap_or_else(|| {
+            Err(Refusal::new(
+                MsgId([0; 16]),
+                ErrorCode::Internal,
+                "send check lost its result",
+            ))
+        })
 }
 
 /// [`check_send`] for several envelopes that arrived together: the same
 /// checks and results, with one batch signature verification
 /// ([`UntrustedEnvelope::verify_many`]) for those that pass the cheap checks.
 pub fn check_sends(
-    roster: &Roster,
+    roster: &RosterRules,
     authenticated: &str,
     envelopes: &[Vec<u8>],
     max_message_len: usize,
+    now_ms: u64,
     mut take_token: impl FnMut(usize) -> bool,
 ) -> Vec<Result<VerifiedEnvelope, Refusal>> {
     let mut out: Vec<Option<Result<VerifiedEnvelope, Refusal>>> = Vec::new();
@@ -162,11 +161,10 @@ pub fn check_sends(
             Err(r) => out.push(Some(Err(r))),
         }
     }
-    let ids: Vec<MsgId> = pending.iter().map(|u| u.claimed_header().msg_id).collect();
-    let verified = UntrustedEnvelope::verify_many(pending, roster);
-    for ((i, msg_id), v) in at.into_iter().zip(ids).zip(verified) {
+    let verified = roster.verify_many(pending, now_ms);
+    for (i, v) in at.into_iter().zip(verified) {
         if let Some(slot) = out.get_mut(i) {
-            *slot = Some(v.map_err(|e| Refusal::new(msg_id, e.code(), e.to_string())));
+            *slot = Some(v);
         }
     }
     out.into_iter()
@@ -269,6 +267,11 @@ mod tests {
     use tallinn_common::envelope::seal;
     use tallinn_common::identity::{Identity, ParticipantId};
     use tallinn_common::message::{Message, Tlp};
+    use tallinn_common::roster::Roster;
+
+    fn v1(roster: &Roster) -> RosterRules {
+        RosterRules::V1(std::sync::Arc::new(roster.clone()))
+    }
 
     fn world() -> (Roster, Vec<Identity>) {
         let ids: Vec<Identity> = ["UA", "EE", "NATO"]
@@ -312,12 +315,14 @@ mod tests {
         let (nonce, exp) = ([1; 32], [2; 32]);
         let ok = wire::sign_auth(&ids[0], "front-office", &nonce, &exp);
         assert_eq!(
-            check_auth(&roster, &ok, &nonce, &exp),
-            Ok(("UA".into(), "front-office".into()))
+            check_auth(&v1(&roster), &ok, &nonce, &exp),
+            Ok(("UA".into(), "front-office".into(), ids[0].public().sign_key))
         );
         // Replayed on another connection (different exporter).
         assert_eq!(
-            check_auth(&roster, &ok, &nonce, &[3; 32]).unwrap_err().0,
+            check_auth(&v1(&roster), &ok, &nonce, &[3; 32])
+                .unwrap_err()
+                .0,
             ErrorCode::BadSignature
         );
         // Signed by another participant's key.
@@ -331,7 +336,9 @@ mod tests {
             signature,
         };
         assert_eq!(
-            check_auth(&roster, &forged, &nonce, &exp).unwrap_err().0,
+            check_auth(&v1(&roster), &forged, &nonce, &exp)
+                .unwrap_err()
+                .0,
             ErrorCode::BadSignature
         );
         let stranger = Frame::Auth {
@@ -340,7 +347,9 @@ mod tests {
             signature,
         };
         assert_eq!(
-            check_auth(&roster, &stranger, &nonce, &exp).unwrap_err().0,
+            check_auth(&v1(&roster), &stranger, &nonce, &exp)
+                .unwrap_err()
+                .0,
             ErrorCode::UnknownParticipant
         );
         let bad_device = Frame::Auth {
@@ -349,13 +358,13 @@ mod tests {
             signature,
         };
         assert_eq!(
-            check_auth(&roster, &bad_device, &nonce, &exp)
+            check_auth(&v1(&roster), &bad_device, &nonce, &exp)
                 .unwrap_err()
                 .0,
             ErrorCode::Malformed
         );
         assert_eq!(
-            check_auth(&roster, &Frame::Ack { up_to_seq: 1 }, &nonce, &exp)
+            check_auth(&v1(&roster), &Frame::Ack { up_to_seq: 1 }, &nonce, &exp)
                 .unwrap_err()
                 .0,
             ErrorCode::Unauthenticated
@@ -367,7 +376,7 @@ mod tests {
         let (roster, ids) = world();
         let m = Message::note(Tlp::Green, "s", "b");
         let env = seal(&ids[0], &roster, "plenary", &m, 1000).unwrap();
-        let v = check_send(&roster, "UA", env.as_bytes(), 1 << 20, |_| true).unwrap();
+        let v = check_send(&v1(&roster), "UA", env.as_bytes(), 1 << 20, 0, |_| true).unwrap();
         assert_eq!(v.msg_id(), env.msg_id());
         assert!(check_skew(&v, 1000 + 299_000, Duration::from_secs(300)).is_ok());
         assert_eq!(
@@ -377,19 +386,20 @@ mod tests {
             ErrorCode::ClockSkew
         );
         // Sender mismatch.
-        let r = check_send(&roster, "EE", env.as_bytes(), 1 << 20, |_| true).unwrap_err();
+        let r = check_send(&v1(&roster), "EE", env.as_bytes(), 1 << 20, 0, |_| true).unwrap_err();
         assert_eq!(r.code, ErrorCode::Unauthenticated);
         assert_eq!(r.msg_id, env.msg_id());
         // Too large.
-        let big = check_send(&roster, "UA", env.as_bytes(), 10, |_| true).unwrap_err();
+        let big = check_send(&v1(&roster), "UA", env.as_bytes(), 10, 0, |_| true).unwrap_err();
         assert_eq!(big.code, ErrorCode::TooLarge);
         assert_eq!(big.msg_id, env.msg_id(), "refusals name the msg_id");
-        let limited = check_send(&roster, "UA", env.as_bytes(), 1 << 20, |_| false).unwrap_err();
+        let limited =
+            check_send(&v1(&roster), "UA", env.as_bytes(), 1 << 20, 0, |_| false).unwrap_err();
         assert_eq!(limited.code, ErrorCode::RateLimited);
         assert_eq!(limited.msg_id, env.msg_id());
         // Garbage.
         assert_eq!(
-            check_send(&roster, "UA", b"garbage", 1 << 20, |_| true)
+            check_send(&v1(&roster), "UA", b"garbage", 1 << 20, 0, |_| true)
                 .unwrap_err()
                 .code,
             ErrorCode::Malformed

@@ -347,6 +347,7 @@ fn handle_sends(
         participant,
         &envelopes,
         limits.max_message_len,
+        now_ms(),
         |bytes| shared.take_token(participant, bytes),
     )
     .into_iter()

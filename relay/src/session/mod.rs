@@ -28,10 +28,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::rules::RosterRules;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use rand::Rng as _;
 use tallinn_common::defaults::{AUTH_EXPORTER_LABEL, AUTH_EXPORTER_LEN, SESSION_PREAMBLE};
-use tallinn_common::roster::Roster;
 use tallinn_common::text::escape_line as esc;
 use tallinn_common::wire::{self, ErrorCode, Frame};
 use tokio::sync::{mpsc, watch};
@@ -117,7 +117,7 @@ impl Drop for Ticket {
 }
 
 impl Shared {
-    pub fn roster(&self) -> Arc<Roster> {
+    pub fn roster(&self) -> Arc<RosterRules> {
         self.router.roster()
     }
 
@@ -412,7 +412,7 @@ async fn authenticate(
         ));
     }
     let roster = shared.roster();
-    let (participant, device) = match check_auth(&roster, &frame, &nonce, &exporter) {
+    let (participant, device, key) = match check_auth(&roster, &frame, &nonce, &exporter) {
         Ok(ok) => ok,
         Err((code, reason)) => {
             let claimed = match &frame {
@@ -431,19 +431,12 @@ async fn authenticate(
             format!("{participant} authenticates too often; retry later"),
         ));
     }
-    // The keys the signature was checked with: registration re-checks them
+    // The key the signature was checked with: registration re-checks it
     // against the roster in force (it may have been replaced meanwhile).
-    let Some(keys) = roster.participant(&participant).map(|p| p.public.clone()) else {
-        return Err((
-            Some(send),
-            ErrorCode::UnknownParticipant,
-            format!("unknown participant {participant:?}"),
-        ));
-    };
     let (registered_handle, rx, replaced) = match shared.router.register(
         &participant,
         &device,
-        &keys,
+        &key,
         shared.limits.delivery_queue,
         shared.limits.max_connections_per_participant,
     ) {
