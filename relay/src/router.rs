@@ -65,9 +65,14 @@ pub struct ConnHandle {
     /// The key the session authenticated with (re-checked on every roster
     /// change).
     pub auth_key: VerifyingKey,
-    /// Set once the session fetched the roster log: new entries are pushed
-    /// to it (woken through `wake`).
-    pub roster_subscribed: AtomicBool,
+    /// The next roster-log index to push to this session; `u64::MAX` until
+    /// it fetches the log (`RosterFetch`), so a session that never fetched
+    /// never receives roster frames. Written by the reader on a fetch, read
+    /// and advanced by the delivery task, which alone writes roster frames.
+    pub roster_next: AtomicU64,
+    /// Set by a fetch: answer with at least one `RosterEntries` frame (the
+    /// head), even when nothing is new.
+    pub roster_answer: AtomicBool,
     /// Live deliveries.
     pub queue: mpsc::Sender<Delivery>,
     /// Set when a live delivery could not be queued: read from the store.
@@ -212,7 +217,8 @@ impl Router {
             participant: participant.to_string(),
             device: device.to_string(),
             auth_key: *authenticated_as,
-            roster_subscribed: AtomicBool::new(false),
+            roster_next: AtomicU64::new(u64::MAX),
+            roster_answer: AtomicBool::new(false),
             queue: tx,
             // A new connection starts by reading its backlog from the store.
             lagging: AtomicBool::new(true),

@@ -309,6 +309,7 @@ impl Server {
                 }),
                 evictors: HashMap::new(),
             }),
+            roster_writer: tokio::sync::Mutex::new(()),
         });
 
         let (metrics_addr, metrics_task) = match config.metrics_listen {

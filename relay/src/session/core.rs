@@ -300,10 +300,15 @@ pub enum Incoming {
     Ack(u64),
     /// The peer reported an error and ends the session (no answer).
     PeerError(ErrorCode, String),
+    /// Version 2: send the roster log from this index, then push new entries.
+    RosterFetch(u64),
+    /// Version 2: append this roster-log entry (`postcard(SignedEntry)`).
+    RosterSubmit(Vec<u8>),
 }
 
 /// The admission rule for frames after `Welcome`: a client may send only
-/// `Send`, `Ack` and `Error`; anything else closes with `malformed`.
+/// `Send`, `Ack`, `Error`, `RosterFetch` and `RosterSubmit`; anything else
+/// closes with `malformed`.
 ///
 /// # Errors
 /// The `malformed` close, with a reason.
@@ -312,6 +317,8 @@ pub fn classify(frame: Frame) -> Result<Incoming, (ErrorCode, String)> {
         Frame::Send { envelope } => Ok(Incoming::Send(envelope)),
         Frame::Ack { up_to_seq } => Ok(Incoming::Ack(up_to_seq)),
         Frame::Error { code, reason } => Ok(Incoming::PeerError(code, reason)),
+        Frame::RosterFetch { from } => Ok(Incoming::RosterFetch(from)),
+        Frame::RosterSubmit { entry } => Ok(Incoming::RosterSubmit(entry.0)),
         other => Err((
             ErrorCode::Malformed,
             format!("unexpected {} frame from client", other.name()),

@@ -32,6 +32,7 @@ use super::reader::{FrameReader, SEND_BATCH};
 use super::{now_ms, Close, Shared, CLOSE_GRACE};
 use crate::metrics::Metrics;
 use crate::router::{deliver_frame, ConnHandle, Delivery};
+use crate::rules::{LogRules, RosterRules};
 use crate::store::{Appended, LogEntry};
 
 /// Most queued frames handed to quinn in one write.
@@ -203,6 +204,33 @@ pub(super) async fn session(
             Ok(Incoming::Ack(up_to)) => {
                 shared.metrics.acks.fetch_add(1, Ordering::Relaxed);
                 ack(shared, handle, &core, up_to);
+            }
+            Ok(Incoming::RosterFetch(from)) => {
+                if shared.roster().log().is_none() {
+                    let frame = no_roster_log();
+                    if out_tx
+                        .send(wire::encode_frame(&frame).into())
+                        .await
+                        .is_err()
+                    {
+                        break Close::err(ErrorCode::Internal, "writer stopped");
+                    }
+                    continue;
+                }
+                // The delivery task writes every roster frame, in order.
+                handle.roster_next.store(from, Ordering::SeqCst);
+                handle.roster_answer.store(true, Ordering::SeqCst);
+                handle.wake.notify_one();
+            }
+            Ok(Incoming::RosterSubmit(entry)) => {
+                let frame = submit_roster_entry(shared, &handle.participant, entry).await;
+                if out_tx
+                    .send(wire::encode_frame(&frame).into())
+                    .await
+                    .is_err()
+                {
+                    break Close::err(ErrorCode::Internal, "writer stopped");
+                }
             }
             Ok(Incoming::PeerError(code, reason)) => {
                 info!(code = %code, reason = %esc(&reason), "peer reported an error");
@@ -389,7 +417,7 @@ fn queue_append(
             ));
         }
     }
-    let recipients: Vec<String> = verified.recipients().map(str::to_string).collect();
+    let recipients = RosterRules::recipients(&verified);
     let entry = LogEntry {
         received_at_ms: now,
         sender: participant.to_string(),
@@ -440,6 +468,11 @@ async fn deliver_loop(
     loop {
         if handle.kicked.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst) {
             return;
+        }
+        for frame in roster_frames(&shared, &handle) {
+            if out.send(frame).await.is_err() {
+                return;
+            }
         }
         if handle.lagging.swap(false, Ordering::SeqCst) {
             lock(&core).handle(Event::Lagging);
@@ -514,6 +547,137 @@ async fn deliver_loop(
             }
         }
     }
+}
+
+/// The `RosterEntries` frames this session is owed: the entries from its
+/// next index to the head (after a fetch, at least one frame, for the head),
+/// each frame within the frame limit. Advances the session's next index.
+fn roster_frames(shared: &Shared, handle: &ConnHandle) -> Vec<bytes::Bytes> {
+    let next = handle.roster_next.load(Ordering::SeqCst);
+    if next == u64::MAX {
+        return Vec::new();
+    }
+    let rules = shared.roster();
+    let Some(l) = rules.log() else {
+        return Vec::new();
+    };
+    let head = l.log.epoch();
+    let answer = handle.roster_answer.swap(false, Ordering::SeqCst);
+    if next > head && !answer {
+        return Vec::new();
+    }
+    let budget = (shared.limits.max_frame_len as usize).saturating_sub(1024);
+    let mut frames = Vec::new();
+    let mut first = next;
+    let mut batch: Vec<wire::EntryBytes> = Vec::new();
+    let mut bytes = 0usize;
+    for e in l.log.entries_from(next) {
+        let encoded = e.encode();
+        if !batch.is_empty() && bytes + encoded.len() > budget {
+            let n = batch.len() as u64;
+            frames.push(roster_entries_frame(
+                head,
+                first,
+                std::mem::take(&mut batch),
+            ));
+            first += n;
+            bytes = 0;
+        }
+        bytes += encoded.len();
+        batch.push(wire::EntryBytes(encoded));
+    }
+    if !batch.is_empty() || frames.is_empty() {
+        frames.push(roster_entries_frame(head, first, batch));
+    }
+    handle
+        .roster_next
+        .store(head.saturating_add(1).max(next), Ordering::SeqCst);
+    frames
+}
+
+fn roster_entries_frame(head: u64, first: u64, entries: Vec<wire::EntryBytes>) -> bytes::Bytes {
+    wire::encode_frame(&Frame::RosterEntries {
+        head,
+        first,
+        entries,
+    })
+    .into()
+}
+
+/// The answer to a roster frame on a relay without a roster log.
+fn no_roster_log() -> Frame {
+    Frame::Rejected {
+        msg_id: MsgId([0; 16]),
+        code: ErrorCode::BadRosterEntry,
+        reason: "this relay runs a version-1 roster file: it has no roster log".into(),
+    }
+}
+
+/// A `RosterSubmit`: checked against the current state (the same
+/// `check_entry` every client runs), appended durably, put in force (which
+/// closes the sessions of revoked devices and wakes the others to push it),
+/// answered `RosterAccepted`; or refused with `bad_roster_entry`. One
+/// submission at a time, so two valid entries for one index cannot both be
+/// appended.
+async fn submit_roster_entry(shared: &Arc<Shared>, participant: &str, bytes: Vec<u8>) -> Frame {
+    let zero = MsgId([0; 16]);
+    let refuse = |code: ErrorCode, reason: String| Frame::Rejected {
+        msg_id: zero,
+        code,
+        reason,
+    };
+    if !shared.take_token(participant, bytes.len()) {
+        return refuse(
+            ErrorCode::RateLimited,
+            "send rate limit (messages or bytes per second) exceeded; retry later".into(),
+        );
+    }
+    let entry = match tallinn_common::roster::SignedEntry::decode(&bytes) {
+        Ok(e) => e,
+        Err(e) => return refuse(ErrorCode::BadRosterEntry, e.to_string()),
+    };
+    let _one = shared.roster_writer.lock().await;
+    let rules = shared.roster();
+    let Some(current) = rules.log() else {
+        return no_roster_log();
+    };
+    let mut log = current.log.clone();
+    let index = match log.append(entry.clone()) {
+        Ok(tallinn_common::roster::Appended::New(i)) => i,
+        Ok(tallinn_common::roster::Appended::Known(i)) => {
+            return refuse(
+                ErrorCode::BadRosterEntry,
+                format!("entry {i} is already in the log"),
+            )
+        }
+        Err(e) => {
+            warn!(%participant, error = %esc(&e.to_string()), "roster entry refused");
+            return refuse(ErrorCode::BadRosterEntry, e.to_string());
+        }
+    };
+    let now = now_ms();
+    let store = shared.store.clone();
+    let stored = entry.clone();
+    let written =
+        tokio::task::spawn_blocking(move || store.append_roster_entry(index, &stored, now)).await;
+    if !matches!(written, Ok(Ok(()))) {
+        tracing::error!(index, "storing a roster entry failed");
+        return refuse(ErrorCode::Internal, "storage failure; retry later".into());
+    }
+    let hash = entry.hash();
+    let closed = shared
+        .router
+        .replace_roster(Arc::new(RosterRules::V2(Arc::new(LogRules {
+            log,
+            current_since_ms: now,
+            grace_ms: current.grace_ms,
+        }))));
+    shared
+        .metrics
+        .roster_reloads
+        .fetch_add(1, Ordering::Relaxed);
+    info!(index, %participant, sessions_closed = closed, "roster entry appended");
+    Frame::RosterAccepted { index, hash }
 }
 
 /// Locks the core (never held across an await; a poisoned lock means a

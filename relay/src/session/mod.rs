@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     pub shutdown: watch::Receiver<bool>,
     pub open_connections: AtomicU64,
     pub admission: Mutex<Admitted>,
+    /// Serialises roster-log submissions (check, append, put in force).
+    pub roster_writer: tokio::sync::Mutex<()>,
 }
 
 /// The admission state and how to evict each unauthenticated connection.
