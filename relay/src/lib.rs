@@ -44,6 +44,7 @@ pub mod admission;
 pub mod commit;
 pub mod config;
 pub mod defaults;
+pub mod genesis;
 pub mod metrics;
 pub mod router;
 pub mod rules;

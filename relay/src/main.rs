@@ -19,6 +19,47 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum RosterCommand {
+    /// Build the unsigned genesis of a roster log from the configured
+    /// version-1 roster file, with the relay's receipt key (created in the
+    /// data directory on first use). The chair and the beneficiary then
+    /// approve the file with `tallinn roster approve`.
+    Init {
+        /// The relay configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The chair (a member id).
+        #[arg(long)]
+        chair: String,
+        /// Member approvals an amendment needs (default: a majority).
+        #[arg(long)]
+        quorum: Option<u32>,
+        /// Where to write the genesis (text; refused if it exists).
+        #[arg(long, default_value = "genesis.entry")]
+        out: PathBuf,
+    },
+    /// Verify a signed genesis and install it in the relay's store (relay
+    /// stopped); prints the deployment fingerprint.
+    Install {
+        /// The relay configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The approved genesis.
+        #[arg(long, default_value = "genesis.entry")]
+        entry: PathBuf,
+        /// The deployment fingerprint (hex) agreed out of band, if known.
+        #[arg(long)]
+        deployment: Option<String>,
+    },
+    /// Print the roster log in the relay's store (relay stopped).
+    Show {
+        /// The relay configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the relay until SIGTERM or Ctrl-C (SIGHUP reloads the roster).
     Run {
@@ -50,6 +91,10 @@ enum Command {
         #[arg(long, default_value = "relay-cert.pem")]
         cert: PathBuf,
     },
+    /// Version 2: create, install or show the roster log (see README,
+    /// "Initialise a deployment").
+    #[command(subcommand)]
+    Roster(RosterCommand),
     /// Add a participant to a roster file, or replace its keys, from the
     /// public entry printed by `tallinn keygen`. The result is validated
     /// before the file is replaced; then send SIGHUP to the relay.
@@ -138,6 +183,134 @@ fn real_main(cli: Cli) -> Result<()> {
             entry,
             channels,
         } => enrol(&roster, &entry, &channels),
+        Command::Roster(cmd) => roster_command(cmd),
+    }
+}
+
+fn roster_command(cmd: RosterCommand) -> Result<()> {
+    use tallinn_common::roster::{fingerprint_groups, SignedEntry};
+    use tallinn_relay::genesis;
+    let data_dir = |config: &Path| -> Result<(FileConfig, PathBuf)> {
+        let file = FileConfig::read(config)?;
+        let dir = FileConfig::resolve(&base_dir(config), &file.data_dir);
+        Ok((file, dir))
+    };
+    match cmd {
+        RosterCommand::Init {
+            config,
+            chair,
+            quorum,
+            out,
+        } => {
+            let (file, dir) = data_dir(&config)?;
+            let checked = file.check(&base_dir(&config))?;
+            if out.exists() {
+                bail!("{} already exists; refusing to overwrite", out.display());
+            }
+            let relay_key = genesis::receipt_key(&dir)?;
+            let quorum = quorum.unwrap_or_else(|| genesis::default_quorum(&checked.roster));
+            let entry = genesis::genesis_from_v1(&checked.roster, &chair, quorum, &relay_key);
+            // Check the state rules now (approvals come later).
+            tallinn_common::roster::RosterState::validate(
+                match entry.decode_body()?.kind {
+                    tallinn_common::roster::EntryKind::Genesis(r) => r,
+                    _ => bail!("internal: not a genesis"),
+                },
+                0,
+                entry.hash(),
+            )
+            .context("the roster cannot become a genesis")?;
+            std::fs::write(&out, entry.to_text())
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("genesis (unsigned): {}", out.display());
+            println!("chair: {chair}, quorum: {quorum}");
+            println!("relay receipt key: {}", hex::encode(relay_key.as_bytes()));
+            println!("deployment fingerprint (once approved, unchanged by approvals):");
+            println!("  {}", fingerprint_groups(&entry.hash()));
+            println!(
+                "next: the chair and the beneficiary run `tallinn roster approve {}`",
+                out.display()
+            );
+            Ok(())
+        }
+        RosterCommand::Install {
+            config,
+            entry,
+            deployment,
+        } => {
+            let (_, dir) = data_dir(&config)?;
+            let text = std::fs::read_to_string(&entry)
+                .with_context(|| format!("reading {}", entry.display()))?;
+            let signed = SignedEntry::from_text(&text)?;
+            let pinned = match deployment {
+                None => None,
+                Some(h) => Some(
+                    <[u8; 32]>::try_from(
+                        hex::decode(h.replace(' ', ""))
+                            .context("--deployment is not hex")?
+                            .as_slice(),
+                    )
+                    .map_err(|_| anyhow::anyhow!("--deployment is not 32 bytes"))?,
+                ),
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(tallinn_common::unix_ms)
+                .unwrap_or(0);
+            let log = genesis::install(&dir, signed, pinned.as_ref(), now)?;
+            println!("roster log installed in {}", dir.display());
+            println!(
+                "deployment fingerprint: {}",
+                fingerprint_groups(&log.deployment())
+            );
+            println!("participants compare it out of band and pin it in client.toml");
+            Ok(())
+        }
+        RosterCommand::Show { config } => {
+            let (_, dir) = data_dir(&config)?;
+            let store = tallinn_relay::store::SledStore::open(&dir)?;
+            let entries = tallinn_relay::store::Store::roster_log(&store)?;
+            if entries.is_empty() {
+                println!("no roster log: the relay runs the version-1 roster file");
+                return Ok(());
+            }
+            let log = tallinn_common::roster::RosterLog::from_entries(
+                entries.into_iter().map(|(e, _)| e),
+                None,
+            )?;
+            print_state(&log);
+            Ok(())
+        }
+    }
+}
+
+fn print_state(log: &tallinn_common::roster::RosterLog) {
+    use tallinn_common::text::escape_line as esc;
+    let s = log.current();
+    println!(
+        "deployment: {}",
+        tallinn_common::roster::fingerprint_groups(&log.deployment())
+    );
+    println!("epoch: {}", s.epoch());
+    println!("chair: {}", s.chair());
+    println!("quorum: {}", s.quorum());
+    if let Some(b) = s.beneficiary() {
+        println!("beneficiary: {b}");
+    }
+    println!("participants:");
+    for p in s.participants() {
+        let devices: Vec<String> = p
+            .devices
+            .values()
+            .map(|d| format!("{} ({})", d.device, d.fingerprint()))
+            .collect();
+        println!(
+            "  {:<8} {:<9} {}  devices: {}",
+            p.id,
+            p.role.to_string(),
+            esc(&p.name),
+            devices.join(", ")
+        );
     }
 }
 

@@ -407,6 +407,12 @@ impl Server {
         self.shared.failstop.reason()
     }
 
+    /// The roster epoch in force, if the relay runs the roster log
+    /// (version 2); `None` for a version-1 roster file.
+    pub fn roster_epoch(&self) -> Option<u64> {
+        self.shared.router.roster().epoch()
+    }
+
     /// Number of open sessions of a participant.
     pub fn sessions_of(&self, participant: &str) -> usize {
         self.shared.router.sessions_of(participant)

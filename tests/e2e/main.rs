@@ -4,5 +4,6 @@
 
 mod cli;
 mod client;
+mod roster;
 mod system;
 mod util;

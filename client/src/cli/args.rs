@@ -149,6 +149,16 @@ pub enum RosterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Version 2: show a roster-log entry file (e.g. the genesis from
+    /// `tallinn-relay roster init`), check it, and add your identity key's
+    /// approval to it (the file is rewritten).
+    Approve {
+        /// The entry file (text).
+        file: PathBuf,
+        /// Show and check only; do not sign.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// What to do with one outbox entry.

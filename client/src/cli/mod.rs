@@ -31,6 +31,7 @@ mod args;
 mod identity;
 mod messaging;
 mod output;
+mod roster;
 #[cfg(test)]
 mod tests;
 
@@ -208,6 +209,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Roster {
             command: RosterCommand::Show { json },
         } => roster_show(&Ctx::load(&cli)?, *json),
+        Command::Roster {
+            command: RosterCommand::Approve { file, dry_run },
+        } => roster::approve(&Ctx::load(&cli)?, file, *dry_run),
         Command::Send(a) => {
             let m = build_message(Kind::Note, &a.common)?;
             send(&cli, &a.channel, m).await

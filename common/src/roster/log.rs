@@ -166,6 +166,28 @@ impl SignedEntry {
         Ok(entry)
     }
 
+    /// The text form for files passed between machines (a genesis to sign,
+    /// a proposal): standard base64 (with padding) of [`SignedEntry::encode`]
+    /// and a newline.
+    pub fn to_text(&self) -> String {
+        use base64::Engine as _;
+        let mut s = base64::engine::general_purpose::STANDARD.encode(self.encode());
+        s.push('\n');
+        s
+    }
+
+    /// Parses [`SignedEntry::to_text`] (surrounding whitespace ignored).
+    ///
+    /// # Errors
+    /// [`LogError::Malformed`] or [`LogError::TooLarge`].
+    pub fn from_text(text: &str) -> Result<Self, LogError> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|e| LogError::Malformed(format!("not base64: {e}")))?;
+        Self::decode(&bytes)
+    }
+
     /// Decodes the body (exact and canonical).
     ///
     /// # Errors

@@ -470,6 +470,8 @@ fn signed_entries_round_trip_and_refuse_garbage() {
     let w = world();
     let g = &w.log.entries()[0];
     assert_eq!(&SignedEntry::decode(&g.encode()).unwrap(), g);
+    assert_eq!(&SignedEntry::from_text(&g.to_text()).unwrap(), g);
+    assert!(SignedEntry::from_text("not base64!").is_err());
     let mut bytes = g.encode();
     bytes.push(0);
     assert!(SignedEntry::decode(&bytes).is_err());
