@@ -143,6 +143,7 @@ pub async fn backlog(n: usize) -> Result<()> {
         identity: setup.ids[1].clone(),
         device: DeviceId::new("bench")?,
         roster: setup.roster.clone(),
+        deployment: None,
         archive_dir,
         connect_timeout: Duration::from_secs(30),
         send_timeout: Duration::from_secs(30),

@@ -74,6 +74,11 @@ pub struct FileConfig {
     /// Roster file. Default `roster.toml`.
     #[serde(default = "default_roster")]
     pub roster: PathBuf,
+    /// Version 2: the deployment fingerprint (hex SHA-256 of the roster
+    /// log's genesis, compared out of band once). When set, the client runs
+    /// the roster log fetched from the relay, verified against this pin,
+    /// and the roster file is used only until the log is fetched.
+    pub deployment: Option<String>,
     /// Data directory (archive, outbox). Default `data`.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
@@ -117,6 +122,8 @@ pub struct ClientConfig {
     pub device: DeviceId,
     /// Roster file.
     pub roster: PathBuf,
+    /// Version 2: the pinned deployment fingerprint.
+    pub deployment: Option<[u8; 32]>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Connect + auth timeout.
@@ -218,6 +225,18 @@ impl ClientConfig {
             identity: resolve(&file.identity),
             device,
             roster: resolve(&file.roster),
+            deployment: file
+                .deployment
+                .as_deref()
+                .map(|d| {
+                    parse_pin(d).map_err(|_| ConfigError::Invalid {
+                        field: "deployment",
+                        reason:
+                            "expected 64 hex digits (spaces allowed): the deployment fingerprint"
+                                .into(),
+                    })
+                })
+                .transpose()?,
             data_dir: resolve(&file.data_dir),
             connect_timeout: secs(
                 "connect_timeout_secs",

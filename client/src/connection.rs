@@ -66,6 +66,11 @@ pub enum ConnectError {
     /// The relay broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// Version 2: the relay served a roster log this client cannot trust
+    /// (another deployment, an invalid entry, a truncated log or a fork).
+    /// Not retried: the relay (or whoever signed the entries) misbehaves.
+    #[error("untrusted roster log: {0}")]
+    UntrustedRoster(String),
     /// The connection was lost.
     #[error("connection lost: {0}")]
     Lost(String),

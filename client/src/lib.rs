@@ -41,5 +41,6 @@ pub mod defaults;
 pub mod export;
 pub mod outbox;
 pub mod private_file;
+pub mod roster;
 
 pub use client::{Client, ClientError, Event, Settings, State};

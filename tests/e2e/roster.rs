@@ -104,3 +104,276 @@ async fn genesis_ceremony_through_the_clis() {
     })
     .await;
 }
+
+mod v2 {
+    //! Version-2 clients (the library) against a relay running the log.
+
+    use std::time::Duration;
+
+    use tallinn_client::archive::{Filter, Quarantined};
+    use tallinn_client::{Client, Settings};
+    use tallinn_common::envelope::seal_v2;
+    use tallinn_common::identity::{Identity, ParticipantId};
+    use tallinn_common::message::{Message, Tlp};
+    use tallinn_common::roster::{
+        approval_message, Approval, DeviceRecord, EntryBody, EntryKind, ParticipantRecord,
+        RosterLog, SignedEntry,
+    };
+    use tallinn_relay::{genesis, Limits};
+
+    use crate::util::*;
+
+    /// A migrated deployment: genesis from the version-1 roster (EE chair,
+    /// quorum 7, UA beneficiary), installed, relay started.
+    pub struct V2 {
+        pub env: Env,
+        pub log: RosterLog,
+        pub deployment: [u8; 32],
+    }
+
+    impl V2 {
+        pub async fn new(limits: Limits) -> Self {
+            let mut env = Env::new().await;
+            env.stop_relay().await;
+            let data = env.dep.dir.join("relay-data");
+            let key = genesis::receipt_key(&data).unwrap();
+            let mut g = genesis::genesis_from_v1(&env.dep.roster, "EE", 7, &key);
+            for who in ["EE", "UA"] {
+                approve(&mut g, who, &env.dep.id(who));
+            }
+            let log = genesis::install(&data, g, None, now()).unwrap();
+            let relay = env.dep.start_relay_with(None, limits).await.unwrap();
+            env.addr = relay.local_addr();
+            env.dep.set_relay_addr(env.addr).unwrap();
+            env.relay = Some(relay);
+            let deployment = log.deployment();
+            Self {
+                env,
+                log,
+                deployment,
+            }
+        }
+
+        pub fn settings(&self, id: &str) -> Settings {
+            let mut s = self.env.settings(id, "default");
+            s.deployment = Some(self.deployment);
+            s
+        }
+
+        pub async fn client(&self, id: &str) -> Client {
+            let c = Client::connect(self.settings(id)).await.unwrap();
+            c.discard_events();
+            c.sync(Duration::from_secs(20), |_| {}).await.unwrap();
+            c
+        }
+
+        /// The next entry of kind `kind`, approved by `signers`' identity keys.
+        pub fn next(&self, kind: EntryKind, signers: &[&str]) -> SignedEntry {
+            let mut e = SignedEntry::new(&EntryBody {
+                index: self.log.epoch() + 1,
+                prev_hash: self.log.head_hash(),
+                kind,
+            });
+            for s in signers {
+                approve(&mut e, s, &self.env.dep.id(s));
+            }
+            e
+        }
+    }
+
+    pub fn approve(e: &mut SignedEntry, who: &str, key: &Identity) {
+        e.add_approval(Approval {
+            participant: who.into(),
+            signature: key.sign(&approval_message(&e.body)),
+        });
+    }
+
+    fn now() -> u64 {
+        tallinn_common::unix_ms(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap(),
+        )
+    }
+
+    const SEVEN: [&str; 7] = ["CA", "DE", "DK", "EE", "FR", "PL", "UA"];
+
+    fn count(c: &Client, subject: &str) -> usize {
+        c.archive()
+            .search(
+                &Filter {
+                    text: Some(subject.into()),
+                    ..Filter::default()
+                },
+                100,
+            )
+            .unwrap()
+            .len()
+    }
+
+    #[tokio::test]
+    async fn v2_clients_fetch_the_log_and_a_stale_seal_is_resealed_and_delivered_once() {
+        timed(async {
+            let mut v2 = V2::new(Limits {
+                roster_grace: Duration::ZERO,
+                ..limits()
+            })
+            .await;
+            let ua = v2.client("UA").await;
+            assert_eq!(ua.roster().epoch(), Some(0));
+            assert_eq!(ua.state().borrow().roster_epoch, Some(0));
+            // PL syncs once (fetching the log), then queues while offline:
+            // sealed against epoch 0.
+            let pl = v2.client("PL").await;
+            pl.close().await;
+            drop(pl);
+            let pl = Client::open(v2.settings("PL")).unwrap();
+            let subject = "sealed before the quorum changed";
+            pl.queue("plenary", &Message::note(Tlp::Amber, subject, "body"))
+                .unwrap();
+            drop(pl);
+            // Meanwhile the coalition lowers the quorum (epoch 1).
+            let ee = v2.client("EE").await;
+            let mut record = v2.log.current().record().clone();
+            record.quorum = 6;
+            let e = v2.next(EntryKind::Amend(record), &SEVEN);
+            assert_eq!(ee.submit_roster_entry(&e).await.unwrap(), 1);
+            v2.log.append(e).unwrap();
+            // Two changes apart: stale whatever the grace (and the grace is 0).
+            let mut record = v2.log.current().record().clone();
+            record.chair = "PL".into();
+            let e = v2.next(
+                EntryKind::Amend(record),
+                &["EE", "UA", "PL", "CA", "DE", "DK"],
+            );
+            assert_eq!(ee.submit_roster_entry(&e).await.unwrap(), 2);
+            v2.log.append(e).unwrap();
+            // PL comes back: stale_roster, fetch, re-seal, accepted.
+            let pl = Client::connect(v2.settings("PL")).await.unwrap();
+            pl.discard_events();
+            pl.sync(Duration::from_secs(20), |_| {}).await.unwrap();
+            assert_eq!(pl.roster().epoch(), Some(2));
+            assert_eq!(pl.outbox().pending_len(), 0);
+            ua.sync(Duration::from_secs(20), |_| {}).await.unwrap();
+            let mut seen = 0;
+            for _ in 0..200 {
+                seen = count(&ua, subject);
+                if seen > 0 {
+                    break;
+                }
+                ua.sync(Duration::from_secs(5), |_| {}).await.unwrap();
+            }
+            assert_eq!(seen, 1, "delivered exactly once");
+            assert_eq!(ua.roster().epoch(), Some(2), "pushed to a connected client");
+            let v = ua.verify_archive(true, |_| {}).unwrap();
+            assert!(v.first_error.is_none(), "{v:?}");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_revoked_device_stops_with_a_message_and_cannot_return() {
+        timed(async {
+            let mut v2 = V2::new(limits()).await;
+            let gb = v2.client("GB").await;
+            let ua = v2.client("UA").await;
+            // GB revokes its only device (the lost laptop), signed with its
+            // identity key; UA submits it.
+            let e = v2.next(
+                EntryKind::Devices {
+                    participant: "GB".into(),
+                    devices: vec![],
+                },
+                &["GB"],
+            );
+            assert_eq!(ua.submit_roster_entry(&e).await.unwrap(), 1);
+            v2.log.append(e).unwrap();
+            let mut st = gb.state();
+            let fatal = tokio::time::timeout(Duration::from_secs(20), async {
+                loop {
+                    if let Some(f) = st.borrow_and_update().fatal.clone() {
+                        return f;
+                    }
+                    st.changed().await.unwrap();
+                }
+            })
+            .await
+            .expect("GB stops");
+            assert!(fatal.contains("revoked"), "{fatal}");
+            gb.close().await;
+            drop(gb);
+            let again = Client::connect(v2.settings("GB")).await;
+            let err = again.err().expect("refused").to_string();
+            assert!(err.contains("revoked"), "{err}");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn quarantined_deliveries_are_archived_once_the_log_explains_them() {
+        timed(async {
+            let mut v2 = V2::new(limits()).await;
+            // GB knows epoch 0, then goes offline.
+            let gb = v2.client("GB").await;
+            gb.close().await;
+            drop(gb);
+            // Lithuania is admitted (epoch 1) and posts in plenary.
+            let lt = Identity::generate(ParticipantId::new("LT").unwrap());
+            let mut record = v2.log.current().record().clone();
+            record.participants.push(ParticipantRecord {
+                id: "LT".into(),
+                name: "Lithuania".into(),
+                role: 0,
+                identity_key: lt.public().sign_key.to_bytes(),
+                devices: vec![DeviceRecord {
+                    device: "default".into(),
+                    suite: 1,
+                    sign_key: lt.public().sign_key.to_bytes(),
+                    enc_key: lt.public().enc_key,
+                }],
+            });
+            record.participants.sort_by(|a, b| a.id.cmp(&b.id));
+            for c in &mut record.channels {
+                if c.id == "plenary" {
+                    c.members.push("LT".into());
+                    c.members.sort();
+                }
+            }
+            let e = v2.next(EntryKind::Amend(record), &SEVEN);
+            let ua = v2.client("UA").await;
+            assert_eq!(ua.submit_roster_entry(&e).await.unwrap(), 1);
+            v2.log.append(e).unwrap();
+            let subject = "Lithuania says hello";
+            let sealed = seal_v2(
+                &lt,
+                "default",
+                v2.log.current(),
+                "plenary",
+                &Message::note(Tlp::Green, subject, "first message"),
+                now(),
+            )
+            .unwrap();
+            // It reached GB before GB knew the new roster: quarantined.
+            let gb = Client::open(v2.settings("GB")).unwrap();
+            gb.archive()
+                .quarantine(&Quarantined {
+                    seq: 999,
+                    received_at_ms: now(),
+                    reason: "unknown sender \"LT\"".into(),
+                    claimed_sender: Some("LT".into()),
+                    claimed_channel: Some("plenary".into()),
+                    envelope: sealed.as_bytes().to_vec(),
+                })
+                .unwrap();
+            assert_eq!(count(&gb, subject), 0);
+            drop(gb);
+            let gb = v2.client("GB").await;
+            assert_eq!(gb.roster().epoch(), Some(1));
+            assert_eq!(count(&gb, subject), 1, "archived after the log advanced");
+            assert!(gb.archive().quarantined().unwrap().is_empty());
+            let v = gb.verify_archive(true, |_| {}).unwrap();
+            assert!(v.first_error.is_none(), "{v:?}");
+        })
+        .await;
+    }
+}

@@ -271,6 +271,7 @@ impl Deployment {
             identity: self.id(id),
             device: DeviceId::new(device)?,
             roster: self.roster.clone(),
+            deployment: None,
             archive_dir,
             connect_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(20),

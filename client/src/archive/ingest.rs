@@ -258,6 +258,48 @@ impl Archive {
         Ok(out)
     }
 
+    /// Quarantined deliveries with their numbers, oldest first (for
+    /// re-verification after the roster log advanced).
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn quarantined_numbered(&self) -> Result<Vec<(u64, Quarantined)>, ArchiveError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(b"Q") {
+            let (k, v) = kv?;
+            let n = key_u64(&k).ok_or_else(|| ArchiveError::Unreadable("quarantine key".into()))?;
+            let plain = self
+                .sealer
+                .open(&v, &aad(QUAR_AAD, n))
+                .ok_or_else(|| ArchiveError::Unreadable(format!("quarantine {n}")))?;
+            let q = postcard::from_bytes(&plain)
+                .map_err(|_| ArchiveError::Unreadable(format!("quarantine {n}")))?;
+            out.push((n, q));
+        }
+        Ok(out)
+    }
+
+    /// Removes quarantine entry `n` (it was re-verified and archived).
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn release_quarantined(&self, n: u64) -> Result<(), ArchiveError> {
+        self.writable()?;
+        let _guard = self.head.lock().map_err(|_| ArchiveError::Poisoned)?;
+        let key = Self::key(b'Q', &[&n.to_be_bytes()]);
+        let Some(old) = self.tree.get(&key)? else {
+            return Ok(());
+        };
+        let mut totals = self.quarantine_totals()?;
+        totals.entries = totals.entries.saturating_sub(1);
+        totals.bytes = totals.bytes.saturating_sub(old.len() as u64);
+        let mut batch = sled::Batch::default();
+        batch.remove(key);
+        batch.insert(QTOTALS_KEY, &totals.encode());
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
     /// Makes every write so far durable (fsync).
     ///
     /// # Errors

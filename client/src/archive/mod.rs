@@ -72,6 +72,7 @@ mod db;
 mod ingest;
 mod keys;
 mod records;
+mod rosterlog;
 mod search;
 #[cfg(test)]
 mod tests;

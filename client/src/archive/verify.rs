@@ -2,6 +2,8 @@
 //! roster, the head, duplicates; statistics; raw access for tamper tests.
 
 use super::*;
+use tallinn_common::defaults;
+use tallinn_common::envelope::Policy;
 
 impl Archive {
     /// Re-checks the whole archive: contiguity, decryption under each
@@ -16,6 +18,24 @@ impl Archive {
         &self,
         roster: &Roster,
         identity: &Identity,
+        deep: bool,
+        progress: impl FnMut(u64),
+    ) -> Result<VerifyReport, ArchiveError> {
+        self.verify_with(roster, identity, defaults::V1_DEVICE, deep, progress)
+    }
+
+    /// [`Archive::verify`] against any roster [`Policy`]: a version-2
+    /// client passes its roster log, so every record verifies against the
+    /// state of its own epoch (old records keep verifying across every
+    /// change), and `device` names the wrap to open for the deep check.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`] only; integrity problems are in the report.
+    pub fn verify_with<P: Policy + ?Sized>(
+        &self,
+        roster: &P,
+        identity: &Identity,
+        device: &str,
         deep: bool,
         mut progress: impl FnMut(u64),
     ) -> Result<VerifyReport, ArchiveError> {
@@ -103,7 +123,7 @@ impl Archive {
             if deep {
                 let opened = match (&r.direction, &r.content_key) {
                     (Direction::Sent, Some(k)) => verified.open_with_content_key(k),
-                    _ => verified.open(identity),
+                    _ => verified.open_as(identity, Some(device)),
                 };
                 match opened {
                     Ok(o) if o.message() == &r.message => {}

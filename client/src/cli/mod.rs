@@ -119,6 +119,7 @@ impl Ctx {
             identity: self.identity.clone(),
             device: self.config.device.clone(),
             roster: self.roster.clone(),
+            deployment: self.config.deployment,
             archive_dir,
             connect_timeout: self.config.connect_timeout,
             send_timeout: self.config.send_timeout,

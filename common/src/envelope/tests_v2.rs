@@ -360,3 +360,33 @@ fn batch_verification_of_v2_matches_one_by_one() {
     .collect();
     assert_eq!(many, [true, false, true]);
 }
+
+#[test]
+fn a_log_verifies_each_envelope_against_its_own_epoch() {
+    let mut w = world();
+    let at0 = seal_from(&w, "GB", "dev1");
+    let devs: Vec<_> = w
+        .current_devices("GB")
+        .into_iter()
+        .filter(|d| d.device != "dev1")
+        .collect();
+    let e = w.devices_entry("GB", devs, "GB");
+    w.log.append(e).unwrap();
+    let at1 = seal_from(&w, "GB", "dev0");
+    for bytes in [at0.as_bytes(), at1.as_bytes()] {
+        UntrustedEnvelope::decode(bytes)
+            .unwrap()
+            .verify(&w.log)
+            .unwrap();
+    }
+    // An envelope from a future epoch is unknown until the log catches up.
+    let behind =
+        crate::roster::RosterLog::from_entries(w.log.entries()[..1].to_vec(), None).unwrap();
+    assert_eq!(
+        UntrustedEnvelope::decode(at1.as_bytes())
+            .unwrap()
+            .verify(&behind)
+            .unwrap_err(),
+        EnvelopeError::UnknownEpoch { epoch: 1, known: 0 }
+    );
+}

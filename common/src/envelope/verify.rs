@@ -12,7 +12,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 
 use super::{signed_message, EnvelopeError, Header, UntrustedEnvelope, VerifiedEnvelope};
 use crate::defaults;
-use crate::roster::{Roster, RosterState};
+use crate::roster::{Roster, RosterLog, RosterState};
 
 /// What verification asks of a roster.
 pub trait Policy {
@@ -44,6 +44,39 @@ impl<P: Policy + ?Sized> Policy for std::sync::Arc<P> {
         header: &Header,
     ) -> Result<Vec<(&'a str, Option<&'a str>)>, EnvelopeError> {
         (**self).expected_recipients(header)
+    }
+}
+
+/// A whole roster log verifies every envelope against the state of its own
+/// epoch (version 1: the genesis, by the migration rule), so history keeps
+/// verifying across every change. An epoch beyond the log's head is
+/// [`EnvelopeError::UnknownEpoch`]: fetch the log and try again.
+impl Policy for RosterLog {
+    fn sender_key(&self, header: &Header) -> Result<VerifyingKey, EnvelopeError> {
+        self.state_for(header)?.sender_key(header)
+    }
+
+    fn expected_recipients<'a>(
+        &'a self,
+        header: &Header,
+    ) -> Result<Vec<(&'a str, Option<&'a str>)>, EnvelopeError> {
+        self.state_for(header)?.expected_recipients(header)
+    }
+}
+
+impl RosterLog {
+    /// The state an envelope with this header is checked against.
+    ///
+    /// # Errors
+    /// [`EnvelopeError::UnknownEpoch`] beyond the head.
+    pub fn state_for(&self, header: &Header) -> Result<&RosterState, EnvelopeError> {
+        let epoch = header.roster_epoch.unwrap_or(0);
+        self.state_at(epoch)
+            .map(|s| s.as_ref())
+            .ok_or(EnvelopeError::UnknownEpoch {
+                epoch,
+                known: self.epoch(),
+            })
     }
 }
 

@@ -23,10 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::RngExt as _;
-use tallinn_common::envelope::{seal, EnvelopeError, Header, UntrustedEnvelope, VerifiedEnvelope};
+use tallinn_common::envelope::{EnvelopeError, Header, UntrustedEnvelope, VerifiedEnvelope};
 use tallinn_common::identity::{DeviceId, Identity};
 use tallinn_common::message::{Message, MsgId};
-use tallinn_common::roster::{PostError, Roster};
+use tallinn_common::roster::{PostError, Roster, RosterLog};
 use tallinn_common::text::escape_line as esc;
 use tallinn_common::wire::{self, ErrorCode, Frame};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -38,6 +38,7 @@ use crate::config::Trust;
 use crate::connection::{self, ConnectError, Session};
 use crate::defaults;
 use crate::outbox::{Outbox, OutboxEntry};
+use crate::roster::ClientRoster;
 
 /// Everything a client needs.
 #[derive(Clone)]
@@ -52,8 +53,13 @@ pub struct Settings {
     pub identity: Arc<Identity>,
     /// Device label.
     pub device: DeviceId,
-    /// Our pinned roster.
+    /// Our pinned roster file (version 1; for a version-2 client, the
+    /// roster it used before the roster log was installed).
     pub roster: Arc<Roster>,
+    /// Version 2: the pinned deployment fingerprint. When set, the client
+    /// runs the roster log (fetched from the relay, checked against this
+    /// pin, kept in the archive).
+    pub deployment: Option<[u8; 32]>,
     /// Directory of this identity+device's archive database.
     pub archive_dir: PathBuf,
     /// Handshake + auth timeout.
@@ -115,6 +121,9 @@ pub enum ClientError {
     /// The client was closed.
     #[error("client closed")]
     Closed,
+    /// Version 2: the relay refused a submitted roster-log entry.
+    #[error("the relay refused the roster entry: {0}")]
+    RosterRefused(String),
 }
 
 /// What the client reports as it works.
@@ -164,15 +173,29 @@ pub struct State {
     pub quarantined: u64,
     /// A non-transient error that stopped the connection manager.
     pub fatal: Option<String>,
+    /// Version 2: the roster log is as current as the relay's (the fetch of
+    /// this session was answered completely).
+    pub roster_synced: bool,
+    /// Version 2: the roster epoch in force.
+    pub roster_epoch: Option<u64>,
     /// The last transient error.
     pub last_error: Option<String>,
 }
 
 type Waiter = oneshot::Sender<Result<u64, ClientError>>;
+mod roster_sync;
+
 type WaitAccepted = oneshot::Receiver<Result<u64, ClientError>>;
 
 struct Inner {
     settings: Settings,
+    /// The roster in force (version 2: advances as the log does).
+    roster: std::sync::RwLock<Arc<ClientRoster>>,
+    /// Our messages refused with `stale_roster`, re-sealed once the log
+    /// has been fetched again.
+    stale: Mutex<Vec<MsgId>>,
+    /// The pending roster-entry submission's answer.
+    roster_submit: Mutex<Option<oneshot::Sender<Result<u64, String>>>>,
     archive: Archive,
     outbox: Outbox,
     waiters: Mutex<HashMap<MsgId, Waiter>>,
@@ -202,7 +225,62 @@ fn now_ms() -> u64 {
     )
 }
 
+/// The roster a client starts with: the roster file (version 1), or the
+/// roster log stored in the archive, re-verified against the pinned
+/// deployment (version 2; empty until the first fetch).
+fn initial_roster(settings: &Settings, archive: &Archive) -> Result<ClientRoster, ClientError> {
+    let Some(deployment) = settings.deployment else {
+        return Ok(ClientRoster::V1((*settings.roster).clone()));
+    };
+    let entries = archive.roster_entries()?;
+    let log = if entries.is_empty() {
+        None
+    } else {
+        Some(
+            RosterLog::from_entries(entries, Some(&deployment)).map_err(|e| {
+                ClientError::Archive(ArchiveError::Unreadable(format!(
+                    "the roster log in the archive does not verify: {e}"
+                )))
+            })?,
+        )
+    };
+    Ok(ClientRoster::V2 { deployment, log })
+}
+
+impl Inner {
+    fn roster_submit_pending(&self) -> bool {
+        self.roster_submit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn finish_roster_submit(&self, result: Result<u64, String>) {
+        if let Some(tx) = self
+            .roster_submit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// The roster in force.
+    fn roster(&self) -> Arc<ClientRoster> {
+        self.roster
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 impl Client {
+    /// The roster in force (version 2: the log as far as fetched).
+    pub fn roster(&self) -> Arc<ClientRoster> {
+        self.inner.roster()
+    }
+
     /// Opens the archive and outbox without connecting (for local commands).
     ///
     /// # Errors
@@ -212,12 +290,16 @@ impl Client {
         let archive = Archive::with_db(db.clone(), &settings.identity)?;
         let key = settings.identity.derive_storage_key(b"tallinn/1 archive");
         let outbox = Outbox::open(&db, &key)?;
+        let roster = initial_roster(&settings, &archive)?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (state, _) = watch::channel(State::default());
         let (stop, _) = watch::channel(false);
         Ok(Client {
             inner: Arc::new(Inner {
                 settings,
+                roster: std::sync::RwLock::new(Arc::new(roster)),
+                stale: Mutex::new(Vec::new()),
+                roster_submit: Mutex::new(None),
                 archive,
                 outbox,
                 waiters: Mutex::new(HashMap::new()),
@@ -369,9 +451,11 @@ impl Client {
         wait: bool,
     ) -> Result<(MsgId, Option<WaitAccepted>), ClientError> {
         let s = &self.inner.settings;
-        s.roster.check_post(s.identity.id().as_str(), channel)?;
-        let sealed =
-            seal(&s.identity, &s.roster, channel, message, now_ms()).map_err(ClientError::Seal)?;
+        let roster = self.inner.roster();
+        roster.check_post(s.identity.id().as_str(), s.device.as_str(), channel)?;
+        let sealed = roster
+            .seal(&s.identity, s.device.as_str(), channel, message, now_ms())
+            .map_err(ClientError::Seal)?;
         // Refuse locally what the relay would refuse: an oversized message
         // would otherwise sit in the outbox and be resent forever.
         let max = tallinn_common::defaults::MAX_ENVELOPE_LEN;
@@ -470,7 +554,12 @@ impl Client {
                 if let Some(f) = &s.fatal {
                     return Err(ClientError::Connect(ConnectError::Lost(f.clone())));
                 }
-                if s.connected && s.delivered >= s.pending && self.inner.outbox.pending_len() == 0 {
+                let roster_ok = !self.inner.roster().is_v2() || s.roster_synced;
+                if s.connected
+                    && roster_ok
+                    && s.delivered >= s.pending
+                    && self.inner.outbox.pending_len() == 0
+                {
                     return Ok(s);
                 }
                 if rx.changed().await.is_err() {
@@ -487,6 +576,65 @@ impl Client {
                     "sync did not finish in {timeout:?} ({} messages still in the outbox)",
                     self.inner.outbox.pending_len()
                 ),
+            }),
+        }
+    }
+
+    /// Re-checks the whole archive ([`Archive::verify_with`]) against this
+    /// client's roster: version 2, every record against the state of its
+    /// own epoch.
+    ///
+    /// # Errors
+    /// [`ClientError::Archive`] on a database failure.
+    pub fn verify_archive(
+        &self,
+        deep: bool,
+        progress: impl FnMut(u64),
+    ) -> Result<crate::archive::VerifyReport, ClientError> {
+        let s = &self.inner.settings;
+        let roster = self.inner.roster();
+        Ok(self.inner.archive.verify_with(
+            roster.as_ref(),
+            &s.identity,
+            s.device.as_str(),
+            deep,
+            progress,
+        )?)
+    }
+
+    /// Version 2: submits a roster-log entry (approved by whoever it
+    /// needs) and waits for the relay's answer: the new epoch, once the
+    /// relay appended it durably.
+    ///
+    /// # Errors
+    /// [`ClientError::RosterRefused`] with the relay's reason;
+    /// [`ClientError::Queued`] if no session is up or no answer came in time.
+    pub async fn submit_roster_entry(
+        &self,
+        entry: &tallinn_common::roster::SignedEntry,
+    ) -> Result<u64, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        *self
+            .inner
+            .roster_submit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        let not_sent = || ClientError::Queued {
+            msg_id: MsgId([0; 16]),
+            why: "not connected to the relay".into(),
+        };
+        if !self.inner.try_write(&Frame::RosterSubmit {
+            entry: wire::EntryBytes(entry.encode()),
+        }) {
+            return Err(not_sent());
+        }
+        match tokio::time::timeout(self.inner.settings.send_timeout, rx).await {
+            Ok(Ok(Ok(index))) => Ok(index),
+            Ok(Ok(Err(reason))) => Err(ClientError::RosterRefused(reason)),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => Err(ClientError::Queued {
+                msg_id: MsgId([0; 16]),
+                why: "no answer from the relay in time".into(),
             }),
         }
     }
@@ -576,6 +724,17 @@ async fn manager(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                         ..
                     })
                 );
+                // Revoked or removed from the roster while connected, or a
+                // roster log this client cannot trust: reconnecting cannot
+                // help. Stop and say what happened.
+                let permanent = match &ended {
+                    Err(ConnectError::Refused {
+                        code: code @ (ErrorCode::Revoked | ErrorCode::UnknownParticipant),
+                        reason,
+                    }) => Some(format!("the relay closed the session: {code}: {reason}")),
+                    Err(e @ ConnectError::UntrustedRoster(_)) => Some(e.to_string()),
+                    _ => None,
+                };
                 let reason = match ended {
                     Ok(()) => "session ended".to_string(),
                     Err(e) => {
@@ -592,6 +751,11 @@ async fn manager(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                     st.last_error = Some(reason.clone());
                 });
                 let _ = inner.events.send(Event::Disconnected { reason });
+                if let Some(why) = permanent {
+                    warn!(reason = %esc(&why), "stopping: not retried");
+                    inner.update(|st| st.fatal = Some(why));
+                    break;
+                }
                 if replaced {
                     inner.update(|st| {
                         st.fatal = Some(format!(
@@ -670,6 +834,7 @@ async fn run_session(
         st.pending = pending;
         st.delivered = 0;
         st.last_error = None;
+        st.roster_synced = false;
     });
     let _ = inner.events.send(Event::Connected { pending });
     // Resend everything still in the outbox: same bytes, same msg_id.
@@ -683,6 +848,11 @@ async fn run_session(
                 envelope: e.envelope.clone(),
             }))
             .await;
+    }
+    // Version 2: bring the roster log up to date (the relay then pushes
+    // every later entry).
+    if let Some(f) = roster_sync::fetch_frame(inner) {
+        let _ = wtx.send(f).await;
     }
     let result = tokio::select! {
         r = process_frames(inner, &mut frx, &wtx) => r,
@@ -719,9 +889,11 @@ async fn process_frames(
         let mut failure = None;
         let mut retry = Vec::new();
         let mut reseal_ids = Vec::new();
+        let mut roster_advanced = false;
+        let mut roster_current = false;
         // Every delivery of the batch is decoded and its signature checked
         // together (one Ed25519 batch verification) before the loop.
-        let mut checked = precheck_deliveries(&inner.settings.roster, &batch);
+        let mut checked = precheck_deliveries(&inner.roster(), &batch);
         for (i, f) in batch.drain(..).enumerate() {
             let frame = match f {
                 Ok(fr) => fr,
@@ -763,7 +935,18 @@ async fn process_frames(
                         .get(&msg_id)
                         .map_err(|e| ConnectError::Protocol(format!("outbox: {e}")))?
                         .is_some();
-                    if code == ErrorCode::Duplicate {
+                    if code == ErrorCode::BadRosterEntry && !inner.roster_submit_pending() {
+                        // The answer to our fetch: this relay has no roster
+                        // log although we pin a deployment.
+                        failure = Some(ConnectError::UntrustedRoster(format!(
+                            "this client pins a deployment, but the relay answered: {reason}"
+                        )));
+                        break;
+                    } else if code == ErrorCode::BadRosterEntry
+                        || (!ours && msg_id == MsgId([0; 16]) && inner.roster_submit_pending())
+                    {
+                        inner.finish_roster_submit(Err(format!("{code}: {reason}")));
+                    } else if code == ErrorCode::Duplicate {
                         // An earlier attempt was accepted (its Accepted was lost).
                         if ours {
                             if let Some(ev) = accepted(inner, msg_id, 0)
@@ -772,6 +955,18 @@ async fn process_frames(
                                 finished.push((msg_id, Ok(0)));
                                 new_events.push(ev);
                             }
+                        }
+                    } else if code == ErrorCode::StaleRoster && ours {
+                        // Sealed against an epoch the relay no longer
+                        // accepts: fetch the log, then seal it again.
+                        warn!(%msg_id, reason = %esc(&reason), "stale_roster: fetching the roster log to re-seal");
+                        inner
+                            .stale
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(msg_id);
+                        if let Some(f) = roster_sync::fetch_frame(inner) {
+                            let _ = wtx.send(f).await;
                         }
                     } else if code == ErrorCode::ClockSkew && ours {
                         // Sealed too long ago (queued while offline), or our
@@ -818,6 +1013,31 @@ async fn process_frames(
                         ));
                     }
                 }
+                Frame::RosterEntries {
+                    head,
+                    first,
+                    entries,
+                } => match roster_sync::apply_entries(inner, head, first, &entries) {
+                    Ok(applied) => {
+                        roster_advanced |= applied.advanced;
+                        match applied.fetch_more {
+                            Some(from) => {
+                                let _ = wtx
+                                    .send(wire::encode_frame(&Frame::RosterFetch { from }))
+                                    .await;
+                            }
+                            None => roster_current = true,
+                        }
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                },
+                Frame::RosterAccepted { index, .. } => {
+                    debug!(index, "roster entry accepted by the relay");
+                    inner.finish_roster_submit(Ok(index));
+                }
                 Frame::Error { code, reason } => {
                     failure = Some(ConnectError::Refused { code, reason });
                     break;
@@ -836,6 +1056,24 @@ async fn process_frames(
             .archive
             .flush()
             .map_err(|e| ConnectError::Protocol(format!("archive flush: {e}")))?;
+        if roster_advanced {
+            // Durable before the ack below: released from the quarantine
+            // only once archived.
+            new_events.extend(
+                roster_sync::reverify_quarantine(inner)
+                    .map_err(|e| ConnectError::Protocol(format!("archive: {e}")))?,
+            );
+        }
+        if roster_current {
+            roster_sync::reseal_stale(inner);
+        }
+        if roster_current || roster_advanced {
+            let epoch = inner.roster().epoch();
+            inner.update(|st| {
+                st.roster_epoch = epoch;
+                st.roster_synced |= roster_current;
+            });
+        }
         if let Some(seq) = ack {
             let _ = wtx
                 .send(wire::encode_frame(&Frame::Ack { up_to_seq: seq }))
@@ -896,18 +1134,20 @@ fn reseal(inner: &Inner, old: &MsgId) -> Result<Option<MsgId>, ClientError> {
         return Ok(None);
     };
     let s = &inner.settings;
+    let roster = inner.roster();
     let opened = UntrustedEnvelope::decode(&entry.envelope)
-        .and_then(|u| u.verify(&s.roster))
+        .and_then(|u| u.verify(roster.as_ref()))
         .and_then(|v| v.open_with_content_key(&entry.content_key))
         .map_err(ClientError::Seal)?;
-    let sealed = seal(
-        &s.identity,
-        &s.roster,
-        &entry.channel,
-        opened.message(),
-        now_ms(),
-    )
-    .map_err(ClientError::Seal)?;
+    let sealed = roster
+        .seal(
+            &s.identity,
+            s.device.as_str(),
+            &entry.channel,
+            opened.message(),
+            now_ms(),
+        )
+        .map_err(ClientError::Seal)?;
     let fresh = OutboxEntry {
         msg_id: sealed.msg_id(),
         channel: entry.channel.clone(),
@@ -955,7 +1195,7 @@ type Checked = Result<VerifiedEnvelope, (Option<Header>, EnvelopeError)>;
 /// Decodes every `Deliver` of a batch and verifies each strictly
 /// ([`UntrustedEnvelope::verify_each_strict`]). Aligned with `batch`; `None` for other frames.
 fn precheck_deliveries(
-    roster: &Roster,
+    roster: &ClientRoster,
     batch: &[Result<Frame, ConnectError>],
 ) -> Vec<Option<Checked>> {
     let mut out: Vec<Option<Checked>> = Vec::with_capacity(batch.len());
@@ -1000,7 +1240,8 @@ fn receive(
         None => match UntrustedEnvelope::decode(&envelope) {
             Ok(u) => {
                 let claimed = u.claimed_header().clone();
-                u.verify(&s.roster).map_err(|e| (Some(claimed), e))
+                u.verify(inner.roster().as_ref())
+                    .map_err(|e| (Some(claimed), e))
             }
             Err(e) => Err((None, e)),
         },
@@ -1011,7 +1252,7 @@ fn receive(
             return quarantine(inner, seq, received_at_ms, envelope, claimed.as_ref(), e)
         }
     };
-    let opened = match verified.open(&s.identity) {
+    let opened = match verified.open_as(&s.identity, Some(s.device.as_str())) {
         Ok(o) => o,
         Err(e) => {
             return quarantine(
@@ -1075,9 +1316,8 @@ fn accepted(inner: &Inner, msg_id: MsgId, seq: u64) -> Result<Option<Event>, Arc
     let Some(entry) = inner.outbox.get(&msg_id)? else {
         return Ok(None);
     };
-    let s = &inner.settings;
     let opened = UntrustedEnvelope::decode(&entry.envelope)
-        .and_then(|u| u.verify(&s.roster))
+        .and_then(|u| u.verify(inner.roster().as_ref()))
         .and_then(|v| v.open_with_content_key(&entry.content_key));
     match opened {
         Ok(o) => {
@@ -1092,6 +1332,7 @@ fn accepted(inner: &Inner, msg_id: MsgId, seq: u64) -> Result<Option<Event>, Arc
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tallinn_common::envelope::seal;
     use tallinn_common::identity::ParticipantId;
     use tallinn_common::message::{Message, Tlp};
 
@@ -1158,7 +1399,7 @@ mod tests {
             deliver(2, evil),
             Ok(Frame::Ack { up_to_seq: 0 }),
         ];
-        let checked = precheck_deliveries(&roster, &batch);
+        let checked = precheck_deliveries(&ClientRoster::V1(roster), &batch);
         assert!(matches!(checked[0], Some(Ok(_))));
         assert!(matches!(
             checked[1],
