@@ -15,7 +15,7 @@ fn relay_cli(dep_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     run_bin("tallinn-relay", &full)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn genesis_ceremony_through_the_clis() {
     timed(async {
         let mut env = Env::new().await;
@@ -373,6 +373,84 @@ mod v2 {
             assert!(gb.archive().quarantined().unwrap().is_empty());
             let v = gb.verify_archive(true, |_| {}).unwrap();
             assert!(v.first_error.is_none(), "{v:?}");
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn devices_are_added_and_revoked_from_the_cli() {
+        timed(async {
+            let v2 = V2::new(limits()).await;
+            let pdir = v2.env.dep.participant_dir("PL");
+            let config = pdir.join("client.toml");
+            let text = std::fs::read_to_string(&config).unwrap();
+            let pin = format!("deployment = \"{}\"\n", hex::encode(v2.deployment));
+            std::fs::write(&config, format!("{text}{pin}")).unwrap();
+            let cli = |args: &[&str]| v2.env.cli("PL", args);
+
+            let sync = cli(&["sync"]);
+            assert!(sync.status.success(), "{}", stderr(&sync));
+            let show = cli(&["roster", "show"]);
+            assert!(show.status.success(), "{}", stderr(&show));
+            assert!(stdout(&show).contains("epoch: 0"), "{}", stdout(&show));
+
+            let back_key = pdir.join("back-office.key");
+            let add = cli(&["device", "add", "back-office", "--out", back_key.to_str().unwrap()]);
+            assert!(add.status.success(), "{}", stderr(&add));
+            assert!(stdout(&add).contains("added at epoch 1"), "{}", stdout(&add));
+            let list = cli(&["device", "list"]);
+            assert!(stdout(&list).contains("back-office") && stdout(&list).contains("(this device)"));
+
+            // The new device syncs with its own keys (no roster file).
+            let back_config = pdir.join("client-back.toml");
+            std::fs::write(
+                &back_config,
+                text.replace("identity = \"identity.key\"", "identity = \"back-office.key\"")
+                    .replace("device = \"default\"", "device = \"back-office\"")
+                    .replace("roster = \"../roster.toml\"", "roster = \"no-roster.toml\"")
+                    + &pin,
+            )
+            .unwrap();
+            let back = |args: &[&str]| {
+                let mut full = vec!["--config", back_config.to_str().unwrap()];
+                full.extend_from_slice(args);
+                run_bin("tallinn", &full)
+            };
+            let s = back(&["sync"]);
+            assert!(s.status.success(), "{}", stderr(&s));
+            // A message from UA reaches both of PL's devices.
+            let ua = v2.client("UA").await;
+            ua.send(
+                "plenary",
+                &tallinn_common::message::Message::note(Tlp::Green, "to both offices", "b"),
+            )
+            .await
+            .unwrap();
+            for run in [&cli as &dyn Fn(&[&str]) -> std::process::Output, &back] {
+                let s = run(&["sync"]);
+                assert!(s.status.success(), "{}", stderr(&s));
+                let inbox = run(&["inbox"]);
+                assert!(stdout(&inbox).contains("to both offices"), "{}", stdout(&inbox));
+            }
+
+            // The laptop is lost: revoke it from the primary device.
+            let revoke = cli(&["device", "revoke", "back-office"]);
+            assert!(revoke.status.success(), "{}", stderr(&revoke));
+            assert!(stdout(&revoke).contains("revoked at epoch 2"));
+            let refused = back(&["sync"]);
+            assert!(!refused.status.success());
+            assert!(stderr(&refused).contains("revoked"), "{}", stderr(&refused));
+
+            let export = pdir.join("roster-log.json");
+            let log = cli(&["roster", "log", "--export", export.to_str().unwrap()]);
+            assert!(log.status.success(), "{}", stderr(&log));
+            let entries: Vec<String> =
+                serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+            assert_eq!(entries.len(), 3);
+            let listing = cli(&["roster", "log"]);
+            assert!(stdout(&listing).contains("devices of PL: [default]"), "{}", stdout(&listing));
+            let verify = cli(&["archive", "verify", "--deep"]);
+            assert!(verify.status.success(), "{}", stderr(&verify));
         })
         .await;
     }

@@ -59,7 +59,7 @@ pub(super) async fn archive_cmd(cli: &Cli, command: &ArchiveCommand) -> Result<(
             Ok(())
         }
         ArchiveCommand::Verify { deep, json } => {
-            let report = archive.verify(&ctx.roster, &ctx.identity, *deep, |_| {})?;
+            let report = client.verify_archive(*deep, |_| {})?;
             if *json {
                 print_json(
                     &json!({"ok": report.first_error.is_none(), "records": report.records, "head_hash": hex::encode(report.head_hash), "first_error": report.first_error.as_ref().map(|(i, w)| json!({"index": i, "reason": w}))}),

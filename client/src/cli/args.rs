@@ -62,6 +62,12 @@ pub enum Command {
         #[command(subcommand)]
         command: RosterCommand,
     },
+    /// Version 2: this participant's devices (list, add, revoke).
+    Device {
+        /// Subcommand.
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
     /// Send a note.
     Send(NoteArgs),
     /// File a request for assistance.
@@ -149,6 +155,23 @@ pub enum RosterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Version 2: the roster log entry by entry (index, kind, approvers,
+    /// hash); `--export FILE` writes it as a JSON array of base64
+    /// `SignedEntry` for an auditor.
+    Log {
+        /// Write the log to this file (JSON array of base64 entries).
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Version 2: submit an approved entry file to the relay, which appends
+    /// it only if it is valid (quorum, beneficiary, chair...).
+    Submit {
+        /// The entry file (text).
+        file: PathBuf,
+    },
     /// Version 2: show a roster-log entry file (e.g. the genesis from
     /// `tallinn-relay roster init`), check it, and add your identity key's
     /// approval to it (the file is rewritten).
@@ -158,6 +181,32 @@ pub enum RosterCommand {
         /// Show and check only; do not sign.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+/// Device subcommands (version 2).
+#[derive(Subcommand, Debug)]
+pub enum DeviceCommand {
+    /// This participant's devices in the current roster epoch.
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create keys for a new device (written to `--out`, mode 0600), sign a
+    /// `Devices` entry adding it with your identity key, and submit it.
+    Add {
+        /// Device label (1-32 of A-Za-z0-9_-), e.g. `back-office`.
+        label: String,
+        /// Where to write the new device's secret key file [default: LABEL.key].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Sign a `Devices` entry without this device (a lost laptop) and
+    /// submit it: the relay closes its sessions at once and refuses it.
+    Revoke {
+        /// Device label.
+        label: String,
     },
 }
 

@@ -85,10 +85,29 @@ impl Ctx {
         let pass = passphrase_for(&config.identity)?;
         let identity =
             Identity::read_secret_file(&config.identity, pass.as_ref().map(|p| p.as_bytes()))?;
+        if config.deployment.is_some() && !config.roster.exists() {
+            // Version 2: the roster log (in the archive) is the roster; a
+            // device enrolled under version 2 has no roster file.
+            return Ok(Ctx {
+                config,
+                identity: Arc::new(identity),
+                roster: Arc::new(Roster::parse("").context("an empty roster")?),
+                roster_text: String::new(),
+            });
+        }
         let roster_text = std::fs::read_to_string(&config.roster)
             .with_context(|| format!("reading roster {}", config.roster.display()))?;
         let roster = Roster::parse(&roster_text)
             .with_context(|| format!("roster {} is invalid", config.roster.display()))?;
+        if config.deployment.is_some() {
+            // Version 2: keys are checked against the roster log.
+            return Ok(Ctx {
+                config,
+                identity: Arc::new(identity),
+                roster: Arc::new(roster),
+                roster_text,
+            });
+        }
         match roster.participant(identity.id().as_str()) {
             Some(p) if p.public == identity.public() => {}
             Some(_) => bail!(
@@ -209,10 +228,24 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Roster {
             command: RosterCommand::Show { json },
-        } => roster_show(&Ctx::load(&cli)?, *json),
+        } => {
+            let ctx = Ctx::load(&cli)?;
+            if ctx.config.deployment.is_some() {
+                roster::show_log(&ctx, *json)
+            } else {
+                roster_show(&ctx, *json)
+            }
+        }
         Command::Roster {
             command: RosterCommand::Approve { file, dry_run },
         } => roster::approve(&Ctx::load(&cli)?, file, *dry_run),
+        Command::Roster {
+            command: RosterCommand::Log { export, json },
+        } => roster::log(&Ctx::load(&cli)?, export.as_deref(), *json),
+        Command::Roster {
+            command: RosterCommand::Submit { file },
+        } => roster::submit(&Ctx::load(&cli)?, file).await,
+        Command::Device { command } => roster::device(&Ctx::load(&cli)?, command).await,
         Command::Send(a) => {
             let m = build_message(Kind::Note, &a.common)?;
             send(&cli, &a.channel, m).await

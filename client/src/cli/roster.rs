@@ -2,7 +2,8 @@
 //! entry file (version 2) with the participant's identity key.
 
 use tallinn_common::roster::{
-    approval_message, fingerprint_groups, Approval, EntryKind, RosterState, SignedEntry,
+    approval_message, fingerprint_groups, Approval, DeviceRecord, EntryBody, EntryKind,
+    RosterState, SignedEntry,
 };
 use tallinn_common::text::escape_line as esc;
 
@@ -99,4 +100,252 @@ fn describe_state(s: &RosterState) {
             observers.join(", ")
         );
     }
+}
+
+/// The client of this config, opened without connecting, and its log.
+fn open_log(ctx: &Ctx) -> Result<(Client, tallinn_common::roster::RosterLog)> {
+    if ctx.config.deployment.is_none() {
+        bail!("this client runs a version-1 roster file (no `deployment` in client.toml)");
+    }
+    let client = ctx.open()?;
+    let log = client
+        .roster()
+        .log()
+        .cloned()
+        .ok_or_else(|| anyhow!("the roster log has not been fetched yet: run `tallinn sync`"))?;
+    Ok((client, log))
+}
+
+/// `tallinn roster show` for a version-2 client.
+pub(super) fn show_log(ctx: &Ctx, json: bool) -> Result<()> {
+    let (_client, log) = open_log(ctx)?;
+    let s = log.current();
+    if json {
+        let participants: Vec<serde_json::Value> = s
+            .participants()
+            .map(|p| {
+                json!({
+                    "id": p.id.as_str(),
+                    "name": p.name,
+                    "role": p.role.to_string(),
+                    "devices": p.devices.values().map(|d| json!({
+                        "device": d.device.as_str(),
+                        "fingerprint": d.fingerprint().to_string(),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let channels: Vec<serde_json::Value> = s
+            .channels()
+            .map(|c| {
+                json!({
+                    "id": c.id.as_str(),
+                    "members": c.members.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+                    "observers": c.observers.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+                    "post": match c.post { tallinn_common::roster::PostPolicy::Members => "members", tallinn_common::roster::PostPolicy::Chair => "chair" },
+                    "max_tlp": c.max_tlp.to_string(),
+                })
+            })
+            .collect();
+        return print_json(&json!({
+            "deployment": hex::encode(log.deployment()),
+            "epoch": s.epoch(),
+            "chair": s.chair().as_str(),
+            "quorum": s.quorum(),
+            "beneficiary": s.beneficiary().map(|b| b.as_str()),
+            "participants": participants,
+            "channels": channels,
+        }));
+    }
+    println!("deployment: {}", fingerprint_groups(&log.deployment()));
+    println!("epoch: {}", s.epoch());
+    describe_state(s);
+    Ok(())
+}
+
+/// `tallinn roster log [--export FILE]`.
+pub(super) fn log(ctx: &Ctx, export: Option<&Path>, json: bool) -> Result<()> {
+    let (_client, log) = open_log(ctx)?;
+    if let Some(path) = export {
+        use base64::Engine as _;
+        let entries: Vec<String> = log
+            .entries()
+            .iter()
+            .map(|e| base64::engine::general_purpose::STANDARD.encode(e.encode()))
+            .collect();
+        let text = serde_json::to_string_pretty(&entries)? + "\n";
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "exported {} roster-log entries to {} (deployment {})",
+            entries.len(),
+            path.display(),
+            hex::encode(log.deployment())
+        );
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for e in log.entries() {
+        let body = e.decode_body()?;
+        let approvers: Vec<&str> = e.approvals.iter().map(|a| a.participant.as_str()).collect();
+        let what = match &body.kind {
+            EntryKind::Devices {
+                participant,
+                devices,
+            } => format!(
+                "devices of {}: [{}]",
+                participant,
+                devices
+                    .iter()
+                    .map(|d| d.device.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            other => other.name().to_string(),
+        };
+        if json {
+            rows.push(json!({"index": body.index, "kind": body.kind.name(), "summary": what, "approved_by": approvers, "hash": hex::encode(e.hash())}));
+        } else {
+            println!(
+                "{:>4}  {:<40}  approved by [{}]  {}",
+                body.index,
+                esc(&what),
+                esc(&approvers.join(", ")),
+                &hex::encode(e.hash())[..16]
+            );
+        }
+    }
+    if json {
+        print_json(&json!(rows))?;
+    }
+    Ok(())
+}
+
+/// `tallinn roster submit FILE`.
+pub(super) async fn submit(ctx: &Ctx, file: &Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let entry = SignedEntry::from_text(&text)?;
+    let client = Client::connect(ctx.settings()?).await?;
+    client.discard_events();
+    let index = client.submit_roster_entry(&entry).await;
+    client.close().await;
+    let index = index?;
+    println!("roster entry appended: epoch {index}");
+    Ok(())
+}
+
+/// `tallinn device ...`.
+pub(super) async fn device(ctx: &Ctx, command: &DeviceCommand) -> Result<()> {
+    let me = ctx.identity.id().to_string();
+    match command {
+        DeviceCommand::List { json } => {
+            let (_client, log) = open_log(ctx)?;
+            let s = log.current();
+            let p = s
+                .participant(&me)
+                .ok_or_else(|| anyhow!("{me} is not in the roster at epoch {}", s.epoch()))?;
+            if *json {
+                let devices: Vec<serde_json::Value> = p
+                    .devices
+                    .values()
+                    .map(|d| json!({"device": d.device.as_str(), "fingerprint": d.fingerprint().to_string(), "this": d.device == ctx.config.device}))
+                    .collect();
+                return print_json(&json!({"participant": me, "epoch": s.epoch(), "devices": devices}));
+            }
+            for d in p.devices.values() {
+                let this = if d.device == ctx.config.device {
+                    "  (this device)"
+                } else {
+                    ""
+                };
+                println!("{:<24} {}{this}", d.device.as_str(), d.fingerprint());
+            }
+            Ok(())
+        }
+        DeviceCommand::Add { label, out } => {
+            let label = tallinn_common::identity::DeviceId::new(label.as_str())?;
+            let (client, log) = open_log(ctx)?;
+            drop(client);
+            let mut devices = own_devices(&log, &me)?;
+            if devices.iter().any(|d| d.device == label.as_str()) {
+                bail!("{me} already has a device {label}");
+            }
+            let out = out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{label}.key")));
+            let keys = Identity::generate(ctx.identity.id().clone());
+            keys.write_secret_file(&out, None, KdfParams::default())?;
+            let public = keys.public();
+            devices.push(DeviceRecord {
+                device: label.to_string(),
+                suite: tallinn_common::defaults::SUITE_X25519,
+                sign_key: public.sign_key.to_bytes(),
+                enc_key: public.enc_key,
+            });
+            devices.sort_by(|a, b| a.device.cmp(&b.device));
+            let index = submit_devices(ctx, &log, &me, devices).await?;
+            println!("device {label} added at epoch {index}; its secret key is in {} (mode 0600)", out.display());
+            println!("fingerprint: {}", keys.public().fingerprint());
+            println!(
+                "On that device, use a client.toml with identity = \"{}\", device = \"{label}\" and the same deployment.",
+                out.display()
+            );
+            Ok(())
+        }
+        DeviceCommand::Revoke { label } => {
+            let (client, log) = open_log(ctx)?;
+            drop(client);
+            let mut devices = own_devices(&log, &me)?;
+            let before = devices.len();
+            devices.retain(|d| d.device != *label);
+            if devices.len() == before {
+                bail!("{me} has no device {label:?}");
+            }
+            let index = submit_devices(ctx, &log, &me, devices).await?;
+            println!("device {label} revoked at epoch {index}: the relay closed its sessions and refuses it");
+            Ok(())
+        }
+    }
+}
+
+fn own_devices(log: &tallinn_common::roster::RosterLog, me: &str) -> Result<Vec<DeviceRecord>> {
+    Ok(log
+        .current()
+        .record()
+        .participants
+        .iter()
+        .find(|p| p.id == me)
+        .ok_or_else(|| anyhow!("{me} is not in the roster"))?
+        .devices
+        .clone())
+}
+
+/// Signs a `Devices` entry for `me` with this config's key (the identity
+/// key) and submits it.
+async fn submit_devices(
+    ctx: &Ctx,
+    log: &tallinn_common::roster::RosterLog,
+    me: &str,
+    devices: Vec<DeviceRecord>,
+) -> Result<u64> {
+    let mut entry = SignedEntry::new(&EntryBody {
+        index: log.epoch() + 1,
+        prev_hash: log.head_hash(),
+        kind: EntryKind::Devices {
+            participant: me.into(),
+            devices,
+        },
+    });
+    entry.add_approval(Approval {
+        participant: me.into(),
+        signature: ctx.identity.sign(&approval_message(&entry.body)),
+    });
+    log.check_next(&entry).context(
+        "the devices entry would be refused (is this config's key file your identity key?)",
+    )?;
+    let client = Client::connect(ctx.settings()?).await?;
+    client.discard_events();
+    let r = client.submit_roster_entry(&entry).await;
+    client.close().await;
+    Ok(r?)
 }
