@@ -395,19 +395,34 @@ mod v2 {
             assert!(stdout(&show).contains("epoch: 0"), "{}", stdout(&show));
 
             let back_key = pdir.join("back-office.key");
-            let add = cli(&["device", "add", "back-office", "--out", back_key.to_str().unwrap()]);
+            let add = cli(&[
+                "device",
+                "add",
+                "back-office",
+                "--out",
+                back_key.to_str().unwrap(),
+            ]);
             assert!(add.status.success(), "{}", stderr(&add));
-            assert!(stdout(&add).contains("added at epoch 1"), "{}", stdout(&add));
+            assert!(
+                stdout(&add).contains("added at epoch 1"),
+                "{}",
+                stdout(&add)
+            );
             let list = cli(&["device", "list"]);
-            assert!(stdout(&list).contains("back-office") && stdout(&list).contains("(this device)"));
+            assert!(
+                stdout(&list).contains("back-office") && stdout(&list).contains("(this device)")
+            );
 
             // The new device syncs with its own keys (no roster file).
             let back_config = pdir.join("client-back.toml");
             std::fs::write(
                 &back_config,
-                text.replace("identity = \"identity.key\"", "identity = \"back-office.key\"")
-                    .replace("device = \"default\"", "device = \"back-office\"")
-                    .replace("roster = \"../roster.toml\"", "roster = \"no-roster.toml\"")
+                text.replace(
+                    "identity = \"identity.key\"",
+                    "identity = \"back-office.key\"",
+                )
+                .replace("device = \"default\"", "device = \"back-office\"")
+                .replace("roster = \"../roster.toml\"", "roster = \"no-roster.toml\"")
                     + &pin,
             )
             .unwrap();
@@ -430,7 +445,11 @@ mod v2 {
                 let s = run(&["sync"]);
                 assert!(s.status.success(), "{}", stderr(&s));
                 let inbox = run(&["inbox"]);
-                assert!(stdout(&inbox).contains("to both offices"), "{}", stdout(&inbox));
+                assert!(
+                    stdout(&inbox).contains("to both offices"),
+                    "{}",
+                    stdout(&inbox)
+                );
             }
 
             // The laptop is lost: revoke it from the primary device.
@@ -448,9 +467,81 @@ mod v2 {
                 serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
             assert_eq!(entries.len(), 3);
             let listing = cli(&["roster", "log"]);
-            assert!(stdout(&listing).contains("devices of PL: [default]"), "{}", stdout(&listing));
+            assert!(
+                stdout(&listing).contains("devices of PL: [default]"),
+                "{}",
+                stdout(&listing)
+            );
             let verify = cli(&["archive", "verify", "--deep"]);
             assert!(verify.status.success(), "{}", stderr(&verify));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_version_1_archive_verifies_after_the_migration() {
+        timed(async {
+            let mut env = Env::new().await;
+            // Version 1: EE and UA exchange messages; both archives hold
+            // version-1 records (sent and received).
+            let ee = env.client("EE", "default").await;
+            let ua = env.client("UA", "default").await;
+            ee.discard_events();
+            ua.discard_events();
+            ee.send(
+                "front-office",
+                &Message::note(Tlp::Amber, "v1 era", "before"),
+            )
+            .await
+            .unwrap();
+            ua.sync(Duration::from_secs(20), |_| {}).await.unwrap();
+            ee.close().await;
+            ua.close().await;
+            drop((ee, ua));
+            // Migration: genesis from the same roster, installed.
+            env.stop_relay().await;
+            let data = env.dep.dir.join("relay-data");
+            let key = genesis::receipt_key(&data).unwrap();
+            let mut g = genesis::genesis_from_v1(&env.dep.roster, "EE", 7, &key);
+            for who in ["EE", "UA"] {
+                approve(&mut g, who, &env.dep.id(who));
+            }
+            let log = genesis::install(&data, g, None, now()).unwrap();
+            let relay = env.dep.start_relay_with(None, limits()).await.unwrap();
+            env.addr = relay.local_addr();
+            env.relay = Some(relay);
+            for who in ["EE", "UA"] {
+                let mut s = env.settings(who, "default");
+                s.deployment = Some(log.deployment());
+                let c = Client::connect(s).await.unwrap();
+                c.discard_events();
+                c.sync(Duration::from_secs(20), |_| {}).await.unwrap();
+                assert_eq!(c.roster().epoch(), Some(0));
+                if who == "EE" {
+                    c.send(
+                        "front-office",
+                        &Message::note(Tlp::Amber, "v2 era", "after"),
+                    )
+                    .await
+                    .unwrap();
+                }
+                let report = c.verify_archive(true, |_| {}).unwrap();
+                assert!(report.first_error.is_none(), "{who}: {report:?}");
+                assert!(report.records >= 1);
+                c.close().await;
+            }
+            let mut s = env.settings("UA", "default");
+            s.deployment = Some(log.deployment());
+            let ua = Client::connect(s).await.unwrap();
+            ua.discard_events();
+            ua.sync(Duration::from_secs(20), |_| {}).await.unwrap();
+            assert_eq!(
+                count(&ua, "era"),
+                2,
+                "one version-1 and one version-2 record"
+            );
+            let report = ua.verify_archive(true, |_| {}).unwrap();
+            assert!(report.first_error.is_none(), "{report:?}");
         })
         .await;
     }

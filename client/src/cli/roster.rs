@@ -108,11 +108,10 @@ fn open_log(ctx: &Ctx) -> Result<(Client, tallinn_common::roster::RosterLog)> {
         bail!("this client runs a version-1 roster file (no `deployment` in client.toml)");
     }
     let client = ctx.open()?;
-    let log = client
-        .roster()
-        .log()
-        .cloned()
-        .ok_or_else(|| anyhow!("the roster log has not been fetched yet: run `tallinn sync`"))?;
+    let log =
+        client.roster().log().cloned().ok_or_else(|| {
+            anyhow!("the roster log has not been fetched yet: run `tallinn sync`")
+        })?;
     Ok((client, log))
 }
 
@@ -250,7 +249,9 @@ pub(super) async fn device(ctx: &Ctx, command: &DeviceCommand) -> Result<()> {
                     .values()
                     .map(|d| json!({"device": d.device.as_str(), "fingerprint": d.fingerprint().to_string(), "this": d.device == ctx.config.device}))
                     .collect();
-                return print_json(&json!({"participant": me, "epoch": s.epoch(), "devices": devices}));
+                return print_json(
+                    &json!({"participant": me, "epoch": s.epoch(), "devices": devices}),
+                );
             }
             for d in p.devices.values() {
                 let this = if d.device == ctx.config.device {
@@ -284,7 +285,10 @@ pub(super) async fn device(ctx: &Ctx, command: &DeviceCommand) -> Result<()> {
             });
             devices.sort_by(|a, b| a.device.cmp(&b.device));
             let index = submit_devices(ctx, &log, &me, devices).await?;
-            println!("device {label} added at epoch {index}; its secret key is in {} (mode 0600)", out.display());
+            println!(
+                "device {label} added at epoch {index}; its secret key is in {} (mode 0600)",
+                out.display()
+            );
             println!("fingerprint: {}", keys.public().fingerprint());
             println!(
                 "On that device, use a client.toml with identity = \"{}\", device = \"{label}\" and the same deployment.",
