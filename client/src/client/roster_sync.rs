@@ -191,3 +191,166 @@ pub(super) fn reseal_stale(inner: &Inner) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! What a doctored relay can push: the client re-checks every entry.
+
+    use std::time::Duration;
+
+    use tallinn_common::identity::{DeviceId, Identity, ParticipantId};
+    use tallinn_common::roster::{
+        approval_message, Approval, EntryBody, EntryKind, Roster, SignedEntry,
+    };
+    use tallinn_common::wire::EntryBytes;
+
+    use super::*;
+    use crate::client::{Client, Settings};
+
+    fn ident(id: &str, n: u8) -> Identity {
+        Identity::from_secrets(ParticipantId::new(id).unwrap(), &[n; 32], &[n + 1; 32])
+    }
+
+    fn approve(e: &mut SignedEntry, who: &Identity) {
+        e.add_approval(Approval {
+            participant: who.id().to_string(),
+            signature: who.sign(&approval_message(&e.body)),
+        });
+    }
+
+    struct Fixture {
+        client: Client,
+        ua: Identity,
+        ee: Identity,
+        pl: Identity,
+        genesis: SignedEntry,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture() -> Fixture {
+        let (ua, ee, pl) = (ident("UA", 1), ident("EE", 3), ident("PL", 5));
+        let roster = Roster::parse(&format!(
+            "beneficiary = \"UA\"\n{}{}{}[[channel]]\nid = \"plenary\"\nmembers = [\"*\"]\n",
+            ua.roster_entry("Ukraine", "member"),
+            ee.roster_entry("Estonia", "member"),
+            pl.roster_entry("Poland", "member"),
+        ))
+        .unwrap();
+        let relay = ident("relay", 9).public().sign_key.to_bytes();
+        let mut genesis = SignedEntry::new(&EntryBody {
+            index: 0,
+            prev_hash: [0; 32],
+            kind: EntryKind::Genesis(roster.to_state_record("EE", 2, relay)),
+        });
+        approve(&mut genesis, &ee);
+        approve(&mut genesis, &ua);
+        let dir = tempfile::tempdir().unwrap();
+        let archive_dir = dir.path().join("archive");
+        tallinn_host::durable::private_dir(&archive_dir).unwrap();
+        let settings = Settings {
+            relay: "127.0.0.1:9".parse().unwrap(),
+            server_name: "localhost".into(),
+            trust: None,
+            identity: std::sync::Arc::new(ident("PL", 5)),
+            device: DeviceId::new("default").unwrap(),
+            roster: std::sync::Arc::new(roster),
+            deployment: Some(genesis.hash()),
+            archive_dir,
+            connect_timeout: Duration::from_secs(1),
+            send_timeout: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(1),
+            allow_classical_key_exchange: false,
+        };
+        let client = Client::open(settings).unwrap();
+        Fixture {
+            client,
+            ua,
+            ee,
+            pl,
+            genesis,
+            _dir: dir,
+        }
+    }
+
+    fn amend(f: &Fixture, prev: &SignedEntry, quorum: u32, signers: &[&Identity]) -> SignedEntry {
+        let body = f.genesis.decode_body().unwrap();
+        let EntryKind::Genesis(mut record) = body.kind else {
+            unreachable!()
+        };
+        record.quorum = quorum;
+        let mut e = SignedEntry::new(&EntryBody {
+            index: prev.decode_body().unwrap().index + 1,
+            prev_hash: prev.hash(),
+            kind: EntryKind::Amend(record),
+        });
+        for s in signers {
+            approve(&mut e, s);
+        }
+        e
+    }
+
+    fn push(
+        f: &Fixture,
+        head: u64,
+        first: u64,
+        entries: &[&SignedEntry],
+    ) -> Result<Applied, ConnectError> {
+        let bytes: Vec<EntryBytes> = entries.iter().map(|e| EntryBytes(e.encode())).collect();
+        apply_entries(&f.client.inner, head, first, &bytes)
+    }
+
+    #[test]
+    fn an_amendment_without_the_beneficiary_is_refused_even_when_the_relay_pushes_it() {
+        let f = fixture();
+        assert!(push(&f, 0, 0, &[&f.genesis]).unwrap().advanced);
+        assert_eq!(f.client.roster().epoch(), Some(0));
+        // Quorum 2 reached by EE and PL, but without Ukraine.
+        let bad = amend(&f, &f.genesis, 3, &[&f.ee, &f.pl]);
+        let err = push(&f, 1, 1, &[&bad]).err().expect("refused");
+        assert!(
+            matches!(&err, ConnectError::UntrustedRoster(m) if m.contains("beneficiary")),
+            "{err}"
+        );
+        assert_eq!(f.client.roster().epoch(), Some(0), "not applied");
+        assert_eq!(f.client.archive().roster_entries().unwrap().len(), 1);
+        // Without the chair, or below quorum: refused too.
+        for signers in [&[&f.ua, &f.pl][..], &[&f.ua][..]] {
+            let bad = amend(&f, &f.genesis, 3, signers);
+            assert!(push(&f, 1, 1, &[&bad]).is_err());
+        }
+        let good = amend(&f, &f.genesis, 3, &[&f.ee, &f.ua]);
+        assert!(push(&f, 1, 1, &[&good]).unwrap().advanced);
+        assert_eq!(f.client.roster().epoch(), Some(1));
+    }
+
+    #[test]
+    fn another_deployment_a_truncation_and_a_fork_stop_the_client() {
+        let f = fixture();
+        // A genesis that is not the pinned one.
+        let other = amend(&f, &f.genesis, 3, &[&f.ee, &f.ua]);
+        let mut forged = f.genesis.clone();
+        forged.approvals.pop();
+        assert!(matches!(
+            push(&f, 0, 0, &[&forged]),
+            Err(ConnectError::UntrustedRoster(_))
+        ));
+        assert!(push(&f, 0, 0, &[&f.genesis]).unwrap().advanced);
+        assert!(push(&f, 1, 1, &[&other]).unwrap().advanced);
+        // The relay now claims head 0: a rollback.
+        let err = push(&f, 0, 0, &[]).err().expect("refused");
+        assert!(err.to_string().contains("truncated"), "{err}");
+        // A different valid entry at index 1: a fork, kept as evidence.
+        let fork = amend(&f, &f.genesis, 1, &[&f.ee, &f.ua]);
+        let err = push(&f, 1, 1, &[&fork]).err().expect("refused");
+        assert!(err.to_string().contains("fork"), "{err}");
+        let evidence = f.client.archive().forks().unwrap();
+        assert_eq!(evidence.len(), 1);
+        assert_eq!(evidence[0].ours, other);
+        assert_eq!(evidence[0].theirs, fork);
+        // A reopened client re-verifies its stored log.
+        let settings = f.client.settings().clone();
+        drop(f.client);
+        let again = Client::open(settings).unwrap();
+        assert_eq!(again.roster().epoch(), Some(1));
+    }
+}
