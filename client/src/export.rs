@@ -71,6 +71,19 @@ pub fn kind_json(k: &Kind) -> Value {
         Kind::Status { about, state: s } => {
             json!({"name": "status", "about": about.to_hex(), "state": state(*s)})
         }
+        Kind::Proposal { entry } => json!({
+            "name": "proposal",
+            "entry_body_b64": base64::engine::general_purpose::STANDARD.encode(entry),
+            "entry_hash": hex::encode(tallinn_common::roster::entry_hash(entry)),
+        }),
+        Kind::Approval {
+            entry_hash,
+            signature,
+        } => json!({
+            "name": "approval",
+            "entry_hash": hex::encode(entry_hash),
+            "signature": hex::encode(signature),
+        }),
     }
 }
 

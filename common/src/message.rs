@@ -185,6 +185,25 @@ pub enum Kind {
         /// The new state.
         state: State,
     },
+    /// Version 2 governance: a proposed roster-log entry, for approval.
+    /// `entry` is the entry body exactly as it will be signed and hashed,
+    /// `postcard(EntryBody)`. Index 4.
+    Proposal {
+        /// The proposed entry body.
+        #[serde(with = "serde_bytes")]
+        entry: Vec<u8>,
+    },
+    /// Version 2 governance: an identity-key approval of a proposed entry:
+    /// Ed25519 over `"tallinn/2 roster-entry" || body` (an `Approval` of the
+    /// roster log), sent so that whoever collects a quorum can submit the
+    /// entry. Index 5.
+    Approval {
+        /// The approved entry's hash.
+        entry_hash: [u8; 32],
+        /// The identity-key signature.
+        #[serde(with = "serde_big_array::BigArray")]
+        signature: [u8; 64],
+    },
 }
 
 impl Kind {
@@ -195,6 +214,8 @@ impl Kind {
             Kind::Request { .. } => "request",
             Kind::Offer { .. } => "offer",
             Kind::Status { .. } => "status",
+            Kind::Proposal { .. } => "proposal",
+            Kind::Approval { .. } => "approval",
         }
     }
 
@@ -204,7 +225,9 @@ impl Kind {
         match self {
             Kind::Offer { request } => Some(*request),
             Kind::Status { about, .. } => Some(*about),
-            Kind::Note | Kind::Request { .. } => None,
+            Kind::Note | Kind::Request { .. } | Kind::Proposal { .. } | Kind::Approval { .. } => {
+                None
+            }
         }
     }
 }
@@ -360,6 +383,17 @@ mod tests {
                     State::Declined,
                     State::Closed
                 ][s as usize],
+            }),
+            proptest::collection::vec(any::<u8>(), 0..64)
+                .prop_map(|entry| Kind::Proposal { entry }),
+            (any::<[u8; 32]>(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(h, a, b)| {
+                let mut signature = [0u8; 64];
+                signature[..32].copy_from_slice(&a);
+                signature[32..].copy_from_slice(&b);
+                Kind::Approval {
+                    entry_hash: h,
+                    signature,
+                }
             }),
         ]
     }

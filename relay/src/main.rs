@@ -306,7 +306,7 @@ fn print_state(log: &tallinn_common::roster::RosterLog) {
             .collect();
         println!(
             "  {:<8} {:<9} {}  devices: {}",
-            p.id,
+            p.id.as_str(),
             p.role.to_string(),
             esc(&p.name),
             devices.join(", ")

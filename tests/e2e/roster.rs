@@ -545,4 +545,94 @@ mod v2 {
         })
         .await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lithuania_is_admitted_by_messages_with_ukraines_veto() {
+        timed(async {
+            let v2 = V2::new(limits()).await;
+            let pin = format!("deployment = \"{}\"\n", hex::encode(v2.deployment));
+            let mut who: Vec<&str> = SEVEN.to_vec();
+            who.push("IT");
+            for p in &who {
+                let config = v2.env.dep.participant_dir(p).join("client.toml");
+                let text = std::fs::read_to_string(&config).unwrap();
+                std::fs::write(&config, format!("{text}{pin}")).unwrap();
+            }
+            let cli = |p: &str, args: &[&str]| {
+                let o = v2.env.cli(p, args);
+                assert!(o.status.success(), "{p} {args:?}: {}", stderr(&o));
+                stdout(&o)
+            };
+            for p in &who {
+                cli(p, &["sync"]);
+            }
+            // Lithuania's point of contact makes its keys.
+            let lt_dir = v2.env.dir.path().join("LT");
+            std::fs::create_dir_all(&lt_dir).unwrap();
+            let keygen = run_bin(
+                "tallinn",
+                &[
+                    "keygen",
+                    "--id",
+                    "LT",
+                    "--name",
+                    "Lithuania",
+                    "--out",
+                    lt_dir.join("identity.key").to_str().unwrap(),
+                ],
+            );
+            assert!(keygen.status.success(), "{}", stderr(&keygen));
+            let entry = lt_dir.join("lt.toml");
+            std::fs::write(&entry, stdout(&keygen)).unwrap();
+
+            // The chair proposes; five members approve: quorum, but no Ukraine.
+            let out = cli(
+                "EE",
+                &[
+                    "roster",
+                    "propose",
+                    "--add-participant",
+                    entry.to_str().unwrap(),
+                ],
+            );
+            let id = out
+                .lines()
+                .find_map(|l| l.strip_prefix("proposal "))
+                .unwrap()
+                .trim()[..12]
+                .to_string();
+            for p in ["CA", "DE", "DK", "FR", "PL"] {
+                cli(p, &["sync"]);
+                let a = cli(p, &["roster", "approve", &id]);
+                assert!(a.contains("approved as"), "{a}");
+            }
+            let refused = v2.env.cli("IT", &["roster", "submit", &id]);
+            assert!(!refused.status.success());
+            assert!(
+                stderr(&refused).contains("beneficiary (UA) has not approved"),
+                "{}",
+                stderr(&refused)
+            );
+            // Ukraine looks at it and approves; then anyone submits.
+            cli("UA", &["sync"]);
+            let shown = cli("UA", &["roster", "approve", &id, "--dry-run"]);
+            assert!(
+                shown.contains("LT") && shown.contains("Lithuania"),
+                "{shown}"
+            );
+            cli("UA", &["roster", "approve", &id]);
+            let ok = cli("IT", &["roster", "submit", &id]);
+            assert!(ok.contains("epoch 1"), "{ok}");
+            cli("PL", &["sync"]);
+            let show = cli("PL", &["roster", "show"]);
+            assert!(
+                show.contains("epoch: 1") && show.contains("Lithuania"),
+                "{show}"
+            );
+            // Everyone's archive still verifies, the governance messages included.
+            let v = cli("UA", &["archive", "verify", "--deep"]);
+            assert!(v.contains("archive OK"), "{v}");
+        })
+        .await;
+    }
 }

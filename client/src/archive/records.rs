@@ -179,6 +179,8 @@ pub(super) fn kind_code(k: &Kind) -> u8 {
         Kind::Request { .. } => 1,
         Kind::Offer { .. } => 2,
         Kind::Status { .. } => 3,
+        Kind::Proposal { .. } => 4,
+        Kind::Approval { .. } => 5,
     }
 }
 
@@ -188,6 +190,8 @@ pub(super) fn kind_from_name(s: &str) -> Option<u8> {
         "request" => Some(1),
         "offer" => Some(2),
         "status" => Some(3),
+        "proposal" => Some(4),
+        "approval" => Some(5),
         _ => None,
     }
 }

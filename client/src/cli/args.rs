@@ -166,18 +166,46 @@ pub enum RosterCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Version 2: submit an approved entry file to the relay, which appends
-    /// it only if it is valid (quorum, beneficiary, chair...).
-    Submit {
-        /// The entry file (text).
-        file: PathBuf,
+    /// Version 2: propose an amendment of the roster in force, as a message
+    /// in a channel; prints the proposal id (the first digits of the entry
+    /// hash). You approve it too. Exactly one change per proposal.
+    Propose {
+        /// Admit a participant: its `[[participant]]` entry from `tallinn keygen`.
+        #[arg(long, value_name = "ENTRY.toml", group = "change")]
+        add_participant: Option<PathBuf>,
+        /// Remove a participant (and from every channel).
+        #[arg(long, value_name = "ID", group = "change")]
+        remove_participant: Option<String>,
+        /// Pass the chair to this member.
+        #[arg(long, value_name = "ID", group = "change")]
+        chair: Option<String>,
+        /// Set the quorum.
+        #[arg(long, value_name = "N", group = "change")]
+        quorum: Option<u32>,
+        /// Add or replace a channel: a `[[channel]]` table (id, description,
+        /// members, observers, post = "members"|"chair", max_tlp).
+        #[arg(long, value_name = "FILE", group = "change")]
+        channel: Option<PathBuf>,
+        /// The channel the proposal is sent in.
+        #[arg(long, default_value = "plenary")]
+        via: String,
     },
-    /// Version 2: show a roster-log entry file (e.g. the genesis from
-    /// `tallinn-relay roster init`), check it, and add your identity key's
-    /// approval to it (the file is rewritten).
+    /// Version 2: submit a proposal (its id) with the approvals received as
+    /// messages, or an approved entry file; the relay appends it only if it
+    /// is valid (quorum, beneficiary, chair...).
+    Submit {
+        /// Proposal id (a unique prefix of at least 8 hex digits), or an
+        /// entry file.
+        proposal: String,
+    },
+    /// Version 2: show a proposal (its id) or an entry file (e.g. the
+    /// genesis from `tallinn-relay roster init`), check it, and approve it
+    /// with your identity key: a proposal by an approval message in its
+    /// channel, a file by adding the approval to it.
     Approve {
-        /// The entry file (text).
-        file: PathBuf,
+        /// Proposal id (a unique prefix of at least 8 hex digits), or an
+        /// entry file.
+        proposal: String,
         /// Show and check only; do not sign.
         #[arg(long)]
         dry_run: bool,
@@ -306,6 +334,10 @@ pub enum KindArg {
     Offer,
     /// Status updates.
     Status,
+    /// Roster proposals (version 2 governance).
+    Proposal,
+    /// Roster approvals (version 2 governance).
+    Approval,
 }
 
 /// Line of effort.

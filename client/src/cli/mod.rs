@@ -28,6 +28,7 @@ use crate::export::{kind_json, record_json};
 
 mod archive;
 mod args;
+mod governance;
 mod identity;
 mod messaging;
 mod output;
@@ -237,14 +238,48 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Roster {
-            command: RosterCommand::Approve { file, dry_run },
-        } => roster::approve(&Ctx::load(&cli)?, file, *dry_run),
+            command: RosterCommand::Approve { proposal, dry_run },
+        } => {
+            let ctx = Ctx::load(&cli)?;
+            if Path::new(proposal).exists() {
+                roster::approve(&ctx, Path::new(proposal), *dry_run)
+            } else {
+                governance::approve(&ctx, proposal, *dry_run).await
+            }
+        }
+        Command::Roster {
+            command:
+                RosterCommand::Propose {
+                    add_participant,
+                    remove_participant,
+                    chair,
+                    quorum,
+                    channel,
+                    via,
+                },
+        } => {
+            let change = governance::Change::from_args(
+                add_participant.as_deref(),
+                remove_participant.as_deref(),
+                chair.as_deref(),
+                *quorum,
+                channel.as_deref(),
+            )?;
+            governance::propose(&Ctx::load(&cli)?, change, via).await
+        }
         Command::Roster {
             command: RosterCommand::Log { export, json },
         } => roster::log(&Ctx::load(&cli)?, export.as_deref(), *json),
         Command::Roster {
-            command: RosterCommand::Submit { file },
-        } => roster::submit(&Ctx::load(&cli)?, file).await,
+            command: RosterCommand::Submit { proposal },
+        } => {
+            let ctx = Ctx::load(&cli)?;
+            if Path::new(proposal).exists() {
+                roster::submit(&ctx, Path::new(proposal)).await
+            } else {
+                governance::submit(&ctx, proposal).await
+            }
+        }
         Command::Device { command } => roster::device(&Ctx::load(&cli)?, command).await,
         Command::Send(a) => {
             let m = build_message(Kind::Note, &a.common)?;

@@ -68,7 +68,7 @@ pub(super) fn approve(ctx: &Ctx, file: &Path, dry_run: bool) -> Result<()> {
     Ok(())
 }
 
-fn describe_state(s: &RosterState) {
+pub(super) fn describe_state(s: &RosterState) {
     println!(
         "chair: {}, quorum: {}, beneficiary: {}",
         s.chair(),
@@ -84,7 +84,7 @@ fn describe_state(s: &RosterState) {
             .collect();
         println!(
             "  {:<8} {:<9} {:<24} {}",
-            p.id,
+            p.id.as_str(),
             p.role.to_string(),
             esc(&p.name),
             devices.join("; ")
@@ -103,7 +103,7 @@ fn describe_state(s: &RosterState) {
 }
 
 /// The client of this config, opened without connecting, and its log.
-fn open_log(ctx: &Ctx) -> Result<(Client, tallinn_common::roster::RosterLog)> {
+pub(super) fn open_log(ctx: &Ctx) -> Result<(Client, tallinn_common::roster::RosterLog)> {
     if ctx.config.deployment.is_none() {
         bail!("this client runs a version-1 roster file (no `deployment` in client.toml)");
     }
