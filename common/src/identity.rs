@@ -380,6 +380,17 @@ impl Identity {
         &self.enc_secret
     }
 
+    /// The input keying material [`Identity::derive_storage_key`] uses
+    /// (`sign seed ‖ enc secret`), for wrapping it as the secret of an
+    /// archive written before archive secrets were random (migration only).
+    /// Secret: keep it in the returned zeroizing buffer.
+    pub fn legacy_storage_secret(&self) -> Zeroizing<Vec<u8>> {
+        let mut ikm = Zeroizing::new(Vec::with_capacity(64));
+        ikm.extend_from_slice(self.sign.as_bytes());
+        ikm.extend_from_slice(self.enc_secret.as_slice());
+        ikm
+    }
+
     /// Derives a 32-byte key for local storage (e.g. the client archive) with
     /// HKDF-SHA256 from both identity secrets, with the given `info` label.
     /// Distinct labels give independent keys.

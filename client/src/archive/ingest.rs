@@ -300,6 +300,29 @@ impl Archive {
         Ok(())
     }
 
+    /// A key derived from the archive secret (the outbox's, for instance).
+    pub fn storage_key(&self, label: &[u8]) -> zeroize::Zeroizing<[u8; 32]> {
+        self.secret.derive(label)
+    }
+
+    /// Re-keying, step 1: wraps the archive secret under the `next` key
+    /// file too (durably), before that key file replaces the current one.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`].
+    pub fn prepare_rewrap(&self, next: &Identity) -> Result<(), ArchiveError> {
+        self.secret.prepare_rewrap(&self.db, next)
+    }
+
+    /// Re-keying, last step (the new key file is in place): only it opens
+    /// the archive from now on.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`].
+    pub fn commit_rewrap(&self) -> Result<(), ArchiveError> {
+        ArchiveSecret::commit_rewrap(&self.db)
+    }
+
     /// Makes every write so far durable (fsync).
     ///
     /// # Errors

@@ -74,6 +74,7 @@ mod keys;
 mod records;
 mod rosterlog;
 mod search;
+mod secret;
 #[cfg(test)]
 mod tests;
 mod verify;
@@ -88,6 +89,7 @@ pub use self::records::{
     Quarantined, Record,
 };
 use self::records::{decode_sealed_record, kind_code, kind_from_name};
+pub use self::secret::ArchiveSecret;
 
 /// Archive failures.
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +180,7 @@ pub struct Stats {
 /// The encrypted, indexed, hash-chained archive.
 pub struct Archive {
     db: ArchiveDb,
+    secret: ArchiveSecret,
     tree: sled::Tree,
     sealer: Sealer,
     index_key: Zeroizing<[u8; 32]>,
@@ -203,10 +206,11 @@ impl Archive {
     /// # Errors
     /// [`ArchiveError`].
     pub fn with_db(db: ArchiveDb, identity: &Identity) -> Result<Self, ArchiveError> {
+        let secret = ArchiveSecret::open(&db, identity)?;
         let tree = db.open_tree("archive")?;
-        let rec_key = identity.derive_storage_key(b"tallinn/1 archive");
-        let index_key = identity.derive_storage_key(b"tallinn/1 archive index");
-        let head_key = identity.derive_storage_key(b"tallinn/1 archive head");
+        let rec_key = secret.derive(b"tallinn/1 archive");
+        let index_key = secret.derive(b"tallinn/1 archive index");
+        let head_key = secret.derive(b"tallinn/1 archive head");
         let empty = Head {
             next_index: 0,
             hash: [0; 32],
@@ -232,6 +236,7 @@ impl Archive {
         }
         let archive = Self {
             db,
+            secret,
             tree,
             sealer: Sealer::new(&rec_key),
             index_key,

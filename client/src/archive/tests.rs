@@ -142,10 +142,12 @@ fn insert_dedupe_lookup_and_reopen() {
     assert_eq!(a.len(), 4);
     assert_eq!(a.head_hash(), head);
     assert!(a.find(&ids[1].to_hex()[..8]).unwrap().is_some());
-    // Another identity cannot read it.
+    // Another identity cannot open it: the archive secret does not unwrap.
     drop(a);
-    let other = Archive::open(dir.path(), &w.ua).unwrap();
-    assert!(matches!(other.record(0), Err(ArchiveError::Unreadable(_))));
+    assert!(matches!(
+        Archive::open(dir.path(), &w.ua),
+        Err(ArchiveError::Unreadable(_))
+    ));
 }
 
 #[test]
@@ -457,10 +459,9 @@ fn a_fresh_archive_has_an_authenticated_head_on_disk() {
     drop(db);
     let a = Archive::open(dir.path(), &w.ee).unwrap();
     assert!(a.head_problem().is_none());
-    // Another identity's key does not authenticate it.
+    // Another identity's key file does not even open it.
     drop(a);
-    let other = Archive::open(dir.path(), &w.ua).unwrap();
-    assert!(other.head_problem().unwrap().contains("not authenticated"));
+    assert!(Archive::open(dir.path(), &w.ua).is_err());
 }
 
 #[test]
@@ -531,4 +532,68 @@ fn quarantine_is_bounded_evicting_oldest_first() {
     assert!(t.bytes <= 2500, "{t:?}");
     assert_eq!((t.entries, t.evicted), (2, 12));
     assert_eq!(a.stats().unwrap().quarantine_evicted, 12);
+}
+
+/// Issue 11: the archive secret is wrapped under the key file, so a
+/// re-keyed device re-wraps it and still opens and verifies everything;
+/// the old key file no longer opens it; a crash between the steps leaves an
+/// archive the key file in place opens.
+#[test]
+fn a_re_keyed_device_still_opens_and_verifies_its_whole_archive() {
+    let (w, dir, a, ids) = filled();
+    let next = Identity::generate(ParticipantId::new("EE").unwrap());
+    a.prepare_rewrap(&next).unwrap();
+    // Crash here: both key files open it (the new one finishes the step).
+    drop(a);
+    let old = Archive::open(dir.path(), &w.ee).unwrap();
+    assert_eq!(old.len(), 4);
+    drop(old);
+    let a = Archive::open(dir.path(), &next).unwrap();
+    assert_eq!(a.len(), 4);
+    for id in &ids {
+        assert!(a.get(id).unwrap().is_some());
+    }
+    let report = a.verify(&w.roster, &next, false, |_| {}).unwrap();
+    assert_eq!(report.first_error, None);
+    drop(a);
+    // Promoted: the old key file no longer opens the archive.
+    let err = Archive::open(dir.path(), &w.ee).err().expect("refused");
+    assert!(err.to_string().contains("another key file"), "{err}");
+    let a = Archive::open(dir.path(), &next).unwrap();
+    a.commit_rewrap().unwrap();
+    assert_eq!(a.len(), 4);
+}
+
+/// An archive written before archive secrets existed keeps its keys: its
+/// secret is the key file's material, wrapped at first open.
+#[test]
+fn an_archive_from_before_the_wrapped_secret_keeps_its_keys() {
+    let w = world();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // The version-1 layout: a head keyed directly from the key file.
+        let db = ArchiveDb::open(dir.path()).unwrap();
+        let tree = db.open_tree("archive").unwrap();
+        let head_key = w.ee.derive_storage_key(b"tallinn/1 archive head");
+        let mut hv = Vec::new();
+        hv.extend_from_slice(&0u64.to_be_bytes());
+        hv.extend_from_slice(&[0u8; 32]);
+        hv.extend_from_slice(&crypto::head_tag(&head_key, 0, &[0; 32]));
+        tree.insert(keys::HEAD_KEY, hv).unwrap();
+        db.flush().unwrap();
+    }
+    let a = Archive::open(dir.path(), &w.ee).unwrap();
+    assert!(a.head_problem().is_none(), "{:?}", a.head_problem());
+    deliver(
+        &w,
+        &a,
+        "plenary",
+        &Message::note(Tlp::Green, "after", ""),
+        1,
+    );
+    assert_eq!(
+        a.storage_key(b"tallinn/1 archive").as_slice(),
+        w.ee.derive_storage_key(b"tallinn/1 archive").as_slice(),
+        "the same keys as version 1"
+    );
 }

@@ -288,7 +288,7 @@ impl Client {
     pub fn open(settings: Settings) -> Result<Client, ClientError> {
         let db = crate::archive::ArchiveDb::open(&settings.archive_dir)?;
         let archive = Archive::with_db(db.clone(), &settings.identity)?;
-        let key = settings.identity.derive_storage_key(b"tallinn/1 archive");
+        let key = archive.storage_key(b"tallinn/1 archive");
         let outbox = Outbox::open(&db, &key)?;
         let roster = initial_roster(&settings, &archive)?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
