@@ -141,6 +141,7 @@ pub async fn backlog(n: usize) -> Result<()> {
         server_name: "localhost".into(),
         trust: Some(tallinn_client::config::Trust::Pin(pin)),
         identity: setup.ids[1].clone(),
+        retired: Vec::new(),
         device: DeviceId::new("bench")?,
         roster: setup.roster.clone(),
         deployment: None,

@@ -92,6 +92,12 @@ pub struct FileConfig {
     /// relay that does not support X25519MLKEM768. Default `false`.
     #[serde(default)]
     pub allow_classical_key_exchange: bool,
+    /// Version 2: rotate this device's encryption key every this many days
+    /// (0: never automatically). Default 30.
+    pub rotate_enc_key_days: Option<f64>,
+    /// Version 2: erase a retired encryption key at the latest this many
+    /// days after the rotation. Default 14.
+    pub enc_key_grace_days: Option<f64>,
 }
 
 fn default_identity() -> PathBuf {
@@ -134,6 +140,22 @@ pub struct ClientConfig {
     pub max_backoff: Duration,
     /// Also offer classical TLS key exchanges.
     pub allow_classical_key_exchange: bool,
+    /// Automatic encryption-key rotation period (`None`: never).
+    pub rotate_enc_key: Option<Duration>,
+    /// Longest a retired encryption key is kept.
+    pub enc_key_grace: Duration,
+}
+
+fn days(field: &'static str, v: Option<f64>, d: f64) -> Result<f64, ConfigError> {
+    let v = v.unwrap_or(d);
+    if v.is_finite() && (0.0..=3650.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ConfigError::Invalid {
+            field,
+            reason: format!("{v} is not a number of days between 0 and 3650"),
+        })
+    }
 }
 
 fn secs(field: &'static str, v: Option<f64>, d: Duration) -> Result<Duration, ConfigError> {
@@ -254,6 +276,21 @@ impl ClientConfig {
                 defaults::MAX_BACKOFF,
             )?,
             allow_classical_key_exchange: file.allow_classical_key_exchange,
+            rotate_enc_key: {
+                let d = days(
+                    "rotate_enc_key_days",
+                    file.rotate_enc_key_days,
+                    defaults::ROTATE_ENC_KEY_DAYS,
+                )?;
+                (d > 0.0).then(|| Duration::from_secs_f64(d * 86_400.0))
+            },
+            enc_key_grace: Duration::from_secs_f64(
+                days(
+                    "enc_key_grace_days",
+                    file.enc_key_grace_days,
+                    defaults::ENC_KEY_GRACE_DAYS,
+                )? * 86_400.0,
+            ),
         })
     }
 

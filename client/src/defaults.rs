@@ -44,3 +44,12 @@ pub const QUARANTINE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Rows per page in `inbox` and `archive search` by default.
 pub const PAGE: usize = 20;
+
+/// Version 2: a device rotates its encryption key this often (by `tallinn
+/// sync`, when its key file is its participant's identity key). Bounds what
+/// a stolen device's current secret exposes to about a month of messages.
+pub const ROTATE_ENC_KEY_DAYS: f64 = 30.0;
+
+/// Version 2: a retired encryption secret is erased at the latest this long
+/// after the rotation (sooner once a sync drained the relay's backlog).
+pub const ENC_KEY_GRACE_DAYS: f64 = 14.0;

@@ -42,5 +42,6 @@ pub mod export;
 pub mod outbox;
 pub mod private_file;
 pub mod roster;
+pub mod rotation;
 
 pub use client::{Client, ClientError, Event, Settings, State};

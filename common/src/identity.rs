@@ -380,6 +380,15 @@ impl Identity {
         &self.enc_secret
     }
 
+    /// The same participant and signing key with a fresh X25519 encryption
+    /// secret: a device's encryption-key rotation.
+    pub fn with_new_enc_secret(&self) -> Identity {
+        let mut enc = Zeroizing::new([0u8; 32]);
+        rand::rng().fill_bytes(enc.as_mut_slice());
+        let seed = Zeroizing::new(self.sign.to_bytes());
+        Self::from_secrets(self.id.clone(), &seed, &enc)
+    }
+
     /// The input keying material [`Identity::derive_storage_key`] uses
     /// (`sign seed ‖ enc secret`), for wrapping it as the secret of an
     /// archive written before archive secrets were random (migration only).

@@ -635,4 +635,106 @@ mod v2 {
         })
         .await;
     }
+
+    /// Every file under `dir`, recursively.
+    fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_rotation_old_key_messages_open_then_the_old_secret_is_gone_from_disk() {
+        timed(async {
+            let v2 = V2::new(limits()).await;
+            let pdir = v2.env.dep.participant_dir("PL");
+            let config = pdir.join("client.toml");
+            let text = std::fs::read_to_string(&config).unwrap();
+            std::fs::write(
+                &config,
+                format!(
+                    "{text}deployment = \"{}\"\nenc_key_grace_days = 0\n",
+                    hex::encode(v2.deployment)
+                ),
+            )
+            .unwrap();
+            let cli = |args: &[&str]| {
+                let o = v2.env.cli("PL", args);
+                assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+                stdout(&o)
+            };
+            cli(&["sync"]);
+            let key_text = std::fs::read_to_string(pdir.join("identity.key")).unwrap();
+            let old_b64 = key_text
+                .lines()
+                .find_map(|l| l.strip_prefix("enc_secret = \""))
+                .unwrap()
+                .trim_end_matches('"')
+                .to_string();
+            use base64::Engine as _;
+            let old_raw = base64::engine::general_purpose::STANDARD
+                .decode(&old_b64)
+                .unwrap();
+            // Sealed to PL's current key while PL is offline.
+            let ua = v2.client("UA").await;
+            ua.send(
+                "plenary",
+                &Message::note(Tlp::Amber, "before the rotation", "b"),
+            )
+            .await
+            .unwrap();
+            let out = cli(&["device", "rotate"]);
+            assert!(out.contains("rotated at epoch 1"), "{out}");
+            assert!(!std::fs::read_to_string(pdir.join("identity.key"))
+                .unwrap()
+                .contains(&old_b64));
+            let out = cli(&["sync"]);
+            assert!(out.contains("1 retired encryption key(s) erased"), "{out}");
+            let inbox = cli(&["inbox"]);
+            assert!(inbox.contains("before the rotation"), "{inbox}");
+            // The old secret is nowhere under PL's directory any more.
+            for f in files(&pdir) {
+                let bytes = std::fs::read(&f).unwrap();
+                assert!(
+                    !bytes
+                        .windows(old_raw.len())
+                        .any(|w| w == old_raw.as_slice()),
+                    "{} holds the old secret",
+                    f.display()
+                );
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(&old_b64),
+                    "{} holds the old secret (base64)",
+                    f.display()
+                );
+                assert!(
+                    !f.to_string_lossy().contains(".retired-"),
+                    "{}",
+                    f.display()
+                );
+            }
+            // Sealed to the new key: opens too; the whole archive verifies,
+            // the record sealed to the erased key included.
+            ua.sync(Duration::from_secs(20), |_| {}).await.unwrap();
+            assert_eq!(ua.roster().epoch(), Some(1));
+            ua.send(
+                "plenary",
+                &Message::note(Tlp::Amber, "after the rotation", "b"),
+            )
+            .await
+            .unwrap();
+            cli(&["sync"]);
+            assert!(cli(&["inbox"]).contains("after the rotation"));
+            assert!(cli(&["archive", "verify", "--deep"]).contains("archive OK"));
+            assert!(cli(&["roster", "log"]).contains("devices of PL: [default]"));
+        })
+        .await;
+    }
 }

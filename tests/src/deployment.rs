@@ -269,6 +269,7 @@ impl Deployment {
             server_name: "localhost".into(),
             trust: Some(tallinn_client::config::Trust::Pin(pin)),
             identity: self.id(id),
+            retired: Vec::new(),
             device: DeviceId::new(device)?,
             roster: self.roster.clone(),
             deployment: None,

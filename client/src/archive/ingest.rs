@@ -59,7 +59,10 @@ impl Archive {
         self.writable()?;
         let mut head = self.head.lock().map_err(|_| ArchiveError::Poisoned)?;
         let h = opened.header();
-        let content_key = (direction == Direction::Sent).then(|| *opened.content_key());
+        // Every record keeps its content key (a received one too): after a
+        // rotation erased the device's old secret, deep verification and an
+        // auditor handed the key still open the envelope.
+        let content_key = Some(*opened.content_key());
         if let Some(i) = self.lookup(&h.msg_id)? {
             return Ok((Inserted::Duplicate(i), None));
         }

@@ -121,9 +121,9 @@ impl Archive {
                 );
             }
             if deep {
-                let opened = match (&r.direction, &r.content_key) {
-                    (Direction::Sent, Some(k)) => verified.open_with_content_key(k),
-                    _ => verified.open_as(identity, Some(device)),
+                let opened = match &r.content_key {
+                    Some(k) => verified.open_with_content_key(k),
+                    None => verified.open_as(identity, Some(device)),
                 };
                 match opened {
                     Ok(o) if o.message() == &r.message => {}

@@ -236,6 +236,11 @@ pub enum DeviceCommand {
         /// Device label.
         label: String,
     },
+    /// Rotate this device's encryption key (forward secrecy): a new secret
+    /// in the key file, the old one kept as retired until nothing sealed to
+    /// it can still arrive, then erased. Needs this key file to be your
+    /// identity key; completes a rotation that was interrupted.
+    Rotate,
 }
 
 /// What to do with one outbox entry.

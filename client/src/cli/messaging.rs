@@ -172,6 +172,51 @@ pub(super) async fn sync(cli: &Cli, timeout: Duration, json: bool) -> Result<()>
     let quarantined = client.state().borrow().quarantined;
     client.close().await;
     let state = state?;
+    // Version 2: the backlog is drained; retired encryption keys that can
+    // no longer be needed are erased, and a due rotation happens now.
+    let mut erased = 0;
+    let mut rotated = None;
+    if client.roster().is_v2() {
+        erased = super::roster::erase_retired(&ctx, &client, true)?;
+        if super::roster::rotation_due(&ctx, &client) {
+            drop(client);
+            rotated = Some(super::roster::rotate(&ctx).await?);
+            let client = ctx.open()?;
+            return report_sync(
+                &client,
+                &state,
+                before,
+                outbox_before,
+                quarantined,
+                erased,
+                rotated,
+                json,
+            );
+        }
+    }
+    report_sync(
+        &client,
+        &state,
+        before,
+        outbox_before,
+        quarantined,
+        erased,
+        rotated,
+        json,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report_sync(
+    client: &Client,
+    state: &crate::client::State,
+    before: u64,
+    outbox_before: usize,
+    quarantined: u64,
+    erased: usize,
+    rotated: Option<u64>,
+    json: bool,
+) -> Result<()> {
     let new = client.archive().len().saturating_sub(before);
     let sent = outbox_before.saturating_sub(client.outbox().len());
     let refused = client
@@ -180,8 +225,14 @@ pub(super) async fn sync(cli: &Cli, timeout: Duration, json: bool) -> Result<()>
         .saturating_sub(client.outbox().pending_len());
     if json {
         return print_json(
-            &json!({"received": state.delivered, "archived": new, "quarantined": quarantined, "sent": sent, "outbox": client.outbox().len(), "refused": refused, "archive_records": client.archive().len()}),
+            &json!({"received": state.delivered, "archived": new, "quarantined": quarantined, "sent": sent, "outbox": client.outbox().len(), "refused": refused, "archive_records": client.archive().len(), "retired_keys_erased": erased, "rotated_at_epoch": rotated}),
         );
+    }
+    if erased > 0 {
+        println!("{erased} retired encryption key(s) erased");
+    }
+    if let Some(e) = rotated {
+        println!("encryption key rotated (roster epoch {e})");
     }
     println!(
         "synced: {} delivered, {new} new in the archive, {quarantined} quarantined, {sent} sent from the outbox ({} left)",

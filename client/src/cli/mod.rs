@@ -50,6 +50,8 @@ pub const PASSPHRASE_ENV: &str = "TALLINN_PASSPHRASE";
 pub(super) struct Ctx {
     config: ClientConfig,
     identity: Arc<Identity>,
+    /// Retired encryption keys of this device (rotation).
+    retired: Vec<Arc<Identity>>,
     roster: Arc<Roster>,
     roster_text: String,
 }
@@ -86,12 +88,18 @@ impl Ctx {
         let pass = passphrase_for(&config.identity)?;
         let identity =
             Identity::read_secret_file(&config.identity, pass.as_ref().map(|p| p.as_bytes()))?;
+        let retired: Vec<Arc<Identity>> =
+            crate::rotation::load_retired(&config.identity, pass.as_ref().map(|p| p.as_bytes()))?
+                .into_iter()
+                .map(|r| Arc::new(r.identity))
+                .collect();
         if config.deployment.is_some() && !config.roster.exists() {
             // Version 2: the roster log (in the archive) is the roster; a
             // device enrolled under version 2 has no roster file.
             return Ok(Ctx {
                 config,
                 identity: Arc::new(identity),
+                retired,
                 roster: Arc::new(Roster::parse("").context("an empty roster")?),
                 roster_text: String::new(),
             });
@@ -105,6 +113,7 @@ impl Ctx {
             return Ok(Ctx {
                 config,
                 identity: Arc::new(identity),
+                retired,
                 roster: Arc::new(roster),
                 roster_text,
             });
@@ -120,6 +129,7 @@ impl Ctx {
         Ok(Ctx {
             config,
             identity: Arc::new(identity),
+            retired,
             roster: Arc::new(roster),
             roster_text,
         })
@@ -137,6 +147,7 @@ impl Ctx {
             server_name: self.config.server_name.clone(),
             trust: self.config.trust.clone(),
             identity: self.identity.clone(),
+            retired: self.retired.clone(),
             device: self.config.device.clone(),
             roster: self.roster.clone(),
             deployment: self.config.deployment,

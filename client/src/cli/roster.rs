@@ -296,6 +296,16 @@ pub(super) async fn device(ctx: &Ctx, command: &DeviceCommand) -> Result<()> {
             );
             Ok(())
         }
+        DeviceCommand::Rotate => {
+            let index = rotate(ctx).await?;
+            println!(
+                "encryption key of {}/{} rotated at epoch {index}; the old secret is kept until nothing sealed to it can still arrive (at most {} days), then erased",
+                me,
+                ctx.config.device,
+                ctx.config.enc_key_grace.as_secs() / 86_400
+            );
+            Ok(())
+        }
         DeviceCommand::Revoke { label } => {
             let (client, log) = open_log(ctx)?;
             drop(client);
@@ -352,4 +362,129 @@ async fn submit_devices(
     let r = client.submit_roster_entry(&entry).await;
     client.close().await;
     Ok(r?)
+}
+
+/// Rotates this device's encryption key: new key file (the archive secret
+/// re-wrapped under it), the old one retired, then the `Devices` entry
+/// submitted. A pending rotation (the key file no longer matches the
+/// roster) is completed instead of starting another.
+pub(super) async fn rotate(ctx: &Ctx) -> Result<u64> {
+    let me = ctx.identity.id().to_string();
+    let device = ctx.config.device.to_string();
+    let (client, log) = open_log(ctx)?;
+    let state = log.current();
+    let p = state
+        .participant(&me)
+        .ok_or_else(|| anyhow!("{me} is not in the roster"))?;
+    if p.identity_key != ctx.identity.public().sign_key {
+        bail!(
+            "this key file is not {me}'s identity key: rotate from the device that holds it, or rotate this device by adding it again under a new label"
+        );
+    }
+    let listed = p
+        .device(&device)
+        .ok_or_else(|| anyhow!("{me} has no device {device:?} in the roster"))?;
+    let key_path = ctx.config.identity.clone();
+    let current = if listed.enc_key == ctx.identity.public().enc_key {
+        // Start a rotation: the next key file first, the archive secret
+        // wrapped under it, then the switch.
+        let pass = passphrase_for(&key_path)?;
+        let next = ctx.identity.with_new_enc_secret();
+        let next_path = crate::rotation::next_path(&key_path);
+        if next_path.exists() {
+            std::fs::remove_file(&next_path)
+                .with_context(|| format!("removing the stale {}", next_path.display()))?;
+        }
+        next.write_secret_file(
+            &next_path,
+            pass.as_ref().map(|p| p.as_bytes()),
+            KdfParams::default(),
+        )?;
+        client.archive().prepare_rewrap(&next)?;
+        let retired = crate::rotation::switch(&key_path, now_ms())
+            .with_context(|| format!("switching {} to the new key", key_path.display()))?;
+        client.archive().commit_rewrap()?;
+        eprintln!("old key kept as {} until it is erased", retired.display());
+        next
+    } else {
+        // A rotation whose entry was never appended: submit it now.
+        eprintln!("completing an interrupted rotation");
+        Identity::read_secret_file(
+            &key_path,
+            passphrase_for(&key_path)?.as_ref().map(|p| p.as_bytes()),
+        )?
+    };
+    drop(client);
+    let mut devices = own_devices(&log, &me)?;
+    for d in &mut devices {
+        if d.device == device {
+            d.enc_key = current.public().enc_key;
+        }
+    }
+    let mut fresh = Ctx {
+        config: ctx.config.clone(),
+        identity: Arc::new(current),
+        retired: ctx.retired.clone(),
+        roster: ctx.roster.clone(),
+        roster_text: ctx.roster_text.clone(),
+    };
+    fresh.retired.push(ctx.identity.clone());
+    submit_devices(&fresh, &log, &me, devices).await
+}
+
+/// After a sync that drained the relay's backlog: erases every retired key
+/// of this device that may go ([`crate::rotation::erasable`]).
+pub(super) fn erase_retired(ctx: &Ctx, client: &Client, drained: bool) -> Result<usize> {
+    let pass = passphrase_for(&ctx.config.identity)?;
+    let retired =
+        crate::rotation::load_retired(&ctx.config.identity, pass.as_ref().map(|p| p.as_bytes()))?;
+    if retired.is_empty() {
+        return Ok(0);
+    }
+    let roster = client.roster();
+    let listed = roster
+        .log()
+        .and_then(|l| {
+            l.current()
+                .device(ctx.identity.id().as_str(), ctx.config.device.as_str())
+        })
+        .map(|d| d.enc_key);
+    let now = now_ms();
+    let mut n = 0;
+    for r in retired {
+        let in_roster = listed == Some(r.identity.public().enc_key);
+        if crate::rotation::erasable(
+            &r,
+            in_roster,
+            now,
+            ctx.config.enc_key_grace,
+            drained.then_some(now),
+        ) {
+            crate::rotation::erase(&r.path)
+                .with_context(|| format!("erasing {}", r.path.display()))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Whether this device's key is due for automatic rotation: it can sign
+/// its own `Devices` entries, and its key file is older than the period.
+pub(super) fn rotation_due(ctx: &Ctx, client: &Client) -> bool {
+    let Some(period) = ctx.config.rotate_enc_key else {
+        return false;
+    };
+    let Some(log) = client.roster().log().cloned() else {
+        return false;
+    };
+    let me = ctx.identity.id().as_str();
+    let can_sign = log
+        .current()
+        .participant(me)
+        .is_some_and(|p| p.identity_key == ctx.identity.public().sign_key);
+    let age = std::fs::metadata(&ctx.config.identity)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    can_sign && age.is_some_and(|a| a >= period)
 }

@@ -49,8 +49,11 @@ pub struct Settings {
     pub server_name: String,
     /// Trust anchor for the relay (required to connect).
     pub trust: Option<Trust>,
-    /// Our identity.
+    /// Our identity (this device's key file).
     pub identity: Arc<Identity>,
+    /// Retired encryption keys of this device (version 2 rotation), tried
+    /// when a delivery does not open with `identity`.
+    pub retired: Vec<Arc<Identity>>,
     /// Device label.
     pub device: DeviceId,
     /// Our pinned roster file (version 1; for a version-2 client, the
@@ -1225,6 +1228,26 @@ fn precheck_deliveries(
     out
 }
 
+/// Opens a verified delivery for this device: with the current key file,
+/// else with a retired one (a message sealed before a rotation).
+pub(crate) fn open_with_any_key(
+    s: &Settings,
+    verified: &VerifiedEnvelope,
+) -> Result<tallinn_common::envelope::Opened, EnvelopeError> {
+    let device = Some(s.device.as_str());
+    match verified.open_as(&s.identity, device) {
+        Err(EnvelopeError::DecryptFailed) => {
+            for old in &s.retired {
+                if let Ok(o) = verified.open_as(old, device) {
+                    return Ok(o);
+                }
+            }
+            Err(EnvelopeError::DecryptFailed)
+        }
+        other => other,
+    }
+}
+
 /// Verifies (unless `check` says how that went), opens and archives one
 /// delivery (not flushed), or quarantines it.
 fn receive(
@@ -1252,7 +1275,7 @@ fn receive(
             return quarantine(inner, seq, received_at_ms, envelope, claimed.as_ref(), e)
         }
     };
-    let opened = match verified.open_as(&s.identity, Some(s.device.as_str())) {
+    let opened = match open_with_any_key(s, &verified) {
         Ok(o) => o,
         Err(e) => {
             return quarantine(

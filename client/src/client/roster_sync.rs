@@ -148,7 +148,7 @@ pub(super) fn reverify_quarantine(inner: &Inner) -> Result<Vec<Event>, ArchiveEr
     for (n, q) in inner.archive.quarantined_numbered()? {
         let opened = UntrustedEnvelope::decode(&q.envelope)
             .and_then(|u| u.verify(roster.as_ref()))
-            .and_then(|v| v.open_as(&s.identity, Some(s.device.as_str())));
+            .and_then(|v| super::open_with_any_key(s, &v));
         let Ok(opened) = opened else { continue };
         let (inserted, record) =
             inner
@@ -252,6 +252,7 @@ mod tests {
             server_name: "localhost".into(),
             trust: None,
             identity: std::sync::Arc::new(ident("PL", 5)),
+            retired: Vec::new(),
             device: DeviceId::new("default").unwrap(),
             roster: std::sync::Arc::new(roster),
             deployment: Some(genesis.hash()),
