@@ -133,6 +133,7 @@ pub fn record_json(r: &Record, with_data: bool) -> Value {
 /// # Errors
 /// [`ArchiveError`] (including I/O errors of `out`).
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)]
 pub fn export(
     archive: &Archive,
     roster: &Roster,
@@ -143,7 +144,7 @@ pub fn export(
     mut out: impl Write,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, ArchiveError> {
-    let header = json!({
+    let mut header = json!({
         "type": "tallinn-archive-export",
         "version": 1,
         "participant": participant,
@@ -154,6 +155,19 @@ pub fn export(
         "roster_fingerprint": roster.fingerprint_hex(),
         "roster": roster_text,
     });
+    // Version 2: the roster log this device verified, so an auditor checks
+    // every record against the state of its own epoch (PROTOCOL.md §12.5).
+    let log = archive.roster_entries()?;
+    if let (Some(first), Value::Object(h)) = (log.first(), &mut header) {
+        h.insert("deployment".into(), json!(hex::encode(first.hash())));
+        h.insert(
+            "roster_log".into(),
+            json!(log
+                .iter()
+                .map(|e| B64.encode(e.encode()))
+                .collect::<Vec<_>>()),
+        );
+    }
     writeln!(out, "{header}")?;
     let mut n = 0;
     archive.for_each(|r| {

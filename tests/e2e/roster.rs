@@ -734,6 +734,43 @@ mod v2 {
             assert!(cli(&["inbox"]).contains("after the rotation"));
             assert!(cli(&["archive", "verify", "--deep"]).contains("archive OK"));
             assert!(cli(&["roster", "log"]).contains("devices of PL: [default]"));
+
+            // The export carries the roster log: an auditor re-verifies every
+            // record against the state of its own epoch, across the change.
+            let export = pdir.join("export.jsonl");
+            cli(&["archive", "export", "--out", export.to_str().unwrap()]);
+            let text = std::fs::read_to_string(&export).unwrap();
+            let mut lines = text.lines();
+            let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+            assert_eq!(header["deployment"], hex::encode(v2.deployment));
+            let entries: Vec<SignedEntry> = header["roster_log"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    SignedEntry::decode(
+                        &base64::engine::general_purpose::STANDARD
+                            .decode(e.as_str().unwrap())
+                            .unwrap(),
+                    )
+                    .unwrap()
+                })
+                .collect();
+            let log = RosterLog::from_entries(entries, Some(&v2.deployment)).unwrap();
+            assert_eq!(log.epoch(), 1);
+            let mut records = 0;
+            for line in lines {
+                let r: serde_json::Value = serde_json::from_str(line).unwrap();
+                let env = base64::engine::general_purpose::STANDARD
+                    .decode(r["envelope_b64"].as_str().unwrap())
+                    .unwrap();
+                tallinn_common::envelope::UntrustedEnvelope::decode(&env)
+                    .unwrap()
+                    .verify(&log)
+                    .unwrap();
+                records += 1;
+            }
+            assert!(records >= 2, "{records}");
         })
         .await;
     }
