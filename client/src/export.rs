@@ -133,7 +133,6 @@ pub fn record_json(r: &Record, with_data: bool) -> Value {
 /// # Errors
 /// [`ArchiveError`] (including I/O errors of `out`).
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_arguments)]
 pub fn export(
     archive: &Archive,
     roster: &Roster,
