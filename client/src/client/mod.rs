@@ -632,7 +632,25 @@ impl Client {
             return Err(not_sent());
         }
         match tokio::time::timeout(self.inner.settings.send_timeout, rx).await {
-            Ok(Ok(Ok(index))) => Ok(index),
+            Ok(Ok(Ok(index))) => {
+                // The relay pushes the entry to this session too: wait until
+                // it is verified and in force here, so whoever submitted sees
+                // the new epoch locally (bounded; the next fetch brings it
+                // anyway).
+                let mut st = self.inner.state.subscribe();
+                let _ = tokio::time::timeout(self.inner.settings.send_timeout, async {
+                    loop {
+                        if self.inner.roster().epoch().is_some_and(|e| e >= index) {
+                            return;
+                        }
+                        if st.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                })
+                .await;
+                Ok(index)
+            }
             Ok(Ok(Err(reason))) => Err(ClientError::RosterRefused(reason)),
             Ok(Err(_)) => Err(ClientError::Closed),
             Err(_) => Err(ClientError::Queued {
