@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod deployment;
+pub mod lifecycle;
 pub mod scenario;
 
 pub use deployment::Deployment;

@@ -1,7 +1,11 @@
 //! `tallinn-demo`: one command that builds a complete Tallinn deployment in
 //! a fresh directory, starts a real relay on loopback, plays a coordination
 //! round through the client library with a readable transcript, verifies
-//! every archive, and leaves working configs behind.
+//! every archive, then moves the deployment to the signed roster log and
+//! plays a year of roster changes (version 2: Lithuania admitted with
+//! Ukraine's veto shown, the chair passed on, a lost laptop revoked and
+//! replaced, a key rotated), verifies every archive again, and leaves
+//! working configs behind.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -86,6 +90,10 @@ async fn demo(args: Args) -> Result<bool> {
     let report = report?;
     scenario::print_summary(&report, &mut stdout)?;
 
+    // Version 2: the roster becomes a signed log and lives through changes.
+    let lifecycle = tallinn_tests::lifecycle::run(&dep, &mut stdout).await?;
+    tallinn_tests::lifecycle::print_summary(&lifecycle, &mut stdout)?;
+
     let d = dir.display();
     println!("\nTry it yourself (the deployment stays in {d}/):");
     println!("  cargo run --release --bin tallinn -- --config {d}/UA/client.toml inbox");
@@ -98,7 +106,7 @@ async fn demo(args: Args) -> Result<bool> {
         "  cargo run --release --bin tallinn -- --config {d}/EE/client.toml send --channel front-office --tlp AMBER --subject hello --body 'from the chair'"
     );
     println!("  cargo run --release --bin tallinn -- --config {d}/UA/client.toml sync");
-    Ok(report.ok())
+    Ok(report.ok() && lifecycle.failures.is_empty())
 }
 
 fn main() -> ExitCode {
