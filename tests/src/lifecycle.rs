@@ -150,24 +150,48 @@ impl World<'_> {
         subject: &str,
         out: &mut dyn Write,
     ) -> Result<()> {
+        // The sender seals against the roster it has: wait until the
+        // relay's push of the last change reached it (a message sealed in
+        // the previous epoch's grace period goes to that epoch's devices).
+        let target = self.log.epoch();
+        let mut st = from.state();
+        let _ = tokio::time::timeout(STEP, async {
+            while from.roster().epoch() < Some(target) {
+                if st.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
         from.send("plenary", &Message::note(Tlp::Green, subject, "in plenary"))
             .await
             .with_context(|| format!("sending {subject:?}"))?;
-        let mut seen = false;
-        for _ in 0..50 {
-            to.sync(STEP, |_| {}).await?;
-            let found = to.archive().search(
-                &Filter {
-                    text: Some(subject.into()),
-                    ..Filter::default()
-                },
-                10,
-            )?;
-            if !found.is_empty() {
-                seen = true;
-                break;
+        // Wait for the event (the recipient archives it), bounded.
+        let find = || -> Result<bool> {
+            Ok(!to
+                .archive()
+                .search(
+                    &Filter {
+                        text: Some(subject.into()),
+                        ..Filter::default()
+                    },
+                    10,
+                )?
+                .is_empty())
+        };
+        let mut st = to.state();
+        let seen = tokio::time::timeout(STEP, async {
+            loop {
+                if find()? {
+                    return Ok::<bool, anyhow::Error>(true);
+                }
+                if st.changed().await.is_err() {
+                    return Ok(false);
+                }
             }
-        }
+        })
+        .await
+        .unwrap_or(Ok(false))?;
         if seen {
             writeln!(out, "  message {subject:?} received by {}/{}", who.0, who.1)?;
         } else {
