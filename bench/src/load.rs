@@ -22,12 +22,13 @@ use tallinn_common::defaults::{AUTH_EXPORTER_LABEL, SESSION_PREAMBLE};
 use tallinn_common::envelope::seal;
 use tallinn_common::identity::{Identity, KdfParams, ParticipantId};
 use tallinn_common::message::{Message, MsgId, Tlp};
-use tallinn_common::roster::Roster;
+use tallinn_common::roster::{Roster, RosterLog};
 use tallinn_common::wire::{self, Frame};
 use tokio::sync::{mpsc, Notify, Semaphore};
 
 /// The msg_id of encoded envelope bytes, read at its fixed position
-/// (after the body-length varint and the version byte), without decoding.
+/// (after the body-length varint, the version byte and, for version 2, the
+/// suite byte), without decoding.
 pub fn msg_id_of(envelope: &[u8]) -> Option<MsgId> {
     let mut i = 0;
     loop {
@@ -40,16 +41,25 @@ pub fn msg_id_of(envelope: &[u8]) -> Option<MsgId> {
             return None;
         }
     }
-    let id: [u8; 16] = envelope.get(i + 1..i + 17)?.try_into().ok()?;
+    let at = if *envelope.get(i)? >= 2 { i + 2 } else { i + 1 };
+    let id: [u8; 16] = envelope.get(at..at + 16)?.try_into().ok()?;
     Some(MsgId(id))
 }
 
-/// A generated benchmark deployment: N members in one channel `bench`.
+/// A generated benchmark deployment: N members in one channel `bench`;
+/// with devices (version 2), each member has that many devices and every
+/// device is one connection.
 pub struct Setup {
     /// Directory with roster, certificate and configs.
     pub dir: std::path::PathBuf,
-    /// Identities (P00, P01, ...).
+    /// The keys of each connection (P00, P01, ...; version 2: every device
+    /// of P00, then of P01, ...).
     pub ids: Vec<Arc<Identity>>,
+    /// Each connection's device label.
+    pub labels: Vec<String>,
+    /// Version 2: the roster log (its genesis is installed in the relay's
+    /// data directory before it starts).
+    pub log: Option<RosterLog>,
     /// The roster.
     pub roster: Arc<Roster>,
     /// TLS material for the server under test.
@@ -63,10 +73,28 @@ impl Setup {
     /// # Errors
     /// I/O failures.
     pub fn create(dir: &std::path::Path, participants: usize) -> Result<Self> {
+        Self::create_with_devices(dir, participants, 1)
+    }
+
+    /// [`Setup::create`] with `devices` devices per participant: more than
+    /// one builds a version-2 deployment (a roster log whose genesis lists
+    /// every device, envelopes sealed to devices). `connections` is the
+    /// number of connections (participants x devices).
+    ///
+    /// # Errors
+    /// I/O failures.
+    pub fn create_with_devices(
+        dir: &std::path::Path,
+        connections: usize,
+        devices: usize,
+    ) -> Result<Self> {
+        if devices > 1 {
+            return Self::create_v2(dir, connections.div_ceil(devices), devices);
+        }
         std::fs::create_dir_all(dir)?;
         let mut ids = Vec::new();
         let mut text = String::new();
-        for i in 0..participants {
+        for i in 0..connections {
             let id = Identity::generate(ParticipantId::new(format!("P{i:02}"))?);
             text.push_str(&id.roster_entry(&format!("participant {i}"), "member"));
             text.push('\n');
@@ -86,12 +114,109 @@ impl Setup {
                 KdfParams::default(),
             );
         }
+        let labels = vec!["bench".to_string(); ids.len()];
         Ok(Self {
             dir: dir.to_path_buf(),
             ids,
+            labels,
+            log: None,
             roster: Arc::new(roster),
             tls,
         })
+    }
+
+    fn create_v2(dir: &std::path::Path, participants: usize, devices: usize) -> Result<Self> {
+        use tallinn_common::roster::{
+            approval_message, Approval, ChannelRecord, DeviceRecord, EntryBody, EntryKind,
+            ParticipantRecord, SignedEntry, StateRecord,
+        };
+        std::fs::create_dir_all(dir)?;
+        let mut ids = Vec::new();
+        let mut labels = Vec::new();
+        let mut records = Vec::new();
+        let mut identities = Vec::new();
+        for i in 0..participants {
+            let pid = ParticipantId::new(format!("P{i:02}"))?;
+            let identity = Identity::generate(pid.clone());
+            let mut devs = Vec::new();
+            for d in 0..devices {
+                let keys = Identity::generate(pid.clone());
+                devs.push(DeviceRecord {
+                    device: format!("d{d}"),
+                    suite: 1,
+                    sign_key: keys.public().sign_key.to_bytes(),
+                    enc_key: keys.public().enc_key,
+                });
+                ids.push(Arc::new(keys));
+                labels.push(format!("d{d}"));
+            }
+            records.push(ParticipantRecord {
+                id: pid.to_string(),
+                name: format!("participant {i}"),
+                role: 0,
+                identity_key: identity.public().sign_key.to_bytes(),
+                devices: devs,
+            });
+            identities.push(identity);
+        }
+        let members: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        let relay_key = Identity::generate(ParticipantId::new("relay")?);
+        let state = StateRecord {
+            beneficiary: None,
+            chair: members[0].clone(),
+            quorum: 1,
+            relay_key: relay_key.public().sign_key.to_bytes(),
+            participants: records,
+            channels: vec![ChannelRecord {
+                id: "bench".into(),
+                description: String::new(),
+                members,
+                observers: vec![],
+                post: 0,
+                max_tlp: 4,
+            }],
+        };
+        let mut genesis = SignedEntry::new(&EntryBody {
+            index: 0,
+            prev_hash: [0; 32],
+            kind: EntryKind::Genesis(state),
+        });
+        genesis.add_approval(Approval {
+            participant: identities[0].id().to_string(),
+            signature: identities[0].sign(&approval_message(&genesis.body)),
+        });
+        let log = RosterLog::from_genesis(genesis, None).map_err(|e| anyhow!("{e}"))?;
+        // An empty version-1 roster file: the relay runs the log.
+        std::fs::write(dir.join("roster.toml"), "")?;
+        let tls = tallinn_relay::tls::generate_self_signed(&["localhost".into()])?;
+        tls.write_pem(&dir.join("cert.pem"), &dir.join("key.pem"))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            ids,
+            labels,
+            log: Some(log),
+            roster: Arc::new(Roster::parse("")?),
+            tls,
+        })
+    }
+
+    /// Version 2: installs the genesis in the relay data directory `data`
+    /// (relative to the setup directory) before the relay starts.
+    ///
+    /// # Errors
+    /// Installation failures.
+    pub fn install_log(&self, data: &str) -> Result<()> {
+        if let Some(log) = &self.log {
+            tallinn_relay::genesis::install(
+                &self.dir.join(data),
+                log.entries()[0].clone(),
+                None,
+                tallinn_common::unix_ms(
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?,
+                ),
+            )?;
+        }
+        Ok(())
     }
 
     /// Writes `relay.toml` for a relay on `port` with data in `data` and
@@ -126,8 +251,10 @@ impl Setup {
 /// What to run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Params {
-    /// Participants in the channel (each a connection).
+    /// Connections in the channel (participants x devices).
     pub participants: usize,
+    /// Devices per participant (more than 1: version 2).
+    pub devices: usize,
     /// How many of them send.
     pub senders: usize,
     /// Message body size in bytes.
@@ -449,16 +576,18 @@ pub(crate) fn preseal(setup: &Setup, p: &Params) -> Result<Vec<Vec<Vec<u8>>>> {
         let handles: Vec<_> = (0..p.senders)
             .map(|s| {
                 let (id, roster, body) = (setup.ids[s].clone(), setup.roster.clone(), body.clone());
+                let label = setup.labels[s].clone();
+                let state = setup.log.as_ref().map(|l| l.current().clone());
                 scope.spawn(move || -> Result<Vec<Vec<u8>>> {
                     (0..per)
                         .map(|_| {
-                            Ok(seal(
-                                &id,
-                                &roster,
-                                "bench",
-                                &Message::note(Tlp::Clear, "bench", body.clone()),
-                                now,
-                            )?
+                            let m = Message::note(Tlp::Clear, "bench", body.clone());
+                            Ok(match &state {
+                                Some(st) => tallinn_common::envelope::seal_v2(
+                                    &id, &label, st, "bench", &m, now,
+                                )?,
+                                None => seal(&id, &roster, "bench", &m, now)?,
+                            }
                             .into_bytes())
                         })
                         .collect()
@@ -505,6 +634,19 @@ pub async fn login(
     addr: SocketAddr,
     id: &Identity,
 ) -> Result<(quinn::Connection, SendStream, RecvStream)> {
+    login_as(ep, addr, id, "bench").await
+}
+
+/// [`login`] as device `device`.
+///
+/// # Errors
+/// Connection or protocol failures.
+pub async fn login_as(
+    ep: &Endpoint,
+    addr: SocketAddr,
+    id: &Identity,
+    device: &str,
+) -> Result<(quinn::Connection, SendStream, RecvStream)> {
     let conn = ep.connect(addr, "localhost")?.await?;
     let (mut send, mut recv) = conn.open_bi().await?;
     send.write_all(&SESSION_PREAMBLE).await?;
@@ -515,7 +657,7 @@ pub async fn login(
     conn.export_keying_material(&mut exporter, AUTH_EXPORTER_LABEL, &nonce)
         .map_err(|_| anyhow!("exporter"))?;
     send.write_all(&wire::encode_frame(&wire::sign_auth(
-        id, "bench", &nonce, &exporter,
+        id, device, &nonce, &exporter,
     )))
     .await?;
     match read(&mut recv).await {
@@ -542,7 +684,7 @@ pub async fn run(setup: &Setup, addr: SocketAddr, pin: [u8; 32], p: &Params) -> 
     let mut permits = Vec::new();
     for (i, id) in setup.ids.iter().enumerate().take(p.participants) {
         let ep = endpoint(pin)?;
-        let (conn, mut send, recv) = login(&ep, addr, id)
+        let (conn, mut send, recv) = login_as(&ep, addr, id, &setup.labels[i])
             .await
             .with_context(|| format!("login {i}"))?;
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4096);

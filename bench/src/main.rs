@@ -78,6 +78,11 @@ enum Cmd {
         /// Participants in the channel.
         #[arg(long, default_value_t = 14)]
         participants: usize,
+        /// Devices per participant: more than 1 runs version 2 (a roster
+        /// log, envelopes sealed to every device, one connection per
+        /// device). Only the relay speaks it.
+        #[arg(long, default_value_t = 1)]
+        devices: usize,
         /// Sender counts to try.
         #[arg(long, value_delimiter = ',', default_values_t = vec![1, 4])]
         senders: Vec<usize>,
@@ -194,7 +199,7 @@ async fn fanout_row(kind: SystemKind, p: &Params, runs: usize, pin: bool) -> Res
     let mut rss = 0u64;
     for run in 0..runs {
         let dir = tempfile::tempdir()?;
-        let setup = Setup::create(dir.path(), p.participants)?;
+        let setup = Setup::create_with_devices(dir.path(), p.participants, p.devices)?;
         let port = match kind.nats_mode() {
             Some(_) => free_tcp_port()?,
             None => system::free_port()?,
@@ -208,6 +213,7 @@ async fn fanout_row(kind: SystemKind, p: &Params, runs: usize, pin: bool) -> Res
                     &format!("data-{run}"),
                     metrics_port.unwrap_or(0),
                 )?;
+                setup.install_log(&format!("data-{run}"))?;
                 Server::start(
                     &system::sibling("tallinn-relay")?,
                     &["run", "--config", cfg.to_str().context("path")?],
@@ -403,6 +409,7 @@ fn store_bench(messages: usize) -> Result<()> {
 async fn latency(participants: usize, payload: usize, messages: usize, runs: usize) -> Result<()> {
     let mut p = Params {
         participants,
+        devices: 1,
         senders: 1,
         payload,
         messages,
@@ -433,6 +440,7 @@ async fn smoke() -> Result<()> {
     for kind in [SystemKind::Relay, SystemKind::Quinn] {
         let p = Params {
             participants: 14,
+            devices: 1,
             senders: 1,
             payload: 256,
             messages: 300,
@@ -446,6 +454,17 @@ async fn smoke() -> Result<()> {
         };
         print_row(&fanout_row(kind, &p, 1, false).await?);
     }
+    // Version 2: 4 participants x 2 devices.
+    let p = Params {
+        participants: 8,
+        devices: 2,
+        senders: 1,
+        payload: 256,
+        messages: 300,
+        window: 64,
+        rate: None,
+    };
+    print_row(&fanout_row(SystemKind::Relay, &p, 1, false).await?);
     tallinn_bench::scenarios::backlog(300).await?;
     tallinn_bench::scenarios::connections(&[50]).await?;
     tallinn_bench::scenarios::archive(500)?;
@@ -476,6 +495,7 @@ async fn real_main(cli: Cli) -> Result<()> {
         Cmd::Fanout {
             system,
             participants,
+            devices,
             senders,
             payload,
             messages,
@@ -515,9 +535,19 @@ async fn real_main(cli: Cli) -> Result<()> {
             for &s in &senders {
                 for &b in &payload {
                     for &kind in &system {
+                        if devices > 1 && !matches!(kind, SystemKind::Relay) {
+                            println!(
+                                "{}: skipped with --devices {devices} (only the relay speaks version 2; \
+                                 run it with --participants {} for the same fan-out)",
+                                kind.label(),
+                                participants * devices
+                            );
+                            continue;
+                        }
                         let p = Params {
-                            participants,
-                            senders: s.min(participants),
+                            participants: participants * devices,
+                            devices,
+                            senders: s.min(participants * devices),
                             payload: b,
                             messages,
                             window,
