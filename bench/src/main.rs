@@ -130,6 +130,12 @@ enum Cmd {
         /// Messages in the backlog.
         #[arg(long, default_value_t = 100_000)]
         messages: usize,
+        /// Participants in the channel (the envelopes are wrapped to all).
+        #[arg(long, default_value_t = 2)]
+        participants: usize,
+        /// Devices per participant (more than 1: version 2).
+        #[arg(long, default_value_t = 1)]
+        devices: usize,
     },
     /// Authenticated idle connections: relay RSS per connection, handshakes/s.
     Connections {
@@ -466,6 +472,7 @@ async fn smoke() -> Result<()> {
     };
     print_row(&fanout_row(SystemKind::Relay, &p, 1, false).await?);
     tallinn_bench::scenarios::backlog(300).await?;
+    tallinn_bench::scenarios::backlog_with_devices(300, 4, 2).await?;
     tallinn_bench::scenarios::connections(&[50]).await?;
     tallinn_bench::scenarios::archive(500)?;
     store_bench(200)
@@ -485,7 +492,11 @@ async fn real_main(cli: Cli) -> Result<()> {
             runs,
         } => latency(participants, payload, messages, runs).await,
         Cmd::Store { messages } => store_bench(messages),
-        Cmd::Backlog { messages } => tallinn_bench::scenarios::backlog(messages).await,
+        Cmd::Backlog {
+            messages,
+            participants,
+            devices,
+        } => tallinn_bench::scenarios::backlog_with_devices(messages, participants, devices).await,
         Cmd::Connections { count } => tallinn_bench::scenarios::connections(&count).await,
         Cmd::Archive { records } => tallinn_bench::scenarios::archive(records),
         Cmd::Forwarder { listen, cert, key } => {

@@ -25,6 +25,8 @@ fn seal_many(setup: &Setup, from: usize, n: usize, words: bool) -> Result<Vec<Ve
         let hs: Vec<_> = (0..threads)
             .map(|t| {
                 let (id, roster) = (setup.ids[from].clone(), setup.roster.clone());
+                let label = setup.labels[from].clone();
+                let state = setup.log.as_ref().map(|l| l.current().clone());
                 s.spawn(move || -> Result<Vec<Vec<u8>>> {
                     (t..n)
                         .step_by(threads)
@@ -37,13 +39,13 @@ fn seal_many(setup: &Setup, from: usize, n: usize, words: bool) -> Result<Vec<Ve
                                 format!("status update {i}")
                             };
                             let body = "x".repeat(1024);
-                            Ok(seal(
-                                &id,
-                                &roster,
-                                "bench",
-                                &Message::note(Tlp::Green, subject, body),
-                                now,
-                            )?
+                            let m = Message::note(Tlp::Green, subject, body);
+                            Ok(match &state {
+                                Some(st) => tallinn_common::envelope::seal_v2(
+                                    &id, &label, st, "bench", &m, now,
+                                )?,
+                                None => seal(&id, &roster, "bench", &m, now)?,
+                            }
                             .into_bytes())
                         })
                         .collect()
@@ -64,6 +66,7 @@ fn seal_many(setup: &Setup, from: usize, n: usize, words: bool) -> Result<Vec<Ve
 fn start_relay(setup: &Setup, edit: impl Fn(String) -> String) -> Result<Server> {
     let port = system::free_port()?;
     let cfg = setup.write_relay_config(port, "data", 0)?;
+    setup.install_log("data")?;
     // No metrics endpoint for these scenarios.
     let text = std::fs::read_to_string(&cfg)?
         .replace("metrics_listen = \"127.0.0.1:0\"", "metrics_listen = \"\"");
@@ -75,14 +78,17 @@ fn start_relay(setup: &Setup, edit: impl Fn(String) -> String) -> Result<Server>
     )
 }
 
-/// Single-core crypto limit of a recipient: decode + verify + open per second.
-fn crypto_limit(setup: &Setup, sample: &[Vec<u8>], me: &Identity) -> Result<f64> {
+/// Single-core crypto limit of a recipient: decode + verify + open per
+/// second (version 2: against the log's state, as device `device`).
+fn crypto_limit(setup: &Setup, sample: &[Vec<u8>], me: &Identity, device: &str) -> Result<f64> {
     let n = sample.len().min(2000);
     let start = Instant::now();
     for e in sample.iter().take(n) {
-        UntrustedEnvelope::decode(e)?
-            .verify(&setup.roster)?
-            .open(me)?;
+        let u = UntrustedEnvelope::decode(e)?;
+        match &setup.log {
+            Some(log) => u.verify(log)?.open_as(me, Some(device))?,
+            None => u.verify(&setup.roster)?.open(me)?,
+        };
     }
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
@@ -93,16 +99,41 @@ fn crypto_limit(setup: &Setup, sample: &[Vec<u8>], me: &Identity) -> Result<f64>
 /// # Errors
 /// Setup failures.
 pub async fn backlog(n: usize) -> Result<()> {
+    backlog_with_devices(n, 2, 1).await
+}
+
+/// [`backlog`] in a channel of `participants`, with `devices` devices per
+/// participant (more than 1:
+/// version 2, the receiving device opens its own wrap, the envelope carries
+/// a wrap for every device).
+///
+/// # Errors
+/// Setup failures.
+pub async fn backlog_with_devices(n: usize, participants: usize, devices: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let setup = Setup::create(dir.path(), 2)?;
-    println!("backlog: sealing {n} envelopes (1 KiB, P00 → P01)…");
+    let participants = participants.max(2);
+    let setup = Setup::create_with_devices(dir.path(), participants * devices, devices)?;
+    // The receiver: P01's first device.
+    let me = devices;
+    println!(
+        "backlog: sealing {n} envelopes (1 KiB, P00 → P01{})…",
+        if devices > 1 {
+            format!(
+                ", {participants} participants x {devices} devices: {} wraps per envelope",
+                participants * devices - 1
+            )
+        } else {
+            String::new()
+        }
+    );
     let envelopes = seal_many(&setup, 0, n, false)?;
-    let limit = crypto_limit(&setup, &envelopes, &setup.ids[1])?;
+    let limit = crypto_limit(&setup, &envelopes, &setup.ids[me], &setup.labels[me])?;
     let server = start_relay(&setup, |t| t)?;
     let pin = setup.tls.pin()?;
     // Queue everything while P01 is offline.
     let ep = load::endpoint(pin)?;
-    let (conn, mut send, mut recv) = load::login(&ep, server.addr, &setup.ids[0]).await?;
+    let (conn, mut send, mut recv) =
+        load::login_as(&ep, server.addr, &setup.ids[0], &setup.labels[0]).await?;
     let start = Instant::now();
     let writer = tokio::spawn(async move {
         for e in envelopes {
@@ -140,11 +171,11 @@ pub async fn backlog(n: usize) -> Result<()> {
         relay: server.addr,
         server_name: "localhost".into(),
         trust: Some(tallinn_client::config::Trust::Pin(pin)),
-        identity: setup.ids[1].clone(),
+        identity: setup.ids[me].clone(),
         retired: Vec::new(),
-        device: DeviceId::new("bench")?,
+        device: DeviceId::new(setup.labels[me].as_str())?,
         roster: setup.roster.clone(),
-        deployment: None,
+        deployment: setup.log.as_ref().map(|l| l.deployment()),
         archive_dir,
         connect_timeout: Duration::from_secs(30),
         send_timeout: Duration::from_secs(30),
