@@ -774,4 +774,99 @@ mod v2 {
         })
         .await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_device_without_the_identity_key_rotates_through_its_identity_device() {
+        timed(async {
+            let v2 = V2::new(limits()).await;
+            let pdir = v2.env.dep.participant_dir("PL");
+            let config = pdir.join("client.toml");
+            let text = std::fs::read_to_string(&config).unwrap();
+            let pin = format!("deployment = \"{}\"\n", hex::encode(v2.deployment));
+            std::fs::write(&config, format!("{text}{pin}")).unwrap();
+            let run = |cfg: &std::path::Path, args: &[&str]| {
+                let mut full = vec!["--config", cfg.to_str().unwrap()];
+                full.extend_from_slice(args);
+                let o = run_bin("tallinn", &full);
+                assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+                stdout(&o)
+            };
+            run(&config, &["sync"]);
+            let laptop_key = pdir.join("laptop.key");
+            run(
+                &config,
+                &[
+                    "device",
+                    "add",
+                    "laptop",
+                    "--out",
+                    laptop_key.to_str().unwrap(),
+                ],
+            );
+            let laptop = pdir.join("client-laptop.toml");
+            std::fs::write(
+                &laptop,
+                text.replace("identity = \"identity.key\"", "identity = \"laptop.key\"")
+                    .replace("device = \"default\"", "device = \"laptop\"")
+                    .replace("roster = \"../roster.toml\"", "roster = \"none.toml\"")
+                    + &pin
+                    + "enc_key_grace_days = 0\n",
+            )
+            .unwrap();
+            run(&laptop, &["sync"]);
+            let old_b64 = std::fs::read_to_string(&laptop_key)
+                .unwrap()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("enc_secret = \"")
+                        .map(|v| v.trim_end_matches('"').to_string())
+                })
+                .unwrap();
+
+            // The laptop requests; the identity device approves and submits.
+            let out = run(&laptop, &["device", "rotate"]);
+            let id = out
+                .lines()
+                .find_map(|l| l.split("proposal ").nth(1))
+                .unwrap()[..12]
+                .to_string();
+            run(&config, &["sync"]);
+            let shown = run(&config, &["roster", "approve", &id]);
+            assert!(shown.contains("devices of PL after it"), "{shown}");
+            let ok = run(&config, &["roster", "submit", &id]);
+            assert!(ok.contains("epoch 2"), "{ok}");
+
+            // A message sealed to the new key; the laptop's next sync opens
+            // it, completes the rotation and erases the old secret.
+            let ua = v2.client("UA").await;
+            let mut st = ua.state();
+            while ua.roster().epoch() < Some(2) {
+                tokio::time::timeout(Duration::from_secs(20), st.changed())
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            ua.send(
+                "plenary",
+                &Message::note(Tlp::Amber, "for the rotated laptop", "b"),
+            )
+            .await
+            .unwrap();
+            let out = run(&laptop, &["sync"]);
+            assert!(out.contains("rotation completed"), "{out}");
+            assert!(run(&laptop, &["inbox"]).contains("for the rotated laptop"));
+            let now = std::fs::read_to_string(&laptop_key).unwrap();
+            assert!(!now.contains(&old_b64), "the key file has the new secret");
+            for f in files(&pdir) {
+                let bytes = std::fs::read(&f).unwrap();
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(&old_b64),
+                    "{} holds the old secret",
+                    f.display()
+                );
+            }
+            assert!(run(&laptop, &["archive", "verify", "--deep"]).contains("archive OK"));
+        })
+        .await;
+    }
 }

@@ -238,9 +238,19 @@ pub enum DeviceCommand {
     },
     /// Rotate this device's encryption key (forward secrecy): a new secret
     /// in the key file, the old one kept as retired until nothing sealed to
-    /// it can still arrive, then erased. Needs this key file to be your
-    /// identity key; completes a rotation that was interrupted.
-    Rotate,
+    /// it can still arrive, then erased. On the device holding your
+    /// identity key it happens at once; on another device it is requested
+    /// as a proposal (sent in `--via`, which your other devices receive)
+    /// that the identity device approves and submits, and the next `sync`
+    /// here completes it.
+    Rotate {
+        /// This device's label (each device rotates its own key; another
+        /// device's secret never leaves that device).
+        label: Option<String>,
+        /// The channel a rotation request of a non-identity device is sent in.
+        #[arg(long, default_value = "plenary")]
+        via: String,
+    },
 }
 
 /// What to do with one outbox entry.

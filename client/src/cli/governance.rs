@@ -304,6 +304,14 @@ fn collect_approvals(
         usize::MAX,
     )?;
     let state = log.current();
+    let probe = SignedEntry {
+        body: body.to_vec(),
+        approvals: Vec::new(),
+    };
+    let devices_of = match probe.decode_body().map(|b| b.kind) {
+        Ok(EntryKind::Devices { participant, .. }) => Some(participant),
+        _ => None,
+    };
     let mut out: Vec<Approval> = Vec::new();
     for r in records {
         let Kind::Approval {
@@ -315,6 +323,12 @@ fn collect_approvals(
         };
         if *entry_hash != hash || out.iter().any(|a| a.participant == r.sender) {
             continue;
+        }
+        // A devices entry carries its own participant's approval only.
+        if let Some(owner) = &devices_of {
+            if *owner != r.sender {
+                continue;
+            }
         }
         let Some(p) = state.participant(&r.sender) else {
             continue;
@@ -362,10 +376,33 @@ pub(super) async fn approve(ctx: &Ctx, id: &str, dry_run: bool) -> Result<()> {
         hex::encode(found.hash),
         body.index
     );
-    if let EntryKind::Amend(record) = &body.kind {
-        let state = RosterState::validate(record.clone(), body.index, found.hash)
-            .context("the proposed roster is invalid; not approving it")?;
-        roster::describe_state(&state);
+    match &body.kind {
+        EntryKind::Amend(record) => {
+            let state = RosterState::validate(record.clone(), body.index, found.hash)
+                .context("the proposed roster is invalid; not approving it")?;
+            roster::describe_state(&state);
+        }
+        EntryKind::Devices {
+            participant,
+            devices,
+        } => {
+            if participant != ctx.identity.id().as_str() {
+                bail!(
+                    "this proposal changes the devices of {}: only {}'s identity key can approve it",
+                    esc(participant),
+                    esc(participant)
+                );
+            }
+            println!("devices of {} after it:", esc(participant));
+            for d in devices {
+                println!(
+                    "  {:<24} {}",
+                    esc(&d.device),
+                    tallinn_common::identity::Fingerprint::of(&d.sign_key, &d.enc_key)
+                );
+            }
+        }
+        EntryKind::Genesis(_) => bail!("a genesis is approved as a file, not as a proposal"),
     }
     let approvers: Vec<&str> = entry
         .approvals

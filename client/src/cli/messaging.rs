@@ -177,7 +177,13 @@ pub(super) async fn sync(cli: &Cli, timeout: Duration, json: bool) -> Result<()>
     let mut erased = 0;
     let mut rotated = None;
     if client.roster().is_v2() {
+        if super::roster::complete_pending_rotation(&ctx, &client)? {
+            println!("encryption key rotation completed: the new key is in force");
+        }
         erased = super::roster::erase_retired(&ctx, &client, true)?;
+        if super::roster::rotation_request_due(&ctx, &client) {
+            super::roster::request_rotation_now(&ctx).await?;
+        }
         if super::roster::rotation_due(&ctx, &client) {
             drop(client);
             rotated = Some(super::roster::rotate(&ctx).await?);

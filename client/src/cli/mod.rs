@@ -88,11 +88,20 @@ impl Ctx {
         let pass = passphrase_for(&config.identity)?;
         let identity =
             Identity::read_secret_file(&config.identity, pass.as_ref().map(|p| p.as_bytes()))?;
-        let retired: Vec<Arc<Identity>> =
+        let mut retired: Vec<Arc<Identity>> =
             crate::rotation::load_retired(&config.identity, pass.as_ref().map(|p| p.as_bytes()))?
                 .into_iter()
                 .map(|r| Arc::new(r.identity))
                 .collect();
+        // A requested rotation: deliveries may already be sealed to the
+        // next key.
+        let next = crate::rotation::next_path(&config.identity);
+        if next.exists() {
+            retired.push(Arc::new(Identity::read_secret_file(
+                &next,
+                pass.as_ref().map(|p| p.as_bytes()),
+            )?));
+        }
         if config.deployment.is_some() && !config.roster.exists() {
             // Version 2: the roster log (in the archive) is the roster; a
             // device enrolled under version 2 has no roster file.

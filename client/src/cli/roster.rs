@@ -296,7 +296,16 @@ pub(super) async fn device(ctx: &Ctx, command: &DeviceCommand) -> Result<()> {
             );
             Ok(())
         }
-        DeviceCommand::Rotate => {
+        DeviceCommand::Rotate {
+            label: Some(label), ..
+        } if *label != ctx.config.device.as_str() => bail!(
+            "a device rotates its own key: run `tallinn device rotate` with {label}'s client.toml \
+             (its new secret never leaves it; the identity device only approves)"
+        ),
+        DeviceCommand::Rotate { via, .. } if !holds_identity_key(ctx)? => {
+            request_rotation(ctx, via).await
+        }
+        DeviceCommand::Rotate { .. } => {
             let index = rotate(ctx).await?;
             println!(
                 "encryption key of {}/{} rotated at epoch {index}; the old secret is kept until nothing sealed to it can still arrive (at most {} days), then erased",
@@ -468,6 +477,35 @@ pub(super) fn erase_retired(ctx: &Ctx, client: &Client, drained: bool) -> Result
     Ok(n)
 }
 
+/// Whether this device's key is due for automatic rotation but cannot sign
+/// its own `Devices` entry: its key file is older than the period, it is
+/// not the identity key, and no request is pending. `sync` then requests the
+/// rotation (a proposal for the identity device).
+pub(super) fn rotation_request_due(ctx: &Ctx, client: &Client) -> bool {
+    let Some(period) = ctx.config.rotate_enc_key else {
+        return false;
+    };
+    let Some(log) = client.roster().log().cloned() else {
+        return false;
+    };
+    let can_sign = log
+        .current()
+        .participant(ctx.identity.id().as_str())
+        .is_some_and(|p| p.identity_key == ctx.identity.public().sign_key);
+    let age = std::fs::metadata(&ctx.config.identity)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    !can_sign
+        && !crate::rotation::next_path(&ctx.config.identity).exists()
+        && age.is_some_and(|a| a >= period)
+}
+
+/// `sync`'s automatic request of a rotation (see [`rotation_request_due`]).
+pub(super) async fn request_rotation_now(ctx: &Ctx) -> Result<()> {
+    request_rotation(ctx, "plenary").await
+}
+
 /// Whether this device's key is due for automatic rotation: it can sign
 /// its own `Devices` entries, and its key file is older than the period.
 pub(super) fn rotation_due(ctx: &Ctx, client: &Client) -> bool {
@@ -487,4 +525,111 @@ pub(super) fn rotation_due(ctx: &Ctx, client: &Client) -> bool {
         .ok()
         .and_then(|t| t.elapsed().ok());
     can_sign && age.is_some_and(|a| a >= period)
+}
+
+/// Whether this config's key file is its participant's identity key in the
+/// roster in force (it can sign its own `Devices` entries).
+fn holds_identity_key(ctx: &Ctx) -> Result<bool> {
+    let (_client, log) = open_log(ctx)?;
+    Ok(log
+        .current()
+        .participant(ctx.identity.id().as_str())
+        .is_some_and(|p| p.identity_key == ctx.identity.public().sign_key))
+}
+
+/// A device without the identity key: writes the next key file, then sends
+/// the `Devices` entry naming its public key as a proposal, for the
+/// identity device to approve and submit. Until the entry is in force the
+/// device keeps its key (and opens with both); `sync` completes the switch
+/// ([`complete_pending_rotation`]).
+async fn request_rotation(ctx: &Ctx, via: &str) -> Result<()> {
+    let me = ctx.identity.id().to_string();
+    let device = ctx.config.device.to_string();
+    let key_path = ctx.config.identity.clone();
+    let next_path = crate::rotation::next_path(&key_path);
+    let pass = passphrase_for(&key_path)?;
+    let next = if next_path.exists() {
+        Identity::read_secret_file(&next_path, pass.as_ref().map(|p| p.as_bytes()))?
+    } else {
+        let next = ctx.identity.with_new_enc_secret();
+        next.write_secret_file(
+            &next_path,
+            pass.as_ref().map(|p| p.as_bytes()),
+            KdfParams::default(),
+        )?;
+        next
+    };
+    let (client, log) = open_log(ctx)?;
+    drop(client);
+    let mut devices = own_devices(&log, &me)?;
+    let mut found = false;
+    for d in &mut devices {
+        if d.device == device {
+            d.enc_key = next.public().enc_key;
+            found = true;
+        }
+    }
+    if !found {
+        bail!("{me} has no device {device:?} in the roster");
+    }
+    let entry = SignedEntry::new(&EntryBody {
+        index: log.epoch() + 1,
+        prev_hash: log.head_hash(),
+        kind: EntryKind::Devices {
+            participant: me.clone(),
+            devices,
+        },
+    });
+    let id = hex::encode(entry.hash());
+    let m = tallinn_common::message::Message {
+        kind: tallinn_common::message::Kind::Proposal {
+            entry: entry.body.clone(),
+        },
+        tlp: tallinn_common::message::Tlp::Amber,
+        reply_to: None,
+        subject: format!("key rotation of {me}/{device}: proposal {}", &id[..8]),
+        body: format!(
+            "On the device holding {me}'s identity key: `tallinn roster approve {}` then `tallinn roster submit {}`.",
+            &id[..8],
+            &id[..8]
+        ),
+        attachments: Vec::new(),
+    };
+    let client = Client::connect(ctx.settings()?).await?;
+    client.discard_events();
+    client.send(via, &m).await?;
+    client.close().await;
+    println!("rotation of {me}/{device} requested: proposal {id}");
+    println!(
+        "on the device holding {me}'s identity key run `tallinn sync`, `tallinn roster approve {}` and `tallinn roster submit {}`; the next `tallinn sync` here completes it",
+        &id[..8],
+        &id[..8]
+    );
+    Ok(())
+}
+
+/// A requested rotation whose `Devices` entry is now in force: the next key
+/// file becomes the key file (the archive secret re-wrapped first), the old
+/// one is retired. Returns whether it switched.
+pub(super) fn complete_pending_rotation(ctx: &Ctx, client: &Client) -> Result<bool> {
+    let key_path = &ctx.config.identity;
+    let next_path = crate::rotation::next_path(key_path);
+    if !next_path.exists() {
+        return Ok(false);
+    }
+    let pass = passphrase_for(key_path)?;
+    let next = Identity::read_secret_file(&next_path, pass.as_ref().map(|p| p.as_bytes()))?;
+    let listed = client.roster().log().and_then(|l| {
+        l.current()
+            .device(ctx.identity.id().as_str(), ctx.config.device.as_str())
+            .map(|d| d.enc_key)
+    });
+    if listed != Some(next.public().enc_key) {
+        return Ok(false);
+    }
+    client.archive().prepare_rewrap(&next)?;
+    crate::rotation::switch(key_path, now_ms())
+        .with_context(|| format!("switching {} to the new key", key_path.display()))?;
+    client.archive().commit_rewrap()?;
+    Ok(true)
 }
