@@ -39,6 +39,7 @@ pub mod config;
 pub mod connection;
 pub mod defaults;
 pub mod export;
+pub mod ids;
 pub mod outbox;
 pub mod private_file;
 pub mod roster;

@@ -734,3 +734,122 @@ async fn listen_prints_messages_as_they_arrive() {
     })
     .await;
 }
+
+/// Issue 12 item 2: one rule for every id a person gives (full id or a
+/// unique prefix of at least 6 hex digits; too short, unknown and
+/// ambiguous each say so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_id_taking_command_follows_one_rule() {
+    timed(async {
+        let env = Env::new().await;
+        let out = env.cli(
+            "UA",
+            &[
+                "send",
+                "--channel",
+                "front-office",
+                "--tlp",
+                "AMBER",
+                "--subject",
+                "first",
+                "--body",
+                "b",
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let first = stdout(&out).trim().to_string();
+        let out = env.cli("EE", &["sync"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let six = &first[..6];
+        // A six-digit prefix works for show, thread, --reply-to, offer
+        // --request and status --about.
+        for args in [
+            vec!["show", six],
+            vec!["thread", six],
+            vec![
+                "send",
+                "--channel",
+                "front-office",
+                "--tlp",
+                "AMBER",
+                "--subject",
+                "re",
+                "--body",
+                "b",
+                "--reply-to",
+                six,
+            ],
+            vec![
+                "offer",
+                "--request",
+                six,
+                "--tlp",
+                "AMBER",
+                "--subject",
+                "offer",
+                "--body",
+                "b",
+            ],
+            vec![
+                "status",
+                "--about",
+                six,
+                "--state",
+                "acknowledged",
+                "--tlp",
+                "AMBER",
+                "--subject",
+                "ack",
+                "--body",
+                "b",
+            ],
+        ] {
+            let out = env.cli("EE", &args);
+            assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        }
+        // Too short, unknown, not hex: each says which.
+        let unknown = if first.starts_with("ffffff") {
+            "eeeeee"
+        } else {
+            "ffffff"
+        };
+        for (arg, says) in [
+            (&first[..5], "too short: give at least 6 hex digits"),
+            (unknown, "no message ffffff in the archive"),
+            ("zzzzzz", "is not a message id"),
+        ] {
+            let says = says.replace("ffffff", unknown);
+            for args in [vec!["show", arg], vec!["thread", arg]] {
+                let out = env.cli("EE", &args);
+                assert!(!out.status.success(), "{args:?}");
+                assert!(stderr(&out).contains(&says), "{args:?}: {}", stderr(&out));
+            }
+            let out = env.cli(
+                "EE",
+                &[
+                    "send",
+                    "--channel",
+                    "front-office",
+                    "--tlp",
+                    "AMBER",
+                    "--subject",
+                    "x",
+                    "--body",
+                    "b",
+                    "--reply-to",
+                    arg,
+                ],
+            );
+            assert!(!out.status.success());
+        }
+        // The outbox too: an unknown prefix is named as such.
+        let out = env.cli("EE", &["outbox", "drop", unknown]);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains(&format!("no message {unknown} in the outbox")),
+            "{}",
+            stderr(&out)
+        );
+    })
+    .await;
+}

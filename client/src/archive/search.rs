@@ -60,6 +60,28 @@ impl Archive {
         Ok(found)
     }
 
+    /// Records whose msg_id starts with the lower-case hex `prefix`, newest
+    /// first, at most `limit` (a scan of the archive: the index keys are
+    /// keyed hashes that reveal no ids).
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn find_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Record>, ArchiveError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(b"R").rev() {
+            let (k, v) = kv?;
+            let index = key_u64(&k).unwrap_or(u64::MAX);
+            let r = self.decode_record(index, &v)?;
+            if r.msg_id.to_hex().starts_with(prefix) {
+                out.push(r);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of records.
     pub fn len(&self) -> u64 {
         self.head.lock().map(|h| h.next_index).unwrap_or(0)

@@ -108,7 +108,7 @@ pub enum Command {
     },
     /// Show one message in full, with its signature status.
     Show {
-        /// Message id (or a unique prefix of at least 4 hex digits).
+        /// Message id: the full 32 hex digits, or a unique prefix of at least 6.
         id: String,
         /// JSON output.
         #[arg(long)]
@@ -116,7 +116,7 @@ pub enum Command {
     },
     /// Show the thread a message belongs to.
     Thread {
-        /// Message id (or a unique prefix).
+        /// Message id: the full 32 hex digits, or a unique prefix of at least 6.
         id: String,
         /// JSON output.
         #[arg(long)]
@@ -259,12 +259,12 @@ pub enum OutboxAction {
     /// Seal a (refused) message again against the current roster and clock,
     /// under a new id, and send it at the next sync.
     Resend {
-        /// Message id (or a unique prefix).
+        /// Message id: the full 32 hex digits, or a unique prefix of at least 6.
         id: String,
     },
     /// Remove a message from the outbox without sending it.
     Drop {
-        /// Message id (or a unique prefix).
+        /// Message id: the full 32 hex digits, or a unique prefix of at least 6.
         id: String,
     },
 }
@@ -399,11 +399,7 @@ pub(super) fn parse_tlp(s: &str) -> Result<Tlp, String> {
 }
 
 pub(super) fn parse_msg_id(s: &str) -> Result<String, String> {
-    if s.len() >= 4 && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(s.to_string())
-    } else {
-        Err("expected a message id (32 hex digits, or a unique prefix of at least 4)".into())
-    }
+    crate::ids::normalise(s).map_err(|e| e.to_string())
 }
 
 /// Parses `YYYY-MM-DD` (UTC midnight) or unix milliseconds.

@@ -3,7 +3,7 @@
 
 use super::*;
 
-pub(super) fn build_message(kind: Kind, c: &Common) -> Result<Message> {
+pub(super) fn build_message(cli: &Cli, kind: Kind, c: &Common) -> Result<Message> {
     let body = match (&c.body, &c.body_file) {
         (Some(b), _) => b.clone(),
         (None, Some(f)) => {
@@ -12,10 +12,16 @@ pub(super) fn build_message(kind: Kind, c: &Common) -> Result<Message> {
         (None, None) => String::new(),
     };
     let reply_to = match &c.reply_to {
-        Some(r) => Some(
-            MsgId::from_hex(r)
-                .map_err(|_| anyhow!("--reply-to needs the full 32-digit message id"))?,
-        ),
+        // The full id names a message even if this device never archived
+        // it; a prefix must name exactly one archived message.
+        Some(r) => Some(match MsgId::from_hex(r) {
+            Ok(m) => m,
+            Err(_) => {
+                let ctx = Ctx::load(cli)?;
+                let client = ctx.open()?;
+                resolve_archived(&client, r).context("--reply-to")?.msg_id
+            }
+        }),
         None => None,
     };
     let mut attachments = Vec::new();
@@ -60,12 +66,43 @@ pub(super) fn media_type(name: &str) -> &'static str {
     }
 }
 
+/// The archived message a given id names (the rule of [`crate::ids`]):
+/// full id or unique prefix of at least 6 hex digits; an ambiguous prefix
+/// lists its candidates.
+///
+/// # Errors
+/// [`crate::ids::IdError`], or an archive failure.
+pub(super) fn resolve_archived(client: &Client, given: &str) -> Result<Record> {
+    let id = crate::ids::normalise(given)?;
+    if let Ok(full) = MsgId::from_hex(&id) {
+        return client.archive().get(&full)?.ok_or_else(|| {
+            crate::ids::IdError::Unknown {
+                id,
+                place: "the archive",
+            }
+            .into()
+        });
+    }
+    let found = client.archive().find_prefix(&id, 20)?;
+    Ok(crate::ids::resolve(
+        &id,
+        "the archive",
+        found.into_iter().map(|r| {
+            let what = format!("{}  {}", esc(&r.channel), esc(&r.message.subject));
+            (r.msg_id, what, r)
+        }),
+    )?)
+}
+
 /// Resolves a referenced message id (full, or a prefix found in the archive)
 /// and the channel to answer in.
 pub(super) fn resolve_ref(cli: &Cli, id: &str, channel: Option<&str>) -> Result<(MsgId, String)> {
     let ctx = Ctx::load(cli)?;
     let client = ctx.open()?;
-    let found = client.archive().find(id)?;
+    let found = match MsgId::from_hex(id) {
+        Ok(m) => client.archive().get(&m)?,
+        Err(_) => Some(resolve_archived(&client, id)?),
+    };
     let msg_id = match (&found, MsgId::from_hex(id)) {
         (Some(r), _) => r.msg_id,
         (None, Ok(m)) => m,
@@ -115,11 +152,15 @@ pub(super) async fn send(cli: &Cli, channel: &str, message: Message) -> Result<(
 /// `tallinn outbox resend|drop ID`.
 pub(super) fn outbox_action(client: &Client, action: &OutboxAction) -> Result<()> {
     let (OutboxAction::Resend { id } | OutboxAction::Drop { id }) = action;
-    let entry = client
-        .outbox()
-        .find(id)?
-        .ok_or_else(|| anyhow!("no outbox entry {id} (or the prefix is ambiguous)"))?
-        .entry;
+    let listed = client.outbox().list()?;
+    let entry = crate::ids::resolve(
+        id,
+        "the outbox",
+        listed.into_iter().map(|l| {
+            let what = esc(&l.entry.subject).into_owned();
+            (l.entry.msg_id, what, l.entry)
+        }),
+    )?;
     match action {
         OutboxAction::Resend { .. } => {
             let new = client

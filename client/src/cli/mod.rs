@@ -302,7 +302,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Device { command } => roster::device(&Ctx::load(&cli)?, command).await,
         Command::Send(a) => {
-            let m = build_message(Kind::Note, &a.common)?;
+            let m = build_message(&cli, Kind::Note, &a.common)?;
             send(&cli, &a.channel, m).await
         }
         Command::Request(a) => {
@@ -320,12 +320,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                     PriorityArg::Critical => Priority::Critical,
                 },
             };
-            let m = build_message(kind, &a.common)?;
+            let m = build_message(&cli, kind, &a.common)?;
             send(&cli, &a.channel, m).await
         }
         Command::Offer(a) => {
             let (request, channel) = resolve_ref(&cli, &a.request, a.channel.as_deref())?;
-            let m = build_message(Kind::Offer { request }, &a.common)?;
+            let m = build_message(&cli, Kind::Offer { request }, &a.common)?;
             send(&cli, &channel, m).await
         }
         Command::Status(a) => {
@@ -337,7 +337,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 StateArg::Declined => State::Declined,
                 StateArg::Closed => State::Closed,
             };
-            let m = build_message(Kind::Status { about, state }, &a.common)?;
+            let m = build_message(&cli, Kind::Status { about, state }, &a.common)?;
             send(&cli, &channel, m).await
         }
         Command::Sync { timeout, json } => sync(&cli, Duration::from_secs(*timeout), *json).await,
@@ -359,19 +359,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Show { id, json } => {
             let ctx = Ctx::load(&cli)?;
             let client = ctx.open()?;
-            let r = client
-                .archive()
-                .find(id)?
-                .ok_or_else(|| anyhow!("no archived message {id} (or the prefix is ambiguous)"))?;
+            let r = resolve_archived(&client, id)?;
             show(&ctx, &r, *json)
         }
         Command::Thread { id, json } => {
             let ctx = Ctx::load(&cli)?;
             let client = ctx.open()?;
-            let r = client
-                .archive()
-                .find(id)?
-                .ok_or_else(|| anyhow!("no archived message {id} (or the prefix is ambiguous)"))?;
+            let r = resolve_archived(&client, id)?;
             let rows = client.archive().thread(&r.msg_id)?;
             print_records(&rows, *json)
         }
