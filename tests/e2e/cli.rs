@@ -853,3 +853,103 @@ async fn every_id_taking_command_follows_one_rule() {
     })
     .await;
 }
+
+/// Issue 12 items 5 and 7 (parts): an empty subject is refused before
+/// anything is queued; `--body-file -` reads standard input; `keygen`
+/// creates a missing folder for its key file (private).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_subjects_are_refused_bodies_come_from_stdin_and_keygen_makes_its_folder() {
+    timed(async {
+        let env = Env::new().await;
+        let out = env.cli(
+            "UA",
+            &[
+                "send",
+                "--channel",
+                "front-office",
+                "--tlp",
+                "GREEN",
+                "--subject",
+                "  ",
+                "--body",
+                "b",
+            ],
+        );
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("the subject is empty"),
+            "{}",
+            stderr(&out)
+        );
+        let outbox = env.cli("UA", &["outbox", "--json"]);
+        let queued: serde_json::Value = serde_json::from_str(&stdout(&outbox)).unwrap();
+        assert_eq!(
+            queued.as_array().map(Vec::len),
+            Some(0),
+            "nothing was queued"
+        );
+
+        let mut child = env
+            .cli_command(
+                "UA",
+                &[
+                    "send",
+                    "--channel",
+                    "front-office",
+                    "--tlp",
+                    "GREEN",
+                    "--subject",
+                    "from stdin",
+                    "--body-file",
+                    "-",
+                ],
+            )
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"a body piped in")
+                .unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(env.cli("EE", &["sync"]).status.success());
+        let shown = env.cli("EE", &["show", &id[..8]]);
+        assert!(
+            stdout(&shown).contains("a body piped in"),
+            "{}",
+            stdout(&shown)
+        );
+
+        let fresh = env
+            .dir
+            .path()
+            .join("fresh-home/.config/tallinn/identity.key");
+        let out = run_bin(
+            "tallinn",
+            &["keygen", "--id", "LT", "--out", fresh.to_str().unwrap()],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(fresh.exists());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(fresh.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o700);
+    })
+    .await;
+}

@@ -442,7 +442,7 @@ pub struct Common {
     /// Body text.
     #[arg(long, conflicts_with = "body_file")]
     pub body: Option<String>,
-    /// Read the body from a file.
+    /// Read the body from a file (`-`: standard input).
     #[arg(long, value_name = "FILE")]
     pub body_file: Option<PathBuf>,
     /// The message this replies to.

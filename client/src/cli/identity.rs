@@ -1,6 +1,7 @@
 //! `tallinn keygen` and `tallinn roster show`: identities and the roster.
 
 use super::*;
+use std::os::unix::fs::DirBuilderExt as _;
 
 pub(super) fn keygen(
     id: &str,
@@ -31,6 +32,16 @@ pub(super) fn keygen(
     } else {
         None
     };
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        // A fresh machine has no ~/.config/tallinn yet: create it, private.
+        if !parent.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+    }
     let identity = Identity::generate(pid);
     identity.write_secret_file(
         &out,

@@ -4,8 +4,19 @@
 use super::*;
 
 pub(super) fn build_message(cli: &Cli, kind: Kind, c: &Common) -> Result<Message> {
+    if c.subject.trim().is_empty() {
+        bail!(
+            "the subject is empty: give --subject with a line that says what the message is about"
+        );
+    }
     let body = match (&c.body, &c.body_file) {
         (Some(b), _) => b.clone(),
+        (None, Some(f)) if f.as_os_str() == "-" => {
+            let mut b = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut b)
+                .context("reading the body from standard input")?;
+            b
+        }
         (None, Some(f)) => {
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
         }
