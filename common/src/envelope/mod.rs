@@ -292,6 +292,28 @@ pub(crate) fn decode_exact<'a, T: Deserialize<'a>>(
     }
 }
 
+/// The content ciphertext of both versions: ChaCha20-Poly1305 under the
+/// fresh content key, 12 zero bytes of nonce (each key encrypts once), the
+/// header bytes as AAD.
+pub(crate) fn encrypt_content(
+    content_key: &[u8; 32],
+    message: &crate::message::Message,
+    header_bytes: &[u8],
+) -> Result<Vec<u8>, EnvelopeError> {
+    use chacha20poly1305::aead::{Aead as _, KeyInit, Payload};
+    use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+    let plaintext = Zeroizing::new(message.to_bytes());
+    ChaCha20Poly1305::new(&Key::from(*content_key))
+        .encrypt(
+            &Nonce::from([0u8; 12]),
+            Payload {
+                msg: &plaintext,
+                aad: header_bytes,
+            },
+        )
+        .map_err(|_| EnvelopeError::Malformed("message too large to encrypt"))
+}
+
 /// `"tallinn/N envelope" || body`: what the sender's key signs.
 pub(crate) fn signed_message(version: u8, body: &[u8]) -> Vec<u8> {
     let label = if version >= 2 {

@@ -12,16 +12,14 @@
 //! signature  = Ed25519(sender, "tallinn/1 envelope" || body)
 //! ```
 
-use chacha20poly1305::aead::{Aead as _, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hpke::{Deserializable, OpModeS, Serializable};
 use rand::CryptoRng;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{
-    decode_exact, key_commitment, signed_message, EnvelopeError, Header, HpkeAead, HpkeKdf,
-    HpkeKem, SealedEnvelope, Wrap,
+    decode_exact, encrypt_content, key_commitment, signed_message, EnvelopeError, Header, HpkeAead,
+    HpkeKdf, HpkeKem, SealedEnvelope, Wrap,
 };
 use crate::defaults;
 use crate::identity::Identity;
@@ -229,16 +227,7 @@ pub(crate) fn seal_raw<R: CryptoRng>(
     // invariant: HeaderV1 holds only integers, arrays and strings; postcard
     // encoding into a Vec cannot fail.
     let header_bytes = postcard::to_allocvec(&header).expect("invariant: header encodes");
-    let plaintext = Zeroizing::new(message.to_bytes());
-    let ciphertext = ChaCha20Poly1305::new(&Key::from(*content_key))
-        .encrypt(
-            &Nonce::from([0u8; 12]),
-            Payload {
-                msg: &plaintext,
-                aad: &header_bytes,
-            },
-        )
-        .map_err(|_| EnvelopeError::Malformed("message too large to encrypt"))?;
+    let ciphertext = encrypt_content(&content_key, message, &header_bytes)?;
     let mut sorted: Vec<&(&str, [u8; 32])> = recipients.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     let mut wrapped = Vec::with_capacity(sorted.len());

@@ -2,15 +2,13 @@
 //! included), the roster epoch sealed against, a key suite byte, derived
 //! wrap ephemerals ([`super::wraps`]) and `tallinn/2` labels.
 
-use chacha20poly1305::aead::{Aead as _, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use rand::CryptoRng;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{
-    decode_exact, key_commitment_for, signed_message, wraps, EnvelopeError, Header, SealedEnvelope,
-    Wrap,
+    decode_exact, encrypt_content, key_commitment_for, signed_message, wraps, EnvelopeError,
+    Header, SealedEnvelope, Wrap,
 };
 use crate::defaults;
 use crate::identity::Identity;
@@ -218,16 +216,7 @@ pub fn seal_v2_to<R: CryptoRng>(
     // invariant: HeaderV2 holds only integers, arrays and strings; postcard
     // encoding into a Vec cannot fail.
     let header_bytes = postcard::to_allocvec(&header).expect("invariant: header encodes");
-    let plaintext = Zeroizing::new(message.to_bytes());
-    let ciphertext = ChaCha20Poly1305::new(&Key::from(*content_key))
-        .encrypt(
-            &Nonce::from([0u8; 12]),
-            Payload {
-                msg: &plaintext,
-                aad: &header_bytes,
-            },
-        )
-        .map_err(|_| EnvelopeError::Malformed("message too large to encrypt"))?;
+    let ciphertext = encrypt_content(&content_key, message, &header_bytes)?;
     let mut sorted: Vec<&(&str, &str, [u8; 32])> = recipients.iter().collect();
     sorted.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     let mut wrapped = Vec::with_capacity(sorted.len());
