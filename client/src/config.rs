@@ -98,6 +98,10 @@ pub struct FileConfig {
     /// Version 2: erase a retired encryption key at the latest this many
     /// days after the rotation. Default 14.
     pub enc_key_grace_days: Option<f64>,
+    /// The local agent's socket. Default
+    /// `$XDG_RUNTIME_DIR/tallinn/agent-<device>-<h>.sock` (see
+    /// `tallinn_client::agent`).
+    pub agent_socket: Option<PathBuf>,
 }
 
 fn default_identity() -> PathBuf {
@@ -144,6 +148,8 @@ pub struct ClientConfig {
     pub rotate_enc_key: Option<Duration>,
     /// Longest a retired encryption key is kept.
     pub enc_key_grace: Duration,
+    /// The local agent's socket.
+    pub agent_socket: PathBuf,
 }
 
 fn days(field: &'static str, v: Option<f64>, d: f64) -> Result<f64, ConfigError> {
@@ -240,7 +246,13 @@ impl ClientConfig {
             field: "device",
             reason: e.to_string(),
         })?;
+        let data_dir = resolve(&file.data_dir);
+        let agent_socket = match &file.agent_socket {
+            Some(p) => resolve(p),
+            None => crate::agent::default_socket(&data_dir, device.as_str()),
+        };
         Ok(Self {
+            agent_socket,
             relay: file.relay.clone(),
             server_name,
             trust,
@@ -259,7 +271,7 @@ impl ClientConfig {
                     })
                 })
                 .transpose()?,
-            data_dir: resolve(&file.data_dir),
+            data_dir,
             connect_timeout: secs(
                 "connect_timeout_secs",
                 file.connect_timeout_secs,
@@ -300,6 +312,29 @@ impl ClientConfig {
     /// [`ConfigError::Invalid`] if it does not resolve.
     pub fn relay_addr(&self) -> Result<SocketAddr, ConfigError> {
         use std::net::ToSocketAddrs;
+        let port = self
+            .relay
+            .rsplit_once(':')
+            .filter(|(h, _)| !h.is_empty() && (!h.contains(':') || h.ends_with(']')))
+            .map(|(_, p)| p);
+        match port {
+            None => {
+                return Err(ConfigError::Invalid {
+                    field: "relay",
+                    reason: format!(
+                        "{:?} has no port: write host:port (e.g. relay.example.org:4433)",
+                        self.relay
+                    ),
+                })
+            }
+            Some(p) if p.parse::<u16>().is_err() => {
+                return Err(ConfigError::Invalid {
+                    field: "relay",
+                    reason: format!("{:?}: the port {p:?} is not a number 1-65535", self.relay),
+                })
+            }
+            Some(_) => {}
+        }
         self.relay
             .to_socket_addrs()
             .ok()
@@ -308,6 +343,23 @@ impl ClientConfig {
                 field: "relay",
                 reason: format!("{:?} does not resolve to an address", self.relay),
             })
+    }
+}
+
+impl ClientConfig {
+    /// Checks what a connection needs before anything is queued: a trust
+    /// anchor for the relay and an address with a port that resolves.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key to fix.
+    pub fn check_relay(&self) -> Result<SocketAddr, ConfigError> {
+        if self.trust.is_none() {
+            return Err(ConfigError::Invalid {
+                field: "relay_pin",
+                reason: "no trust anchor for the relay: set relay_pin (the fingerprint the operator gives you) or ca_file".into(),
+            });
+        }
+        self.relay_addr()
     }
 }
 
@@ -358,5 +410,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("device"), "{e}");
+    }
+
+    #[test]
+    fn a_relay_without_a_port_or_pin_is_named_before_any_connection() {
+        let f: FileConfig = toml::from_str("relay = \"127.0.0.1\"").unwrap();
+        let c = ClientConfig::from_file(f, Path::new(".")).unwrap();
+        let e = c.relay_addr().unwrap_err().to_string();
+        assert!(e.contains("has no port"), "{e}");
+        let e = c.check_relay().unwrap_err().to_string();
+        assert!(e.contains("relay_pin"), "{e}");
+        let f: FileConfig = toml::from_str("relay = \"[::1]:99999\"").unwrap();
+        let c = ClientConfig::from_file(f, Path::new(".")).unwrap();
+        assert!(c
+            .relay_addr()
+            .unwrap_err()
+            .to_string()
+            .contains("not a number"));
+        let f: FileConfig = toml::from_str("relay = \"[::1]:4433\"").unwrap();
+        let c = ClientConfig::from_file(f, Path::new(".")).unwrap();
+        assert_eq!(c.relay_addr().unwrap().port(), 4433);
     }
 }

@@ -23,6 +23,7 @@
 //! - [`export`]: JSON Lines export for auditors.
 //! - [`private_file`]: 0600, no-symlink, no-overwrite output files.
 //! - [`config`]: the `client.toml` file.
+//! - [`agent`]: the local agent and its API (HTTP + JSON on a Unix socket).
 //! - [`cli`]: the `tallinn` command line.
 //! - [`defaults`]: defaults with their reasons.
 //!
@@ -32,6 +33,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod archive;
 pub mod cli;
 pub mod client;

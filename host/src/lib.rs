@@ -14,8 +14,10 @@
 //! - [`durable`]: `fdatasync` of a sled database's log, the barrier sled's
 //!   own `flush` does not provide; private directories and key files.
 //! - [`process`]: process behaviour shared by the command-line programs.
+//! - [`systemd`]: readiness and watchdog notifications (`sd_notify`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod durable;
 pub mod process;
+pub mod systemd;

@@ -71,6 +71,12 @@ fn help_for_every_command_and_usage_errors_exit_2() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).starts_with("error: "), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).matches("No such file").count(),
+        1,
+        "each cause once: {}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -193,16 +199,15 @@ async fn send_sync_read_and_json_everywhere() {
                 &offer[..7],
                 "--state",
                 "in-progress",
-                "--tlp",
-                "AMBER",
                 "--subject",
                 "Accepted",
             ],
         );
+        // No --tlp: an answer takes the label of what it answers.
         assert!(out.status.success(), "{}", stderr(&out));
-        let out = env.cli(
-            "UA",
-            &[
+        let status_id = stdout(&out).trim().to_string();
+        let thanks = |extra: Option<&str>| {
+            let mut args = vec![
                 "send",
                 "--channel",
                 "loe-immediate",
@@ -214,9 +219,19 @@ async fn send_sync_read_and_json_everywhere() {
                 "see you Thursday",
                 "--reply-to",
                 &req,
-            ],
-        );
+            ];
+            args.extend(extra);
+            env.cli("UA", &args)
+        };
+        // A lower label than the parent's needs saying so.
+        let out = thanks(None);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("--tlp-downgrade"), "{}", stderr(&out));
+        let out = thanks(Some("--tlp-downgrade"));
         assert!(out.status.success(), "{}", stderr(&out));
+        let shown = env.cli("UA", &["show", &status_id, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&shown)).unwrap();
+        assert_eq!(v["tlp"], "AMBER", "{v}");
 
         let out = env.cli("EE", &["sync"]);
         assert!(out.status.success(), "{}", stderr(&out));

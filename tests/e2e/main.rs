@@ -2,6 +2,7 @@
 //! Every test runs a real relay on 127.0.0.1 (port 0) with a temporary
 //! data directory, and real clients (library or the `tallinn` binary).
 
+mod agent;
 mod cli;
 mod client;
 mod roster;

@@ -21,7 +21,13 @@ impl ArchiveDb {
         let config = sled::Config::new().path(dir).flush_every_ms(Some(1000));
         // A database this process just closed releases its lock a moment
         // after the drop; another process holding it is still an error.
-        let sled = tallinn_host::durable::retry_while_locked(|| config.open())?;
+        let sled = tallinn_host::durable::retry_while_locked(|| config.open()).map_err(|e| {
+            if e.to_string().contains("could not acquire lock") {
+                ArchiveError::InUse(dir.display().to_string())
+            } else {
+                ArchiveError::Db(e)
+            }
+        })?;
         let log = std::sync::Arc::new(tallinn_host::durable::SledLog::open(dir)?);
         Ok(Self { sled, log })
     }

@@ -15,6 +15,7 @@
 //! | `b'Q' n:u64be` | sealed [`Quarantined`] (same AEAD, aad `"tallinn/1 archive quarantine" ‖ n`) |
 //! | `b'q'` | next quarantine number |
 //! | `b'z'` | quarantine totals: `entries:u64be ‖ bytes:u64be ‖ evicted:u64be` |
+//! | `b'r' tok(msg_id)` | empty: the message was shown (read marks; outside the chain, a person's state, not evidence) |
 //!
 //! `time` is the relay's receive time in ms. `tok(x)` is the first 16 bytes of
 //! HMAC-SHA256(k_idx, label ‖ 0x00 ‖ x): index keys reveal neither channel
@@ -98,6 +99,9 @@ pub enum ArchiveError {
     /// The database failed (I/O, corruption, or another process holds it).
     #[error("archive database: {0}")]
     Db(#[from] sled::Error),
+    /// Another process holds the database (its lock).
+    #[error("the archive in {0} is in use by another process")]
+    InUse(String),
     /// A record could not be decrypted or decoded.
     #[error("archive record {0} is unreadable (altered, or a different identity's archive)")]
     Unreadable(String),
@@ -140,6 +144,11 @@ pub struct Filter {
     /// Words that must all appear (case-insensitive) in subject, body or
     /// attachment names.
     pub text: Option<String>,
+    /// Only received (or only sent) messages.
+    pub direction: Option<Direction>,
+    /// Only messages not yet marked read ([`Archive::mark_read`]); sent
+    /// messages count as read.
+    pub unread_only: bool,
 }
 
 /// Result of [`Archive::verify`].

@@ -123,6 +123,8 @@ impl Archive {
                 && filter.tlp.is_none_or(|t| r.message.tlp == t)
                 && filter.since_ms.is_none_or(|s| r.received_at_ms >= s)
                 && filter.until_ms.is_none_or(|u| r.received_at_ms < u)
+                && filter.direction.is_none_or(|d| r.direction == d)
+                && (!filter.unread_only || !self.is_read(r).unwrap_or(true))
                 && (words.is_empty() || {
                     let mut hay =
                         format!("{}\n{}", r.message.subject, r.message.body).to_lowercase();
@@ -216,6 +218,29 @@ impl Archive {
             }
         }
         Ok(out)
+    }
+
+    /// Marks a message read (`show`); idempotent. Read marks are a
+    /// person's state, outside the hash chain.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`].
+    pub fn mark_read(&self, msg_id: &MsgId) -> Result<(), ArchiveError> {
+        let k = Self::key(b'r', &[&self.tok("read", &msg_id.0)]);
+        self.tree.insert(k, &[][..])?;
+        Ok(())
+    }
+
+    /// Whether a record counts as read: sent by us, or marked read.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`].
+    pub fn is_read(&self, r: &Record) -> Result<bool, ArchiveError> {
+        if r.direction == Direction::Sent {
+            return Ok(true);
+        }
+        let k = Self::key(b'r', &[&self.tok("read", &r.msg_id.0)]);
+        Ok(self.tree.contains_key(k)?)
     }
 
     /// The thread containing `msg_id`: its root (following `reply_to` and

@@ -3,32 +3,38 @@
 use super::*;
 
 pub(super) async fn archive_cmd(cli: &Cli, command: &ArchiveCommand) -> Result<()> {
+    if let ArchiveCommand::Search {
+        channel,
+        from,
+        kind,
+        tlp,
+        since,
+        until,
+        text,
+        limit,
+        json,
+    } = command
+    {
+        let front = Front::local(cli).await?;
+        let q = SearchRequest {
+            channel: channel.clone(),
+            from: from.clone(),
+            kind: kind.map(|k| format!("{k:?}").to_lowercase()),
+            tlp: tlp.map(|t| t.label().to_string()),
+            since_ms: *since,
+            until_ms: *until,
+            text: text.clone(),
+            limit: Some(*limit),
+            ..Default::default()
+        };
+        let page = front.search(&q).await?;
+        return print_messages(&page.messages, page.more, *json);
+    }
     let ctx = Ctx::load(cli)?;
     let client = ctx.open()?;
     let archive = client.archive();
     match command {
-        ArchiveCommand::Search {
-            channel,
-            from,
-            kind,
-            tlp,
-            since,
-            until,
-            text,
-            limit,
-            json,
-        } => {
-            let filter = Filter {
-                channel: channel.clone(),
-                from: from.clone(),
-                kind: kind.map(|k| format!("{k:?}").to_lowercase()),
-                tlp: *tlp,
-                since_ms: *since,
-                until_ms: *until,
-                text: text.clone(),
-            };
-            print_records(&archive.search(&filter, *limit)?, *json)
-        }
+        ArchiveCommand::Search { .. } => Ok(()),
         ArchiveCommand::Export { out, force } => {
             let mut file = crate::private_file::PrivateFile::create(out, *force)
                 .with_context(|| format!("creating {}", out.display()))?;

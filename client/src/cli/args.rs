@@ -11,7 +11,7 @@ use super::*;
     version,
     about,
     long_about = None,
-    after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 verification failed (archive verify)."
+    after_help = "Exit codes: 0 success, 1 error, 2 usage error, 3 verification failed (archive verify), 75 queued: the relay is unreachable and the message waits in the outbox.\nWith `tallinn agent` running, every command goes through it and works beside `listen`."
 )]
 pub struct Cli {
     /// Client configuration file [default: $XDG_CONFIG_HOME/tallinn/client.toml].
@@ -20,6 +20,9 @@ pub struct Cli {
     /// Data directory (archive and outbox), overriding the config file.
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Print times in UTC instead of local time.
+    #[arg(long, global = true)]
+    pub utc: bool,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -68,6 +71,15 @@ pub enum Command {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Run the local agent: holds the relay session, the archive, the
+    /// outbox and the unlocked key, and serves every other command (and
+    /// `listen`) over a Unix socket, so they work side by side.
+    Agent {
+        /// Socket path [default: from the config, or
+        /// $XDG_RUNTIME_DIR/tallinn/agent-DEVICE-HASH.sock].
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Send a note.
     Send(NoteArgs),
     /// File a request for assistance.
@@ -94,11 +106,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List archived messages, newest first.
+    /// List received messages, newest first (`*` marks unread).
     Inbox {
         /// Only this channel.
         #[arg(long)]
         channel: Option<String>,
+        /// Only unread messages (`show` marks a message read).
+        #[arg(long)]
+        unread: bool,
+        /// Only the messages you sent.
+        #[arg(long, conflicts_with = "all")]
+        mine: bool,
+        /// Received and sent messages.
+        #[arg(long)]
+        all: bool,
+        /// Received on or after (YYYY-MM-DD, unix ms, or an age: 7d, 12h, 30m).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<u64>,
         /// At most this many.
         #[arg(long, default_value_t = crate::defaults::PAGE)]
         limit: usize,
@@ -128,7 +152,7 @@ pub enum Command {
         /// JSON output.
         #[arg(long)]
         json: bool,
-        /// Resend or drop an entry.
+        /// Resend, drop or retry.
         #[command(subcommand)]
         action: Option<OutboxAction>,
     },
@@ -267,6 +291,9 @@ pub enum OutboxAction {
         /// Message id: the full 32 hex digits, or a unique prefix of at least 6.
         id: String,
     },
+    /// Send every pending message again now (with the agent: on its
+    /// session; without: connect, send, wait for the answers).
+    Retry,
 }
 
 /// Archive subcommands.
@@ -286,10 +313,10 @@ pub enum ArchiveCommand {
         /// TLP label.
         #[arg(long, value_parser = parse_tlp)]
         tlp: Option<Tlp>,
-        /// Received on or after (YYYY-MM-DD or unix ms).
+        /// Received on or after (YYYY-MM-DD, unix ms, or an age: 7d, 12h).
         #[arg(long, value_parser = parse_time)]
         since: Option<u64>,
-        /// Received before (YYYY-MM-DD or unix ms).
+        /// Received before (YYYY-MM-DD, unix ms, or an age: 7d, 12h).
         #[arg(long, value_parser = parse_time)]
         until: Option<u64>,
         /// Words that must all appear in subject, body or attachment names.
@@ -398,18 +425,49 @@ pub(super) fn parse_tlp(s: &str) -> Result<Tlp, String> {
     s.parse::<Tlp>().map_err(|e| e.to_string())
 }
 
+/// An age (`90s`, `30m`, `12h`, `7d`, `2w`) in ms; `None` if `s` does
+/// not have that shape.
+pub(super) fn parse_age(s: &str) -> Option<Result<u64, String>> {
+    let s = s.trim();
+    let unit = s.chars().last()?;
+    let n = s.get(..s.len() - unit.len_utf8())?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let per: u64 = match unit {
+        's' => 1_000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
+        'w' => 7 * 86_400_000,
+        _ => return None,
+    };
+    Some(
+        n.parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(per))
+            .ok_or_else(|| format!("age {s:?} is too large")),
+    )
+}
+
 pub(super) fn parse_msg_id(s: &str) -> Result<String, String> {
     crate::ids::normalise(s).map_err(|e| e.to_string())
 }
 
-/// Parses `YYYY-MM-DD` (UTC midnight) or unix milliseconds.
+/// Parses `YYYY-MM-DD` (UTC midnight), unix milliseconds, or an age
+/// back from now: `90s`, `30m`, `12h`, `7d`, `2w`.
 pub(super) fn parse_time(s: &str) -> Result<u64, String> {
     if let Ok(ms) = s.parse::<u64>() {
         return Ok(ms);
     }
+    if let Some(age) = parse_age(s) {
+        return Ok(now_ms().saturating_sub(age?));
+    }
     let parts: Vec<&str> = s.split('-').collect();
     let [y, m, d] = parts.as_slice() else {
-        return Err("expected YYYY-MM-DD or unix milliseconds".into());
+        return Err(
+            "expected YYYY-MM-DD, unix milliseconds, or an age such as 7d, 12h, 30m".into(),
+        );
     };
     let (y, m, d): (i64, i64, i64) = (
         y.parse().map_err(|_| "bad year")?,
@@ -433,9 +491,14 @@ pub(super) fn parse_time(s: &str) -> Result<u64, String> {
 /// Fields common to every message-sending command.
 #[derive(Args, Debug)]
 pub struct Common {
-    /// TLP 2.0 label: CLEAR, GREEN, AMBER, AMBER+STRICT or RED (mandatory).
+    /// TLP 2.0 label: CLEAR, GREEN, AMBER, AMBER+STRICT or RED. Required,
+    /// except for an answer (reply, offer, status) to an archived message:
+    /// it then takes its parent's label.
     #[arg(long, value_parser = parse_tlp)]
-    pub tlp: Tlp,
+    pub tlp: Option<Tlp>,
+    /// Allow a lower TLP label than the message answered.
+    #[arg(long)]
+    pub tlp_downgrade: bool,
     /// One-line subject.
     #[arg(long)]
     pub subject: String,

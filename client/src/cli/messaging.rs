@@ -1,15 +1,15 @@
 //! Sending and receiving: composing messages, `send`, the outbox's
-//! `resend`/`drop`, `sync` and `listen`.
+//! `resend`/`drop`/`retry`, `sync` and `listen` — through the agent when
+//! it runs ([`Front`]).
+
+use crate::agent::api::{ComposeRequest, EventView, SendOutcome};
 
 use super::*;
 
-pub(super) fn build_message(cli: &Cli, kind: Kind, c: &Common) -> Result<Message> {
-    if c.subject.trim().is_empty() {
-        bail!(
-            "the subject is empty: give --subject with a line that says what the message is about"
-        );
-    }
-    let body = match (&c.body, &c.body_file) {
+/// The body: `--body`, `--body-file` (`-`: standard input), or, with
+/// neither on a terminal, `$VISUAL`/`$EDITOR` on a private temporary file.
+fn read_body(c: &Common) -> Result<String> {
+    Ok(match (&c.body, &c.body_file) {
         (Some(b), _) => b.clone(),
         (None, Some(f)) if f.as_os_str() == "-" => {
             let mut b = String::new();
@@ -20,22 +20,83 @@ pub(super) fn build_message(cli: &Cli, kind: Kind, c: &Common) -> Result<Message
         (None, Some(f)) => {
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
         }
+        (None, None) if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() => {
+            edit_body(&c.subject)?
+        }
         (None, None) => String::new(),
-    };
+    })
+}
+
+/// Opens the editor on a 0600 file in a 0700 folder; lines starting with
+/// `#` are dropped.
+fn edit_body(subject: &str) -> Result<String> {
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("tallinn-compose-{}", std::process::id()));
+    tallinn_host::durable::private_dir(&base)
+        .with_context(|| format!("creating {}", base.display()))?;
+    let path = base.join("message.txt");
+    let result = (|| -> Result<String> {
+        std::fs::write(
+            &path,
+            format!("\n# Write the body of \"{subject}\" above. Lines starting with # are dropped;\n# an empty body sends the subject alone.\n"),
+        )?;
+        let mut parts = editor.split_whitespace();
+        let program = parts.next().unwrap_or("vi");
+        let status = std::process::Command::new(program)
+            .args(parts)
+            .arg(&path)
+            .status()
+            .with_context(|| format!("starting the editor {editor:?} (set $EDITOR)"))?;
+        if !status.success() {
+            bail!("the editor {editor:?} failed ({status}); nothing was sent");
+        }
+        let text = std::fs::read_to_string(&path)?;
+        Ok(text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .trim_end()
+            .to_string())
+    })();
+    let _ = std::fs::remove_dir_all(&base);
+    result
+}
+
+pub(super) async fn build_message(cli: &Cli, kind: Kind, c: &Common) -> Result<Message> {
+    if c.subject.trim().is_empty() {
+        bail!(
+            "the subject is empty: give --subject with a line that says what the message is about"
+        );
+    }
     let reply_to = match &c.reply_to {
         // The full id names a message even if this device never archived
         // it; a prefix must name exactly one archived message.
         Some(r) => Some(match MsgId::from_hex(r) {
             Ok(m) => m,
             Err(_) => {
-                let ctx = Ctx::load(cli)?;
-                let client = ctx.open()?;
-                resolve_archived(&client, r).context("--reply-to")?.msg_id
+                let front = Front::local(cli).await?;
+                let d = front.show(r).await.context("--reply-to")?;
+                MsgId::from_hex(&d.message.msg_id)?
             }
         }),
         None => None,
     };
-    let mut attachments = Vec::new();
+    let mut message = Message {
+        kind,
+        tlp: c.tlp.unwrap_or(Tlp::Red),
+        reply_to,
+        subject: c.subject.clone(),
+        body: String::new(),
+        attachments: Vec::new(),
+    };
+    message.tlp = choose_tlp(cli, c, message.parent()).await?;
+    message.body = read_body(c)?;
     for path in &c.attach {
         let data = std::fs::read(path)
             .with_context(|| format!("reading attachment {}", path.display()))?;
@@ -43,20 +104,42 @@ pub(super) fn build_message(cli: &Cli, kind: Kind, c: &Common) -> Result<Message
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "attachment".into());
-        attachments.push(Attachment {
+        message.attachments.push(Attachment {
             media_type: media_type(&name).into(),
             name,
             data,
         });
     }
-    Ok(Message {
-        kind,
-        tlp: c.tlp,
-        reply_to,
-        subject: c.subject.clone(),
-        body,
-        attachments,
-    })
+    Ok(message)
+}
+
+/// The TLP of a new message: `--tlp`, else the parent's (an answer keeps
+/// the label of what it answers); lower than the parent's only with
+/// `--tlp-downgrade`.
+async fn choose_tlp(cli: &Cli, c: &Common, parent: Option<MsgId>) -> Result<Tlp> {
+    let parent_tlp = match parent {
+        Some(p) => {
+            let front = Front::local(cli).await?;
+            let found = front.show(&p.to_hex()).await.ok().map(|d| d.message.tlp());
+            front.close().await;
+            found
+        }
+        None => None,
+    };
+    match (c.tlp, parent_tlp) {
+        (None, Some(p)) => Ok(p),
+        (None, None) if parent.is_some() => bail!(
+            "give --tlp: the message this answers is not in the archive, so its label is unknown"
+        ),
+        (None, None) => Err(UsageError(
+            "the following required argument was not provided: --tlp <TLP> (CLEAR, GREEN, AMBER, AMBER+STRICT or RED)".into(),
+        )
+        .into()),
+        (Some(t), Some(p)) if t < p && !c.tlp_downgrade => bail!(
+            "--tlp {t} is lower than the {p} of the message this answers: add --tlp-downgrade if the lower label is right"
+        ),
+        (Some(t), _) => Ok(t),
+    }
 }
 
 pub(super) fn media_type(name: &str) -> &'static str {
@@ -77,129 +160,123 @@ pub(super) fn media_type(name: &str) -> &'static str {
     }
 }
 
-/// The archived message a given id names (the rule of [`crate::ids`]):
-/// full id or unique prefix of at least 6 hex digits; an ambiguous prefix
-/// lists its candidates.
-///
-/// # Errors
-/// [`crate::ids::IdError`], or an archive failure.
-pub(super) fn resolve_archived(client: &Client, given: &str) -> Result<Record> {
-    let id = crate::ids::normalise(given)?;
-    if let Ok(full) = MsgId::from_hex(&id) {
-        return client.archive().get(&full)?.ok_or_else(|| {
-            crate::ids::IdError::Unknown {
-                id,
-                place: "the archive",
-            }
-            .into()
-        });
-    }
-    let found = client.archive().find_prefix(&id, 20)?;
-    Ok(crate::ids::resolve(
-        &id,
-        "the archive",
-        found.into_iter().map(|r| {
-            let what = format!("{}  {}", esc(&r.channel), esc(&r.message.subject));
-            (r.msg_id, what, r)
-        }),
-    )?)
-}
-
-/// Resolves a referenced message id (full, or a prefix found in the archive)
-/// and the channel to answer in.
-pub(super) fn resolve_ref(cli: &Cli, id: &str, channel: Option<&str>) -> Result<(MsgId, String)> {
-    let ctx = Ctx::load(cli)?;
-    let client = ctx.open()?;
+/// Resolves a referenced message id (full, or a prefix found in the
+/// archive) and the channel to answer in.
+pub(super) async fn resolve_ref(
+    cli: &Cli,
+    id: &str,
+    channel: Option<&str>,
+) -> Result<(MsgId, String)> {
+    let front = Front::local(cli).await?;
     let found = match MsgId::from_hex(id) {
-        Ok(m) => client.archive().get(&m)?,
-        Err(_) => Some(resolve_archived(&client, id)?),
+        // A full id need not be archived here (then --channel says where).
+        Ok(_) => front.show(id).await.ok(),
+        Err(_) => Some(front.show(id).await?),
     };
-    let msg_id = match (&found, MsgId::from_hex(id)) {
-        (Some(r), _) => r.msg_id,
-        (None, Ok(m)) => m,
-        (None, Err(_)) => bail!("no archived message matches {id}; give the full 32-digit id"),
+    front.close().await;
+    let msg_id = match &found {
+        Some(d) => MsgId::from_hex(&d.message.msg_id)?,
+        None => MsgId::from_hex(id)?,
     };
     let channel = match (channel, &found) {
         (Some(c), _) => c.to_string(),
-        (None, Some(r)) => r.channel.clone(),
+        (None, Some(d)) => d.message.channel.clone(),
         (None, None) => bail!("message {id} is not in the archive: give --channel"),
     };
     Ok((msg_id, channel))
 }
 
 pub(super) async fn send(cli: &Cli, channel: &str, message: Message) -> Result<()> {
-    let ctx = Ctx::load(cli)?;
-    // Refuse before anything is stored or sent if the roster forbids it.
-    if ctx.roster.role(ctx.identity.id().as_str()) == Some(Role::Observer) {
-        bail!(
-            "{} is an observer: observers can read but never post",
-            ctx.identity.id()
-        );
+    let front = Front::online(cli).await?;
+    let spinner = connecting_spinner(&front);
+    let outcome = front.compose(&ComposeRequest::of(channel, &message)).await;
+    if let Some(s) = spinner {
+        s.finish_and_clear();
     }
-    ctx.roster
-        .check_post(ctx.identity.id().as_str(), channel)
-        .map_err(|e| anyhow!("cannot post: {e}"))?;
-    let client = Client::start(ctx.settings()?)?;
-    client.discard_events();
-    let result = match client.wait_connected(ctx.config.connect_timeout).await {
-        Ok(()) => client
-            .send(channel, &message)
-            .await
-            .map_err(anyhow::Error::from),
-        Err(e) => {
-            let id = client.queue(channel, &message)?;
-            Err(anyhow!(
-                "message {id} is queued in the outbox but the relay is unreachable ({e}); `tallinn sync` sends it later"
-            ))
+    front.close().await;
+    match outcome? {
+        SendOutcome::Sent { msg_id, seq } => {
+            println!("{msg_id}");
+            eprintln!("accepted by the relay (seq {seq}) in {}", esc(channel));
+            Ok(())
         }
-    };
-    client.close().await;
-    let (msg_id, seq) = result?;
-    println!("{msg_id}");
-    eprintln!("accepted by the relay (seq {seq}) in {channel}");
-    Ok(())
+        SendOutcome::Queued { msg_id, reason } => {
+            println!("{msg_id}");
+            Err(Queued(format!(
+                "message {msg_id} is queued in the outbox, not yet accepted: {}; it is sent on the next connection (`tallinn sync`, or the agent by itself)",
+                esc(&reason)
+            ))
+            .into())
+        }
+    }
 }
 
-/// `tallinn outbox resend|drop ID`.
-pub(super) fn outbox_action(client: &Client, action: &OutboxAction) -> Result<()> {
-    let (OutboxAction::Resend { id } | OutboxAction::Drop { id }) = action;
-    let listed = client.outbox().list()?;
-    let entry = crate::ids::resolve(
-        id,
-        "the outbox",
-        listed.into_iter().map(|l| {
-            let what = esc(&l.entry.subject).into_owned();
-            (l.entry.msg_id, what, l.entry)
-        }),
-    )?;
-    match action {
-        OutboxAction::Resend { .. } => {
-            let new = client
-                .resend(&entry.msg_id)?
-                .ok_or_else(|| anyhow!("outbox entry {id} vanished"))?;
-            println!("{new}");
-            eprintln!(
-                "sealed again as {new} (was {}); `tallinn sync` sends it",
-                entry.msg_id
-            );
+/// A spinner on a terminal while this process connects (none with the
+/// agent: it is connected already).
+fn connecting_spinner(front: &Front) -> Option<indicatif::ProgressBar> {
+    match front {
+        Front::Direct { ctx, .. } if std::io::stderr().is_terminal() => {
+            let s = indicatif::ProgressBar::new_spinner();
+            s.set_message(format!("connecting to {}", ctx.config.relay));
+            s.enable_steady_tick(Duration::from_millis(120));
+            Some(s)
         }
-        OutboxAction::Drop { .. } => {
-            client.outbox().drop_entry(&entry.msg_id)?;
-            eprintln!("dropped {} from the outbox; it was not sent", entry.msg_id);
+        _ => None,
+    }
+}
+
+/// `tallinn outbox resend|drop ID`, `outbox retry`.
+pub(super) async fn outbox_action(cli: &Cli, action: &OutboxAction) -> Result<()> {
+    match action {
+        OutboxAction::Resend { id } => {
+            let front = Front::local(cli).await?;
+            let (old, new) = front.outbox_resend(id).await?;
+            println!("{new}");
+            eprintln!("sealed again as {new} (was {old}); it is sent on the next connection");
+        }
+        OutboxAction::Drop { id } => {
+            let front = Front::local(cli).await?;
+            let dropped = front.outbox_drop(id).await?;
+            eprintln!("dropped {dropped} from the outbox; it was not sent");
+        }
+        OutboxAction::Retry => {
+            let front = Front::online(cli).await?;
+            if let Front::Direct { ctx, client, .. } = &front {
+                client
+                    .wait_connected(ctx.config.connect_timeout)
+                    .await
+                    .map_err(|e| anyhow!("connecting to {}: {e}", ctx.config.relay))?;
+            }
+            let n = front.outbox_retry().await?;
+            if let Front::Direct { ctx, client, .. } = &front {
+                let _ = client.sync(ctx.config.send_timeout, |_| {}).await;
+            }
+            let left = front
+                .outbox()
+                .await?
+                .iter()
+                .filter(|e| e.refused.is_none())
+                .count();
+            front.close().await;
+            println!("{n} pending message(s) sent again; {left} still waiting");
         }
     }
     Ok(())
 }
 
 pub(super) async fn sync(cli: &Cli, timeout: Duration, json: bool) -> Result<()> {
+    if let Some(agent) = front::find_agent(cli).await? {
+        return sync_agent(&agent, json).await;
+    }
     let ctx = Ctx::load(cli)?;
-    let client = Client::start(ctx.settings()?)?;
+    ctx.config.check_relay()?;
+    let client = ctx.start()?;
     client.discard_events();
     let before = client.archive().len();
     let outbox_before = client.outbox().len();
     if let Err(e) = client.wait_connected(ctx.config.connect_timeout).await {
         client.close().await;
-        return Err(anyhow!(e).context("sync"));
+        return Err(anyhow!("connecting to {}: {e}", ctx.config.relay));
     }
     let tty = std::io::stdout().is_terminal() && !json;
     let mut bar: Option<indicatif::ProgressBar> = None;
@@ -303,13 +380,49 @@ fn report_sync(
     Ok(())
 }
 
+/// `sync` with the agent running: it receives and sends continuously, so
+/// this sends the outbox again and reports where things stand.
+async fn sync_agent(agent: &crate::agent::remote::AgentClient, json: bool) -> Result<()> {
+    let retried = agent.outbox_retry().await.map_err(|e| anyhow!(e))?;
+    let s = agent.status().await.map_err(|e| anyhow!(e))?;
+    if json {
+        return print_json(
+            &json!({"agent": true, "connected": s.connected, "outbox": s.outbox, "retried": retried, "archive_records": s.archive_records}),
+        );
+    }
+    println!(
+        "the agent (pid {}) keeps {} ({}) in sync: {}, {} records in the archive, {} in the outbox",
+        s.pid,
+        esc(&s.participant),
+        esc(&s.device),
+        if s.connected {
+            "connected".to_string()
+        } else {
+            format!(
+                "not connected ({})",
+                esc(s.last_error.as_deref().unwrap_or("connecting"))
+            )
+        },
+        s.archive_records,
+        s.outbox
+    );
+    Ok(())
+}
+
 pub(super) async fn listen(cli: &Cli, count: Option<u64>, json: bool) -> Result<()> {
+    if let Some(agent) = front::find_agent(cli).await? {
+        return listen_agent(&agent, count, json).await;
+    }
     let ctx = Ctx::load(cli)?;
-    let client = Client::start(ctx.settings()?)?;
+    ctx.config.check_relay()?;
+    let client = ctx.start()?;
     let mut events = client
         .events()
         .ok_or_else(|| anyhow!("event stream unavailable"))?;
-    client.wait_connected(ctx.config.connect_timeout).await?;
+    client
+        .wait_connected(ctx.config.connect_timeout)
+        .await
+        .map_err(|e| anyhow!("connecting to {}: {e}", ctx.config.relay))?;
     // Always on stderr (also with --json, whose stdout stays pure JSON):
     // scripts wait for this line to know the listener is connected.
     eprintln!(
@@ -323,27 +436,94 @@ pub(super) async fn listen(cli: &Cli, count: Option<u64>, json: bool) -> Result<
             _ = tokio::signal::ctrl_c() => break,
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
-                match ev {
-                    Event::Message(r) => {
-                        if json {
-                            println!("{}", record_json(&r, false));
-                        } else {
-                            print_records(std::slice::from_ref(&r), false)?;
-                        }
-                        seen += 1;
-                        if count.is_some_and(|c| seen >= c) {
-                            break;
-                        }
+                let view = match ev {
+                    Event::Message(r) => EventView::Message {
+                        message: Box::new(crate::agent::api::MessageView::of(&r, false)),
+                    },
+                    Event::Quarantined(q) => EventView::Quarantined { seq: q.seq, reason: q.reason.clone() },
+                    Event::Disconnected { reason } => EventView::Disconnected { reason },
+                    Event::Connected { pending } => EventView::Connected { pending },
+                    Event::Accepted { .. } | Event::Archived => continue,
+                };
+                if print_event(&view, json)? {
+                    seen += 1;
+                    if count.is_some_and(|c| seen >= c) {
+                        break;
                     }
-                    Event::Quarantined(q) => eprintln!("quarantined seq {}: {}", q.seq, esc(&q.reason)),
-                    Event::Disconnected { reason } => eprintln!("disconnected ({}); reconnecting", esc(&reason)),
-                    Event::Connected { pending } => if !json { eprintln!("connected; {pending} pending") },
-                    Event::Accepted { .. } | Event::Archived => {}
                 }
-                let _ = std::io::stdout().flush();
             }
         }
     }
     client.close().await;
     Ok(())
+}
+
+/// `listen` attached to the agent's event stream.
+async fn listen_agent(
+    agent: &crate::agent::remote::AgentClient,
+    count: Option<u64>,
+    json: bool,
+) -> Result<()> {
+    let mut stream = agent.events().await.map_err(|e| anyhow!(e))?;
+    let mut seen = 0u64;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            ev = stream.next() => {
+                let Some(ev) = ev.map_err(|e| anyhow!(e))? else {
+                    bail!("the agent stopped");
+                };
+                if let EventView::Hello { participant, device, connected } = &ev {
+                    eprintln!(
+                        "listening as {} ({}) through the agent{}; Ctrl-C to stop",
+                        esc(participant),
+                        esc(device),
+                        if *connected { "" } else { " (the relay is not connected yet)" }
+                    );
+                    continue;
+                }
+                if print_event(&ev, json)? {
+                    seen += 1;
+                    if count.is_some_and(|c| seen >= c) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints one event (messages on stdout, the rest on stderr); true for a
+/// message.
+fn print_event(ev: &EventView, json: bool) -> Result<bool> {
+    let is_message = matches!(ev, EventView::Message { .. });
+    match ev {
+        EventView::Message { message } => {
+            if json {
+                println!("{}", serde_json::to_string(message)?);
+            } else {
+                for line in message_lines(std::slice::from_ref(message), term_width()) {
+                    println!("{line}");
+                }
+            }
+        }
+        EventView::Quarantined { seq, reason } => {
+            eprintln!("quarantined seq {seq}: {}", esc(reason));
+        }
+        EventView::Disconnected { reason } => {
+            eprintln!("disconnected ({}); reconnecting", esc(reason));
+        }
+        EventView::Connected { pending } => {
+            if !json {
+                eprintln!("connected; {pending} pending");
+            }
+        }
+        EventView::Lagged { missed } => {
+            eprintln!("{missed} events skipped (too slow a reader); `tallinn inbox` has them all");
+        }
+        EventView::Accepted { .. } | EventView::Hello { .. } => {}
+    }
+    std::io::stdout().flush()?;
+    Ok(is_message)
 }

@@ -6,7 +6,11 @@
 //! verify, stats), `output` (printing); this file dispatches.
 //!
 //! Exit codes: 0 success, 1 error (`error: ...` on stderr), 2 usage error
-//! (clap). Every read command takes `--json`.
+//! (clap), 3 verification failed, 75 queued (the relay is unreachable; the
+//! message is safe in the outbox). Every read command takes `--json`.
+//!
+//! Every command that reads or changes the archive and outbox goes through
+//! [`front`]: to the running agent, or to the archive opened here.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -18,16 +22,18 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use tallinn_common::identity::{Identity, KdfParams, ParticipantId};
 use tallinn_common::message::{Attachment, Kind, Loe, Message, MsgId, Priority, State, Tlp};
-use tallinn_common::roster::{Role, Roster};
+use tallinn_common::roster::Roster;
 use tallinn_common::text::{escape_line as esc, escape_text};
 
-use crate::archive::{Direction, Filter, Record};
+use self::front::Front;
+use crate::agent::api::{DirectionView, SearchRequest};
 use crate::client::{Client, Event, Settings};
 use crate::config::ClientConfig;
-use crate::export::{kind_json, record_json};
 
+mod agent_cmd;
 mod archive;
 mod args;
+mod front;
 mod governance;
 mod identity;
 mod messaging;
@@ -79,12 +85,7 @@ fn passphrase_for(path: &Path) -> Result<Option<zeroize::Zeroizing<String>>> {
 
 impl Ctx {
     fn load(cli: &Cli) -> Result<Ctx> {
-        let path = cli.config.clone().unwrap_or_else(default_config_path);
-        let mut config = ClientConfig::read(&path)
-            .context("loading the client config (use --config FILE; see config/client.toml)")?;
-        if let Some(d) = &cli.data_dir {
-            config.data_dir = d.clone();
-        }
+        let config = front::load_config(cli)?;
         let pass = passphrase_for(&config.identity)?;
         let identity =
             Identity::read_secret_file(&config.identity, pass.as_ref().map(|p| p.as_bytes()))?;
@@ -168,9 +169,37 @@ impl Ctx {
         })
     }
 
+    /// Opens the archive and outbox in this process.
     fn open(&self) -> Result<Client> {
-        Client::open(self.settings()?)
-            .context("opening the archive (is another tallinn process using it?)")
+        Client::open(self.settings()?).map_err(|e| self.in_use(e))
+    }
+
+    /// Opens the archive and starts a relay session in this process.
+    fn start(&self) -> Result<Client> {
+        Client::start(self.settings()?).map_err(|e| self.in_use(e))
+    }
+
+    /// Names the usual reason an archive does not open: another process
+    /// (an agent, a `listen`) holds it.
+    fn in_use(&self, e: crate::ClientError) -> anyhow::Error {
+        if matches!(
+            &e,
+            crate::ClientError::Archive(crate::archive::ArchiveError::InUse(_))
+        ) {
+            if self.config.agent_socket.exists() {
+                anyhow!(
+                    "the archive is held by the running agent (socket {}): this command needs it to itself; stop the agent (`systemctl --user stop tallinn-agent`, or Ctrl-C) and run it again",
+                    self.config.agent_socket.display()
+                )
+            } else {
+                anyhow!(
+                    "the archive in {} is in use by another tallinn process; run `tallinn agent` so that every command can share it",
+                    self.config.data_dir.display()
+                )
+            }
+        } else {
+            anyhow!(e).context("opening the archive")
+        }
     }
 }
 
@@ -199,9 +228,13 @@ pub fn main() -> std::process::ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", escape_text(&format!("{e:#}")));
+            eprintln!("error: {}", escape_text(&error_text(&e)));
             if e.downcast_ref::<VerificationFailed>().is_some() {
                 std::process::ExitCode::from(EXIT_VERIFY_FAILED)
+            } else if e.downcast_ref::<UsageError>().is_some() {
+                std::process::ExitCode::from(2)
+            } else if e.downcast_ref::<Queued>().is_some() {
+                std::process::ExitCode::from(EXIT_QUEUED)
             } else {
                 std::process::ExitCode::FAILURE
             }
@@ -209,9 +242,41 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
+/// An error and its causes, each said once: a cause whose text the
+/// message before it already contains (thiserror's `{source}` in a
+/// message, a context repeating its error) is left out.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// Exit code of a verification that ran and found a problem (`archive
 /// verify`); 1 is any other error, 2 a usage error (clap).
 pub const EXIT_VERIFY_FAILED: u8 = 3;
+
+/// Exit code of a message that is safe in the outbox but not accepted:
+/// the relay is unreachable or did not answer in time (`EX_TEMPFAIL`).
+pub const EXIT_QUEUED: u8 = 75;
+
+/// A message is queued, not sent (exit 75); the id is on stdout.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Queued(pub String);
+
+/// A usage error found after parsing (exit 2, like clap's).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// A verification ran to a verdict and the verdict is "failed" (exit 3).
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +288,7 @@ pub struct VerificationFailed(pub String);
 /// # Errors
 /// Whatever the command reports.
 pub async fn run(cli: Cli) -> Result<()> {
+    output::set_utc(cli.utc);
     match &cli.command {
         Command::Keygen {
             id,
@@ -301,8 +367,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Device { command } => roster::device(&Ctx::load(&cli)?, command).await,
+        Command::Agent { socket } => agent_cmd::agent(&cli, socket.as_deref()).await,
         Command::Send(a) => {
-            let m = build_message(&cli, Kind::Note, &a.common)?;
+            let m = build_message(&cli, Kind::Note, &a.common).await?;
             send(&cli, &a.channel, m).await
         }
         Command::Request(a) => {
@@ -320,16 +387,16 @@ pub async fn run(cli: Cli) -> Result<()> {
                     PriorityArg::Critical => Priority::Critical,
                 },
             };
-            let m = build_message(&cli, kind, &a.common)?;
+            let m = build_message(&cli, kind, &a.common).await?;
             send(&cli, &a.channel, m).await
         }
         Command::Offer(a) => {
-            let (request, channel) = resolve_ref(&cli, &a.request, a.channel.as_deref())?;
-            let m = build_message(&cli, Kind::Offer { request }, &a.common)?;
+            let (request, channel) = resolve_ref(&cli, &a.request, a.channel.as_deref()).await?;
+            let m = build_message(&cli, Kind::Offer { request }, &a.common).await?;
             send(&cli, &channel, m).await
         }
         Command::Status(a) => {
-            let (about, channel) = resolve_ref(&cli, &a.about, a.channel.as_deref())?;
+            let (about, channel) = resolve_ref(&cli, &a.about, a.channel.as_deref()).await?;
             let state = match a.state {
                 StateArg::Acknowledged => State::Acknowledged,
                 StateArg::InProgress => State::InProgress,
@@ -337,96 +404,97 @@ pub async fn run(cli: Cli) -> Result<()> {
                 StateArg::Declined => State::Declined,
                 StateArg::Closed => State::Closed,
             };
-            let m = build_message(&cli, Kind::Status { about, state }, &a.common)?;
+            let m = build_message(&cli, Kind::Status { about, state }, &a.common).await?;
             send(&cli, &channel, m).await
         }
         Command::Sync { timeout, json } => sync(&cli, Duration::from_secs(*timeout), *json).await,
         Command::Listen { count, json } => listen(&cli, *count, *json).await,
         Command::Inbox {
             channel,
+            unread,
+            mine,
+            all,
+            since,
             limit,
             json,
         } => {
-            let ctx = Ctx::load(&cli)?;
-            let client = ctx.open()?;
-            let filter = Filter {
+            let front = Front::local(&cli).await?;
+            let q = SearchRequest {
                 channel: channel.clone(),
+                since_ms: *since,
+                direction: match (mine, all) {
+                    (true, _) => Some(DirectionView::Sent),
+                    (false, true) => None,
+                    (false, false) => Some(DirectionView::Received),
+                },
+                unread_only: *unread,
+                limit: Some(*limit),
                 ..Default::default()
             };
-            let rows = client.archive().search(&filter, *limit)?;
-            print_records(&rows, *json)
+            let page = front.search(&q).await?;
+            print_messages(&page.messages, page.more, *json)
         }
         Command::Show { id, json } => {
-            let ctx = Ctx::load(&cli)?;
-            let client = ctx.open()?;
-            let r = resolve_archived(&client, id)?;
-            show(&ctx, &r, *json)
+            let front = Front::local(&cli).await?;
+            let d = front.show(id).await?;
+            front.mark_read(&d.message.msg_id).await?;
+            show(&d, *json)
         }
         Command::Thread { id, json } => {
-            let ctx = Ctx::load(&cli)?;
-            let client = ctx.open()?;
-            let r = resolve_archived(&client, id)?;
-            let rows = client.archive().thread(&r.msg_id)?;
-            print_records(&rows, *json)
+            let front = Front::local(&cli).await?;
+            let rows = front.thread(id).await?;
+            print_messages(&rows, false, *json)
         }
         Command::Outbox { json, action } => {
-            let ctx = Ctx::load(&cli)?;
-            let client = ctx.open()?;
             if let Some(action) = action {
-                return outbox_action(&client, action);
+                return outbox_action(&cli, action).await;
             }
+            let front = Front::local(&cli).await?;
+            let rows = front.outbox().await?;
             let now = now_ms();
-            let rows = client.outbox().list()?;
             if *json {
-                let v: Vec<_> = rows
-                    .iter()
-                    .map(|l| {
-                        let e = &l.entry;
-                        json!({"msg_id": e.msg_id.to_hex(), "channel": e.channel, "subject": e.subject, "created_at_ms": e.created_at_ms, "age_secs": now.saturating_sub(e.created_at_ms) / 1000,
-                            "refused": l.refused.as_ref().map(|r| json!({"code": r.code.as_str(), "reason": r.reason, "at_ms": r.at_ms}))})
-                    })
-                    .collect();
-                return print_json(&json!(v));
+                return print_json(&rows);
             }
             if rows.is_empty() {
                 println!("outbox is empty");
             }
-            for l in rows {
-                let e = &l.entry;
-                println!(
-                    "{}  {:<16} age {:>6}s  {}",
-                    &e.msg_id.to_hex()[..12],
-                    esc(&e.channel),
-                    now.saturating_sub(e.created_at_ms) / 1000,
-                    esc(&e.subject)
+            let width = term_width();
+            for e in rows {
+                let head = format!(
+                    "{}  {}  {:>4}  ",
+                    &e.msg_id.get(..8).unwrap_or(&e.msg_id),
+                    fit(&esc(&e.channel), 12),
+                    fmt_age(now.saturating_sub(e.created_at_ms))
                 );
-                if let Some(r) = &l.refused {
-                    println!(
-                        "              REFUSED {}: {}  (tallinn outbox resend|drop {})",
-                        r.code,
+                let room = width.saturating_sub(console::measure_text_width(&head));
+                println!(
+                    "{head}{}",
+                    console::truncate_str(&esc(&e.subject), room, "…")
+                );
+                if let Some(r) = &e.refused {
+                    let line = format!(
+                        "          REFUSED {}: {}  (tallinn outbox resend|drop {})",
+                        esc(&r.code),
                         esc(&r.reason),
-                        &e.msg_id.to_hex()[..12]
+                        &e.msg_id.get(..8).unwrap_or(&e.msg_id)
                     );
+                    println!("{}", console::truncate_str(&line, width, "…"));
                 }
             }
             Ok(())
         }
         Command::Quarantine { json } => {
-            let ctx = Ctx::load(&cli)?;
-            let client = ctx.open()?;
-            let rows = client.archive().quarantined()?;
+            let front = Front::local(&cli).await?;
+            let rows = front.quarantine().await?;
             if *json {
-                let v: Vec<_> = rows
-                    .iter()
-                    .map(|q| json!({"seq": q.seq, "received_at_ms": q.received_at_ms, "reason": q.reason, "claimed_sender": q.claimed_sender, "claimed_channel": q.claimed_channel, "envelope_len": q.envelope.len()}))
-                    .collect();
-                return print_json(&json!(v));
+                return print_json(&rows);
             }
             if rows.is_empty() {
                 println!("quarantine is empty");
             }
+            let width = term_width();
             for q in rows {
-                println!(
+                let line = format!(
                     "seq {:<8} {}  from {:<8} in {:<16} {}",
                     q.seq,
                     fmt_time(q.received_at_ms),
@@ -434,6 +502,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     esc(q.claimed_channel.as_deref().unwrap_or("?")),
                     esc(&q.reason)
                 );
+                println!("{}", console::truncate_str(&line, width, "…"));
             }
             Ok(())
         }

@@ -660,6 +660,38 @@ impl Client {
         }
     }
 
+    /// Sends every pending outbox entry again on the current session now
+    /// (the relay answers an already-accepted one `duplicate`, which
+    /// counts as accepted); without a session they wait for the next one.
+    /// Returns how many were pending.
+    pub fn retry_outbox(&self) -> usize {
+        let ids: Vec<MsgId> = self
+            .inner
+            .outbox
+            .pending()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.msg_id)
+            .collect();
+        let n = ids.len();
+        if n > 0 && self.inner.state.borrow().connected {
+            let mut again = Vec::new();
+            for id in ids {
+                if let Ok(Some(e)) = self.inner.outbox.get(&id) {
+                    if !self.inner.try_write(&Frame::Send {
+                        envelope: e.envelope.clone(),
+                    }) {
+                        again.push(id);
+                    }
+                }
+            }
+            if !again.is_empty() {
+                schedule_retry(self.inner.clone(), again);
+            }
+        }
+        n
+    }
+
     /// Stops the connection manager and closes the session gracefully.
     pub async fn close(&self) {
         let _ = self.stop.send(true);

@@ -1,0 +1,137 @@
+//! The local agent: one process per device that holds the relay session
+//! (live delivery, reconnects), the archive, the outbox and the unlocked
+//! key, and serves the local API on a Unix socket — the client's one
+//! front door, for the CLI now and a local web page later.
+//!
+//! # The socket
+//! `$XDG_RUNTIME_DIR/tallinn/agent-<device>-<h>.sock`, where `<h>` is the
+//! first 8 hex digits of SHA-256 of the data directory's absolute path
+//! (one agent per data directory and device), or `agent_socket` in
+//! `client.toml`. The folder is made 0700 and the socket 0600; each
+//! connection's peer credentials are checked as well: only the agent's
+//! own user is served (403 `forbidden` otherwise). Without
+//! `XDG_RUNTIME_DIR` the socket lives in the data directory.
+//!
+//! # The API (version 1; PROTOCOL.md §16 documents each shape)
+//! HTTP/1.1 with JSON bodies; errors are `{"error": {"code", "message"}}`
+//! with a matching status.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `GET /v1/status` | [`api::StatusView`] |
+//! | `POST /v1/search` | [`api::SearchRequest`] → [`api::MessagePage`] (inbox, archive search) |
+//! | `GET /v1/messages/{id}` | [`api::MessageDetail`]; the id rule of [`crate::ids`] |
+//! | `POST /v1/messages/{id}/read` | `{"read": id}`: marks it read |
+//! | `GET /v1/messages/{id}/thread` | `[MessageView]` |
+//! | `POST /v1/messages` | [`api::ComposeRequest`] → [`api::SendOutcome`] (`sent` or `queued`) |
+//! | `GET /v1/outbox` | `[OutboxItem]` |
+//! | `DELETE /v1/outbox/{id}` | `{"dropped": id}` |
+//! | `POST /v1/outbox/{id}/resend` | `{"old": id, "new": id}` |
+//! | `POST /v1/outbox/retry` | `{"retried": n}` |
+//! | `GET /v1/quarantine` | `[QuarantineItem]` |
+//! | `GET /v1/events` | newline-delimited [`api::EventView`]s, `hello` first, for as long as the caller reads |
+//!
+//! # Modules
+//! - [`api`]: the JSON types;
+//! - [`ops`]: what each endpoint does on a [`Client`] (also used by the CLI
+//!   when no agent runs, so both paths are one implementation);
+//! - `server`: the HTTP server, peer credentials, the event fan-out;
+//! - [`remote`]: the CLI's side, [`remote::AgentClient`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::client::Client;
+
+pub mod api;
+pub mod ops;
+pub mod remote;
+mod server;
+
+/// The default socket of the agent for `data_dir` and `device`.
+pub fn default_socket(data_dir: &Path, device: &str) -> PathBuf {
+    let abs = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let h = Sha256::digest(std::os::unix::ffi::OsStrExt::as_bytes(abs.as_os_str()));
+    let name = format!("agent-{device}-{}.sock", hex::encode(&h[..4]));
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(run) => PathBuf::from(run).join("tallinn").join(name),
+        None => data_dir.join(name),
+    }
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Another agent answers on the socket.
+    #[error("an agent for this device already runs (pid {pid}, socket {socket}); stop it first")]
+    AlreadyRunning {
+        /// Its pid.
+        pid: u32,
+        /// Its socket.
+        socket: PathBuf,
+    },
+    /// The socket could not be made.
+    #[error("cannot listen on {socket}: {source}")]
+    Socket {
+        /// Socket path.
+        socket: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Binds the agent's socket: refuses if a live agent answers there,
+/// replaces a stale socket file, makes the folder 0700 and the socket
+/// 0600.
+///
+/// # Errors
+/// [`AgentError`].
+pub async fn bind(socket: &Path) -> Result<tokio::net::UnixListener, AgentError> {
+    let fail = |source| AgentError::Socket {
+        socket: socket.to_path_buf(),
+        source,
+    };
+    if let Ok(Some(other)) = remote::AgentClient::find(socket).await {
+        let pid = other.status().await.map(|s| s.pid).unwrap_or(0);
+        return Err(AgentError::AlreadyRunning {
+            pid,
+            socket: socket.to_path_buf(),
+        });
+    }
+    if let Some(dir) = socket.parent() {
+        tallinn_host::durable::private_dir(dir).map_err(fail)?;
+    }
+    match std::fs::remove_file(socket) {
+        Ok(()) => tracing::info!("removed a stale agent socket {}", socket.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e)),
+    }
+    let listener = tokio::net::UnixListener::bind(socket).map_err(fail)?;
+    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(fail)?;
+    Ok(listener)
+}
+
+/// Serves the API for `client` on `listener` until `shutdown` completes,
+/// then removes the socket and closes the client (session closed, archive
+/// flushed). `connect_wait` bounds how long a compose waits for a relay
+/// session before it queues.
+pub async fn run(
+    client: Client,
+    listener: tokio::net::UnixListener,
+    socket: &Path,
+    connect_wait: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let shared = server::Shared::new(client, connect_wait);
+    let pump = tokio::spawn(server::pump_events(shared.clone()));
+    let serve = tokio::spawn(server::serve(listener, shared.clone()));
+    shutdown.await;
+    serve.abort();
+    let _ = serve.await;
+    let _ = std::fs::remove_file(socket);
+    shared.client.close().await;
+    pump.abort();
+}

@@ -1,0 +1,273 @@
+//! What the local API does, on a [`Client`]: the one implementation behind
+//! both the agent's endpoints and a CLI command that opened the archive
+//! itself (no agent running), so the two can never disagree.
+
+use std::time::Duration;
+
+use tallinn_common::envelope::UntrustedEnvelope;
+use tallinn_common::message::MsgId;
+
+use super::api::*;
+use crate::archive::Record;
+use crate::client::{Client, ClientError};
+use crate::roster::ClientRoster;
+
+/// The archived message a given id names ([`crate::ids`]'s rule).
+///
+/// # Errors
+/// [`ApiError`]: `bad_request` (syntax), `not_found`, `ambiguous_id` (the
+/// message lists the candidates).
+pub fn resolve(client: &Client, given: &str) -> Result<Record, ApiError> {
+    let id = crate::ids::normalise(given)?;
+    if let Ok(full) = MsgId::from_hex(&id) {
+        return client.archive().get(&full)?.ok_or_else(|| {
+            crate::ids::IdError::Unknown {
+                id,
+                place: "the archive",
+            }
+            .into()
+        });
+    }
+    let found = client.archive().find_prefix(&id, 20)?;
+    Ok(crate::ids::resolve(
+        &id,
+        "the archive",
+        found.into_iter().map(|r| {
+            let what = format!(
+                "{}  {}",
+                tallinn_common::text::escape_line(&r.channel),
+                tallinn_common::text::escape_line(&r.message.subject)
+            );
+            (r.msg_id, what, r)
+        }),
+    )?)
+}
+
+fn view(client: &Client, r: &Record) -> Result<MessageView, ApiError> {
+    Ok(MessageView::of(r, client.archive().is_read(r)?))
+}
+
+/// `POST /v1/search`: matching messages, newest first.
+///
+/// # Errors
+/// [`ApiError`].
+pub fn search(client: &Client, req: &SearchRequest) -> Result<MessagePage, ApiError> {
+    let (filter, limit) = req.to_filter()?;
+    let mut rows = client
+        .archive()
+        .search(&filter, limit.saturating_add(1))
+        .map_err(|e| match e {
+            crate::archive::ArchiveError::Unreadable(m) => ApiError::bad_request(m),
+            e => e.into(),
+        })?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let messages = rows
+        .iter()
+        .map(|r| view(client, r))
+        .collect::<Result<_, _>>()?;
+    Ok(MessagePage { messages, more })
+}
+
+/// The signature verdict and sender fingerprint of a record, against the
+/// roster in force (version 2: the state of the record's own epoch).
+fn verdict(roster: &ClientRoster, r: &Record) -> (String, String) {
+    let untrusted = UntrustedEnvelope::decode(&r.envelope);
+    let device = untrusted
+        .as_ref()
+        .ok()
+        .and_then(|u| u.claimed_header().sender_device.clone());
+    let sig = untrusted
+        .and_then(|u| u.verify(roster))
+        .map(|_| "valid (verified against the roster)".to_string())
+        .unwrap_or_else(|e| format!("INVALID: {e}"));
+    let fp = match roster {
+        ClientRoster::V1(v1) => v1
+            .participant(&r.sender)
+            .map(|p| p.fingerprint().to_string()),
+        ClientRoster::V2 { log, .. } => log.as_ref().and_then(|l| {
+            let p = l.current().participant(&r.sender)?;
+            let d = p.device(device.as_deref()?)?;
+            Some(format!("{} (device {})", d.fingerprint(), d.device))
+        }),
+    }
+    .unwrap_or_else(|| "sender (or device) no longer in the roster".into());
+    (sig, fp)
+}
+
+/// `POST /v1/messages/{id}/read`: marks a message read; its full id.
+///
+/// # Errors
+/// [`ApiError`] of [`resolve`].
+pub fn mark_read(client: &Client, given: &str) -> Result<String, ApiError> {
+    let r = resolve(client, given)?;
+    client.archive().mark_read(&r.msg_id)?;
+    Ok(r.msg_id.to_hex())
+}
+
+/// `GET /v1/messages/{id}`: one message in full (reading changes
+/// nothing; `show` marks it read with [`mark_read`]).
+///
+/// # Errors
+/// [`ApiError`] of [`resolve`].
+pub fn show(client: &Client, given: &str) -> Result<MessageDetail, ApiError> {
+    let r = resolve(client, given)?;
+    let (signature, sender_fingerprint) = verdict(&client.roster(), &r);
+    Ok(MessageDetail {
+        message: view(client, &r)?,
+        signature,
+        sender_fingerprint,
+    })
+}
+
+/// `GET /v1/messages/{id}/thread`: the thread, in archive order.
+///
+/// # Errors
+/// [`ApiError`] of [`resolve`].
+pub fn thread(client: &Client, given: &str) -> Result<Vec<MessageView>, ApiError> {
+    let r = resolve(client, given)?;
+    client
+        .archive()
+        .thread(&r.msg_id)?
+        .iter()
+        .map(|r| view(client, r))
+        .collect()
+}
+
+/// `POST /v1/messages`: seals the message and stores it in the outbox;
+/// if a session is up (or comes up within `connect`), waits for the
+/// relay's acceptance up to the send timeout. A message not accepted in
+/// that time stays queued and is sent on the next connection.
+///
+/// # Errors
+/// [`ApiError`]: `bad_request`, `not_allowed` (nothing stored),
+/// `too_large`, `rejected` (kept in the outbox, marked refused).
+pub async fn compose(
+    client: &Client,
+    req: &ComposeRequest,
+    connect: Duration,
+) -> Result<SendOutcome, ApiError> {
+    let message = req.to_message()?;
+    let up = client.wait_connected(connect).await;
+    let result = match up {
+        Ok(()) => client.send(&req.channel, &message).await,
+        Err(e) => {
+            let msg_id = client.queue(&req.channel, &message)?;
+            Err(ClientError::Queued {
+                msg_id,
+                why: format!(
+                    "the relay at {} is unreachable: {e}",
+                    client.settings().relay
+                ),
+            })
+        }
+    };
+    match result {
+        Ok((msg_id, seq)) => Ok(SendOutcome::Sent {
+            msg_id: msg_id.to_hex(),
+            seq,
+        }),
+        Err(ClientError::Queued { msg_id, why }) => Ok(SendOutcome::Queued {
+            msg_id: msg_id.to_hex(),
+            reason: why,
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /v1/outbox`.
+///
+/// # Errors
+/// [`ApiError`].
+pub fn outbox(client: &Client) -> Result<Vec<OutboxItem>, ApiError> {
+    Ok(client
+        .outbox()
+        .list()?
+        .into_iter()
+        .map(|l| OutboxItem {
+            msg_id: l.entry.msg_id.to_hex(),
+            channel: l.entry.channel.clone(),
+            subject: l.entry.subject.clone(),
+            created_at_ms: l.entry.created_at_ms,
+            refused: l.refused.map(|r| RefusalView {
+                code: r.code.as_str().to_string(),
+                reason: r.reason,
+                at_ms: r.at_ms,
+            }),
+        })
+        .collect())
+}
+
+fn outbox_entry(client: &Client, given: &str) -> Result<MsgId, ApiError> {
+    let listed = client.outbox().list()?;
+    Ok(crate::ids::resolve(
+        given,
+        "the outbox",
+        listed.into_iter().map(|l| {
+            let what = tallinn_common::text::escape_line(&l.entry.subject).into_owned();
+            (l.entry.msg_id, what, l.entry.msg_id)
+        }),
+    )?)
+}
+
+/// `DELETE /v1/outbox/{id}`: drops an entry unsent; answers its full id.
+///
+/// # Errors
+/// [`ApiError`] (the id rule).
+pub fn outbox_drop(client: &Client, given: &str) -> Result<String, ApiError> {
+    let id = outbox_entry(client, given)?;
+    client.outbox().drop_entry(&id)?;
+    Ok(id.to_hex())
+}
+
+/// `POST /v1/outbox/{id}/resend`: seals a (refused) entry again under a
+/// new id; answers `(old, new)`.
+///
+/// # Errors
+/// [`ApiError`] (the id rule; `not_allowed` if it can no longer be sealed).
+pub fn outbox_resend(client: &Client, given: &str) -> Result<(String, String), ApiError> {
+    let id = outbox_entry(client, given)?;
+    let new = client
+        .resend(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("outbox entry {id} vanished")))?;
+    Ok((id.to_hex(), new.to_hex()))
+}
+
+/// `GET /v1/quarantine`.
+///
+/// # Errors
+/// [`ApiError`].
+pub fn quarantine(client: &Client) -> Result<Vec<QuarantineItem>, ApiError> {
+    Ok(client
+        .archive()
+        .quarantined()?
+        .into_iter()
+        .map(|q| QuarantineItem {
+            seq: q.seq,
+            received_at_ms: q.received_at_ms,
+            reason: q.reason.clone(),
+            claimed_sender: q.claimed_sender.clone(),
+            claimed_channel: q.claimed_channel.clone(),
+            envelope_len: q.envelope.len(),
+        })
+        .collect())
+}
+
+/// `GET /v1/status`.
+pub fn status(client: &Client) -> StatusView {
+    let s = client.state().borrow().clone();
+    let st = client.settings();
+    StatusView {
+        api: API_VERSION,
+        pid: std::process::id(),
+        participant: st.identity.id().to_string(),
+        device: st.device.to_string(),
+        relay: st.relay.to_string(),
+        connected: s.connected,
+        sessions: s.sessions,
+        archive_records: client.archive().len(),
+        outbox: client.outbox().len(),
+        roster_epoch: s.roster_epoch,
+        last_error: s.last_error,
+    }
+}

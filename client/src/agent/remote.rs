@@ -1,0 +1,336 @@
+//! The CLI's side of the local API: requests to a running agent over its
+//! Unix socket (one connection a request; the event stream keeps its own).
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::UnixStream;
+
+use super::api::*;
+
+/// Why the agent could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The socket exists but refused or failed the connection.
+    #[error("the agent's socket {path} does not answer: {source}")]
+    Connect {
+        /// Socket path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// HTTP failed midway (the agent stopped?).
+    #[error("talking to the agent at {path}: {message}")]
+    Http {
+        /// Socket path.
+        path: PathBuf,
+        /// Cause.
+        message: String,
+    },
+    /// The agent answered with an error.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+/// A running agent, reachable on its socket.
+#[derive(Debug, Clone)]
+pub struct AgentClient {
+    path: PathBuf,
+}
+
+impl AgentClient {
+    /// The agent on `path`, if one runs there: `None` when there is no
+    /// socket, or a stale one (its agent is gone: nothing listens).
+    ///
+    /// # Errors
+    /// [`RemoteError::Connect`] when the socket exists but cannot be used
+    /// (e.g. permission denied: another user's agent).
+    pub async fn find(path: &Path) -> Result<Option<AgentClient>, RemoteError> {
+        match UnixStream::connect(path).await {
+            Ok(_) => Ok(Some(AgentClient {
+                path: path.to_path_buf(),
+            })),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(source) => Err(RemoteError::Connect {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn http(&self, e: impl std::fmt::Display) -> RemoteError {
+        RemoteError::Http {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response<Incoming>, RemoteError> {
+        let stream =
+            UnixStream::connect(&self.path)
+                .await
+                .map_err(|source| RemoteError::Connect {
+                    path: self.path.clone(),
+                    source,
+                })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.http(e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "tallinn-agent")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| self.http(e))?;
+        sender.send_request(req).await.map_err(|e| self.http(e))
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, RemoteError> {
+        let body = match body {
+            Some(b) => Some(serde_json::to_vec(b).map_err(|e| self.http(e))?),
+            None => None,
+        };
+        let resp = self.request(method, uri, body).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.http(e))?
+            .to_bytes();
+        if status >= 400 {
+            let mut e = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| {
+                    ApiError::internal(format!("the agent answered HTTP {status}"))
+                });
+            e.status = status;
+            return Err(e.into());
+        }
+        serde_json::from_slice(&bytes).map_err(|e| self.http(format!("its answer: {e}")))
+    }
+
+    /// `GET /v1/status`.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn status(&self) -> Result<StatusView, RemoteError> {
+        self.call(Method::GET, "/v1/status", None::<&()>).await
+    }
+
+    /// `POST /v1/search`.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn search(&self, q: &SearchRequest) -> Result<MessagePage, RemoteError> {
+        self.call(Method::POST, "/v1/search", Some(q)).await
+    }
+
+    /// `POST /v1/messages/{id}/read`; the full id.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn mark_read(&self, id: &str) -> Result<String, RemoteError> {
+        let v: serde_json::Value = self
+            .call(
+                Method::POST,
+                &format!("/v1/messages/{}/read", path_id(id)),
+                None::<&()>,
+            )
+            .await?;
+        Ok(v["read"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// `GET /v1/messages/{id}`.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn show(&self, id: &str) -> Result<MessageDetail, RemoteError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/messages/{}", path_id(id)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `GET /v1/messages/{id}/thread`.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn thread(&self, id: &str) -> Result<Vec<MessageView>, RemoteError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/messages/{}/thread", path_id(id)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `POST /v1/messages`.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn compose(&self, c: &ComposeRequest) -> Result<SendOutcome, RemoteError> {
+        self.call(Method::POST, "/v1/messages", Some(c)).await
+    }
+
+    /// `GET /v1/outbox`.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn outbox(&self) -> Result<Vec<OutboxItem>, RemoteError> {
+        self.call(Method::GET, "/v1/outbox", None::<&()>).await
+    }
+
+    /// `DELETE /v1/outbox/{id}`; the full id dropped.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn outbox_drop(&self, id: &str) -> Result<String, RemoteError> {
+        let v: serde_json::Value = self
+            .call(
+                Method::DELETE,
+                &format!("/v1/outbox/{}", path_id(id)),
+                None::<&()>,
+            )
+            .await?;
+        Ok(v["dropped"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// `POST /v1/outbox/{id}/resend`; `(old, new)` ids.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn outbox_resend(&self, id: &str) -> Result<(String, String), RemoteError> {
+        let v: serde_json::Value = self
+            .call(
+                Method::POST,
+                &format!("/v1/outbox/{}/resend", path_id(id)),
+                None::<&()>,
+            )
+            .await?;
+        Ok((
+            v["old"].as_str().unwrap_or_default().to_string(),
+            v["new"].as_str().unwrap_or_default().to_string(),
+        ))
+    }
+
+    /// `POST /v1/outbox/retry`; how many entries were pending.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn outbox_retry(&self) -> Result<u64, RemoteError> {
+        let v: serde_json::Value = self
+            .call(Method::POST, "/v1/outbox/retry", None::<&()>)
+            .await?;
+        Ok(v["retried"].as_u64().unwrap_or_default())
+    }
+
+    /// `GET /v1/quarantine`.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn quarantine(&self) -> Result<Vec<QuarantineItem>, RemoteError> {
+        self.call(Method::GET, "/v1/quarantine", None::<&()>).await
+    }
+
+    /// `GET /v1/events`: the stream, read with [`EventStream::next`].
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn events(&self) -> Result<EventStream, RemoteError> {
+        let resp = self.request(Method::GET, "/v1/events", None).await?;
+        if !resp.status().is_success() {
+            return Err(self.http(format!("the event stream answered {}", resp.status())));
+        }
+        Ok(EventStream {
+            body: resp.into_body(),
+            buf: Vec::new(),
+        })
+    }
+}
+
+/// An id as a path segment: only hex digits pass (anything else is
+/// refused by the agent's id rule anyway, and never forms another path).
+fn path_id(id: &str) -> String {
+    let t = id.trim();
+    if t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        t.to_string()
+    } else {
+        // Percent-encode every byte: the agent decodes nothing and answers
+        // with the id rule's "not hex" error.
+        t.bytes().map(|b| format!("%{b:02X}")).collect()
+    }
+}
+
+/// The agent's event stream.
+pub struct EventStream {
+    body: Incoming,
+    buf: Vec<u8>,
+}
+
+/// The longest event line accepted.
+const MAX_EVENT_LINE: usize = 4 * tallinn_common::defaults::MAX_ENVELOPE_LEN;
+
+impl EventStream {
+    /// The next event; `None` when the agent closed the stream.
+    ///
+    /// # Errors
+    /// A malformed or oversized line, or a broken connection.
+    pub async fn next(&mut self) -> Result<Option<EventView>, String> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                let line = line.get(..pos).unwrap_or_default();
+                return serde_json::from_slice(line)
+                    .map(Some)
+                    .map_err(|e| format!("a malformed event from the agent: {e}"));
+            }
+            if self.buf.len() > MAX_EVENT_LINE {
+                return Err("an oversized event from the agent".into());
+            }
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(format!("the agent's event stream broke: {e}")),
+                Some(Ok(f)) => {
+                    if let Some(d) = f.data_ref() {
+                        self.buf.extend_from_slice(d);
+                    }
+                }
+            }
+        }
+    }
+}

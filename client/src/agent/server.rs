@@ -1,0 +1,273 @@
+//! The agent's HTTP/1.1 server on its Unix socket: peer credentials,
+//! routing, bounded request bodies, JSON answers and the event stream.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::broadcast;
+
+use super::api::*;
+use super::ops;
+use crate::client::{Client, Event};
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// The largest request body: a message at the envelope limit, in base64,
+/// with room for the JSON around it.
+const MAX_BODY: usize = tallinn_common::defaults::MAX_ENVELOPE_LEN / 3 * 4 + 64 * 1024;
+
+/// Events buffered per `/v1/events` stream before it reports `lagged`.
+const EVENT_BUFFER: usize = 1024;
+
+/// What every request handler shares.
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    pub(crate) events: broadcast::Sender<EventView>,
+    /// How long a compose waits for a session before it queues.
+    pub(crate) connect_wait: Duration,
+    /// The uid allowed to connect (this process's).
+    pub(crate) uid: u32,
+}
+
+impl Shared {
+    pub(crate) fn new(client: Client, connect_wait: Duration) -> Arc<Shared> {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Arc::new(Shared {
+            client,
+            events,
+            connect_wait,
+            uid: rustix::process::getuid().as_raw(),
+        })
+    }
+}
+
+/// Forwards the client's events to every `/v1/events` stream until the
+/// client's stream ends.
+pub(crate) async fn pump_events(shared: Arc<Shared>) {
+    let Some(mut rx) = shared.client.events() else {
+        return;
+    };
+    while let Some(ev) = rx.recv().await {
+        let view = match ev {
+            Event::Connected { pending } => EventView::Connected { pending },
+            Event::Disconnected { reason } => EventView::Disconnected { reason },
+            Event::Message(r) => {
+                let read = shared.client.archive().is_read(&r).unwrap_or(false);
+                EventView::Message {
+                    message: Box::new(MessageView::of(&r, read)),
+                }
+            }
+            Event::Quarantined(q) => EventView::Quarantined {
+                seq: q.seq,
+                reason: q.reason.clone(),
+            },
+            Event::Accepted { msg_id, seq } => EventView::Accepted {
+                msg_id: msg_id.to_hex(),
+                seq,
+            },
+            Event::Archived => continue,
+        };
+        // No subscriber is fine: the archive keeps everything.
+        let _ = shared.events.send(view);
+    }
+}
+
+/// Accepts connections until the task is aborted; each is served on its
+/// own task (aborted with the server).
+pub(crate) async fn serve(listener: UnixListener, shared: Arc<Shared>) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!("agent socket accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        conns.spawn(async move { serve_conn(stream, shared).await });
+    }
+}
+
+/// Whether a connecting process may use the agent: only the agent's own
+/// user (the socket's mode 0600 already says so; this is the second lock).
+pub(crate) fn peer_allowed(peer_uid: Option<u32>, own_uid: u32) -> bool {
+    peer_uid == Some(own_uid)
+}
+
+async fn serve_conn(stream: UnixStream, shared: Arc<Shared>) {
+    let peer = stream.peer_cred().ok().map(|c| c.uid());
+    let allowed = peer_allowed(peer, shared.uid);
+    if !allowed {
+        tracing::warn!(?peer, "agent socket: refused a process of another user");
+    }
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move {
+            if !allowed {
+                return Ok::<_, Infallible>(error(ApiError::new(
+                    403,
+                    "forbidden",
+                    "this agent serves only the user that runs it",
+                )));
+            }
+            Ok(route(req, &shared).await)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = conn.await {
+        tracing::debug!("agent connection ended: {e}");
+    }
+}
+
+fn json<T: Serialize>(status: u16, v: &T) -> Response<Body> {
+    let body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)).boxed_unsync())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync()))
+}
+
+fn error(e: ApiError) -> Response<Body> {
+    json(e.status, &ErrorBody { error: e })
+}
+
+fn answer<T: Serialize>(r: Result<T, ApiError>) -> Response<Body> {
+    match r {
+        Ok(v) => json(200, &v),
+        Err(e) => error(e),
+    }
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                ApiError::new(
+                    413,
+                    "too_large",
+                    format!("request body over {MAX_BODY} bytes"),
+                )
+            } else {
+                ApiError::bad_request(format!("reading the request body: {e}"))
+            }
+        })?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("request body: {e}")))
+}
+
+async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return error(ApiError::not_found(format!(
+            "no endpoint {path}: the API is under /v1/"
+        )));
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let client = &shared.client;
+    match (req.method().clone(), parts.as_slice()) {
+        (Method::GET, ["status"]) => json(200, &ops::status(client)),
+        (Method::POST, ["search"]) => match read_json::<SearchRequest>(req).await {
+            Ok(q) => answer(ops::search(client, &q)),
+            Err(e) => error(e),
+        },
+        (Method::POST, ["messages"]) => match read_json::<ComposeRequest>(req).await {
+            Ok(c) => answer(ops::compose(client, &c, shared.connect_wait).await),
+            Err(e) => error(e),
+        },
+        (Method::GET, ["messages", id]) => answer(ops::show(client, id)),
+        (Method::GET, ["messages", id, "thread"]) => answer(ops::thread(client, id)),
+        (Method::POST, ["messages", id, "read"]) => {
+            answer(ops::mark_read(client, id).map(|id| serde_json::json!({ "read": id })))
+        }
+        (Method::GET, ["outbox"]) => answer(ops::outbox(client)),
+        (Method::DELETE, ["outbox", id]) => {
+            answer(ops::outbox_drop(client, id).map(|id| serde_json::json!({ "dropped": id })))
+        }
+        (Method::POST, ["outbox", "retry"]) => {
+            let n = client.retry_outbox();
+            json(200, &serde_json::json!({ "retried": n }))
+        }
+        (Method::POST, ["outbox", id, "resend"]) => answer(
+            ops::outbox_resend(client, id)
+                .map(|(old, new)| serde_json::json!({ "old": old, "new": new })),
+        ),
+        (Method::GET, ["quarantine"]) => answer(ops::quarantine(client)),
+        (Method::GET, ["events"]) => events(shared),
+        (_, ["status" | "search" | "messages" | "outbox" | "quarantine" | "events", ..]) => {
+            error(ApiError::new(
+                405,
+                "method_not_allowed",
+                format!("{} is not allowed on {path}", req.method()),
+            ))
+        }
+        _ => error(ApiError::not_found(format!("no endpoint {path}"))),
+    }
+}
+
+/// `GET /v1/events`: newline-delimited JSON, one [`EventView`] a line,
+/// starting with `hello`, for as long as the caller stays.
+fn events(shared: &Arc<Shared>) -> Response<Body> {
+    let rx = shared.events.subscribe();
+    let st = shared.client.settings();
+    let hello = EventView::Hello {
+        participant: st.identity.id().to_string(),
+        device: st.device.to_string(),
+        connected: shared.client.state().borrow().connected,
+    };
+    let line = |ev: &EventView| {
+        let mut v = serde_json::to_vec(ev).unwrap_or_default();
+        v.push(b'\n');
+        Ok::<_, Infallible>(Frame::data(Bytes::from(v)))
+    };
+    let first = line(&hello);
+    let stream =
+        futures_util::stream::unfold((Some(first), rx), move |(first, mut rx)| async move {
+            if let Some(f) = first {
+                return Some((f, (None, rx)));
+            }
+            let ev = match rx.recv().await {
+                Ok(ev) => ev,
+                Err(broadcast::error::RecvError::Lagged(missed)) => EventView::Lagged { missed },
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            Some((line(&ev), (None, rx)))
+        });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/x-ndjson")
+        .body(BodyExt::boxed_unsync(StreamBody::new(stream)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_agents_own_user_is_served() {
+        assert!(peer_allowed(Some(1000), 1000));
+        assert!(!peer_allowed(Some(0), 1000));
+        assert!(!peer_allowed(Some(1001), 1000));
+        assert!(!peer_allowed(None, 1000));
+    }
+}

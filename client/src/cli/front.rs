@@ -1,0 +1,168 @@
+//! Where a command goes: to the running agent over its socket, or, when
+//! none runs, to the archive opened by this process. Both answer with the
+//! same [`crate::agent::api`] types from the same [`crate::agent::ops`]
+//! code, so output never depends on the path taken.
+
+use crate::agent::api::*;
+use crate::agent::ops;
+use crate::agent::remote::{AgentClient, RemoteError};
+
+use super::*;
+
+/// The command's back end.
+pub(super) enum Front {
+    /// A running agent.
+    Agent(AgentClient),
+    /// This process holds the archive (and, if started, the session).
+    Direct {
+        ctx: Box<Ctx>,
+        client: Client,
+        /// Whether a relay session was started.
+        online: bool,
+    },
+}
+
+fn remote(e: RemoteError) -> anyhow::Error {
+    match e {
+        RemoteError::Api(a) => anyhow!(a.message),
+        e => anyhow!(e),
+    }
+}
+
+/// The config alone (no key): enough to find the agent.
+pub(super) fn load_config(cli: &Cli) -> Result<ClientConfig> {
+    let path = cli.config.clone().unwrap_or_else(default_config_path);
+    let mut config = ClientConfig::read(&path)
+        .context("loading the client config (use --config FILE; see config/client.toml)")?;
+    if let Some(d) = &cli.data_dir {
+        config.data_dir = d.clone();
+        config.agent_socket = crate::agent::default_socket(d, config.device.as_str());
+    }
+    Ok(config)
+}
+
+/// The running agent for this config, if any.
+pub(super) async fn find_agent(cli: &Cli) -> Result<Option<AgentClient>> {
+    let config = load_config(cli)?;
+    AgentClient::find(&config.agent_socket)
+        .await
+        .map_err(|e| anyhow!(e))
+}
+
+impl Front {
+    /// For commands that read or change the archive and outbox: the agent
+    /// if it runs, else the archive opened here (no relay session).
+    pub(super) async fn local(cli: &Cli) -> Result<Front> {
+        if let Some(a) = find_agent(cli).await? {
+            return Ok(Front::Agent(a));
+        }
+        let ctx = Ctx::load(cli)?;
+        let client = ctx.open()?;
+        Ok(Front::Direct {
+            ctx: Box::new(ctx),
+            client,
+            online: false,
+        })
+    }
+
+    /// For commands that talk to the relay: the agent if it runs, else a
+    /// session started here (the config's relay settings checked first).
+    pub(super) async fn online(cli: &Cli) -> Result<Front> {
+        if let Some(a) = find_agent(cli).await? {
+            return Ok(Front::Agent(a));
+        }
+        let ctx = Ctx::load(cli)?;
+        ctx.config.check_relay()?;
+        let client = ctx.start()?;
+        client.discard_events();
+        Ok(Front::Direct {
+            ctx: Box::new(ctx),
+            client,
+            online: true,
+        })
+    }
+
+    /// Closes a session started here.
+    pub(super) async fn close(self) {
+        if let Front::Direct {
+            client,
+            online: true,
+            ..
+        } = self
+        {
+            client.close().await;
+        }
+    }
+
+    pub(super) async fn search(&self, q: &SearchRequest) -> Result<MessagePage> {
+        match self {
+            Front::Agent(a) => a.search(q).await.map_err(remote),
+            Front::Direct { client, .. } => Ok(ops::search(client, q)?),
+        }
+    }
+
+    pub(super) async fn show(&self, id: &str) -> Result<MessageDetail> {
+        match self {
+            Front::Agent(a) => a.show(id).await.map_err(remote),
+            Front::Direct { client, .. } => Ok(ops::show(client, id)?),
+        }
+    }
+
+    pub(super) async fn mark_read(&self, id: &str) -> Result<String> {
+        match self {
+            Front::Agent(a) => a.mark_read(id).await.map_err(remote),
+            Front::Direct { client, .. } => Ok(ops::mark_read(client, id)?),
+        }
+    }
+
+    pub(super) async fn outbox_retry(&self) -> Result<u64> {
+        match self {
+            Front::Agent(a) => a.outbox_retry().await.map_err(remote),
+            Front::Direct { client, .. } => Ok(client.retry_outbox() as u64),
+        }
+    }
+
+    pub(super) async fn thread(&self, id: &str) -> Result<Vec<MessageView>> {
+        match self {
+            Front::Agent(a) => a.thread(id).await.map_err(remote),
+            Front::Direct { client, .. } => Ok(ops::thread(client, id)?),
+        }
+    }
+
+    pub(super) async fn compose(&self, c: &ComposeRequest) -> Result<SendOutcome> {
+        match self {
+            Front::Agent(a) => a.compose(c).await.map_err(remote),
+            Front::Direct { ctx, client, .. } => {
+                Ok(ops::compose(client, c, ctx.config.connect_timeout).await?)
+            }
+        }
+    }
+
+    pub(super) async fn outbox(&self) -> Result<Vec<OutboxItem>> {
+        match self {
+            Front::Agent(a) => a.outbox().await.map_err(remote),
+            Front::Direct { client, .. } => Ok(ops::outbox(client)?),
+        }
+    }
+
+    pub(super) async fn outbox_drop(&self, id: &str) -> Result<String> {
+        match self {
+            Front::Agent(a) => a.outbox_drop(id).await.map_err(remote),
+            Front::Direct { client, .. } => Ok(ops::outbox_drop(client, id)?),
+        }
+    }
+
+    pub(super) async fn outbox_resend(&self, id: &str) -> Result<(String, String)> {
+        match self {
+            Front::Agent(a) => a.outbox_resend(id).await.map_err(remote),
+            Front::Direct { client, .. } => Ok(ops::outbox_resend(client, id)?),
+        }
+    }
+
+    pub(super) async fn quarantine(&self) -> Result<Vec<QuarantineItem>> {
+        match self {
+            Front::Agent(a) => a.quarantine().await.map_err(remote),
+            Front::Direct { client, .. } => Ok(ops::quarantine(client)?),
+        }
+    }
+}
