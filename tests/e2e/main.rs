@@ -5,6 +5,7 @@
 mod agent;
 mod cli;
 mod client;
+mod pty;
 mod roster;
 mod system;
 mod util;

@@ -31,6 +31,10 @@ pub struct Cli {
 /// Commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Set up this machine in one step: the folders, your key (passphrase
+    /// asked twice, hidden), the device and client.toml; prints the public
+    /// entry and fingerprint to hand to the operator.
+    Init(InitArgs),
     /// Create an identity: writes the secret key file (mode 0600) and prints
     /// the public roster entry and fingerprint to send to the operator.
     Keygen {
@@ -43,8 +47,9 @@ pub enum Command {
         /// Role for the roster entry.
         #[arg(long, value_enum, default_value_t = RoleArg::Member)]
         role: RoleArg,
-        /// Protect the key file with a passphrase (read from TALLINN_PASSPHRASE,
-        /// or the first line of standard input).
+        /// Protect the key file with a passphrase: asked twice on a hidden
+        /// prompt; without a terminal, from TALLINN_PASSPHRASE_FILE,
+        /// TALLINN_PASSPHRASE or the first line of standard input.
         #[arg(long)]
         passphrase: bool,
         /// Where to write the secret key file [default: ID.key].
@@ -486,6 +491,42 @@ pub(super) fn parse_time(s: &str) -> Result<u64, String> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     u64::try_from(days * 86_400_000).map_err(|_| "date before 1970".into())
+}
+
+/// `tallinn init`.
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Participant id (e.g. LT), as the operator listed it.
+    #[arg(long)]
+    pub id: String,
+    /// Display name for the roster entry.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Role for the roster entry.
+    #[arg(long, value_enum, default_value_t = RoleArg::Member)]
+    pub role: RoleArg,
+    /// The relay, host:port (from the operator).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub relay: String,
+    /// The relay's key fingerprint (64 hex digits, from the operator).
+    #[arg(long, value_name = "HEX")]
+    pub pin: String,
+    /// The roster file from the operator (version 1); copied next to the config.
+    #[arg(long, value_name = "FILE", required_unless_present = "deployment")]
+    pub roster: Option<PathBuf>,
+    /// Version 2: the deployment fingerprint (64 hex digits, from the operator).
+    #[arg(long, value_name = "HEX")]
+    pub deployment: Option<String>,
+    /// This installation's device label (1-32 of A-Za-z0-9_-).
+    #[arg(long, default_value = "default")]
+    pub device: String,
+    /// Leave the key file without a passphrase (a machine nobody else can
+    /// reach; the file stays mode 0600).
+    #[arg(long)]
+    pub no_passphrase: bool,
+    /// Replace an existing client.toml (an existing key file is never replaced).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Fields common to every message-sending command.

@@ -15,20 +15,7 @@ pub(super) fn keygen(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(format!("{id}.key")));
     let pass = if passphrase {
-        let p = match std::env::var(PASSPHRASE_ENV) {
-            Ok(p) => p,
-            Err(_) => {
-                let mut line = String::new();
-                std::io::stdin()
-                    .read_line(&mut line)
-                    .context("reading the passphrase from stdin")?;
-                line.trim_end_matches(['\r', '\n']).to_string()
-            }
-        };
-        if p.chars().count() < 12 {
-            bail!("the passphrase must be at least 12 characters");
-        }
-        Some(zeroize::Zeroizing::new(p))
+        Some(super::prompt::new()?)
     } else {
         None
     };

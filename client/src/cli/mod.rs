@@ -36,8 +36,10 @@ mod args;
 mod front;
 mod governance;
 mod identity;
+mod init;
 mod messaging;
 mod output;
+mod prompt;
 mod roster;
 #[cfg(test)]
 mod tests;
@@ -74,13 +76,7 @@ fn passphrase_for(path: &Path) -> Result<Option<zeroize::Zeroizing<String>>> {
     if !Identity::secret_file_is_protected(path)? {
         return Ok(None);
     }
-    match std::env::var(PASSPHRASE_ENV) {
-        Ok(p) => Ok(Some(zeroize::Zeroizing::new(p))),
-        Err(_) => bail!(
-            "secret key file {} is passphrase-protected: set {PASSPHRASE_ENV}",
-            path.display()
-        ),
-    }
+    prompt::existing(path).map(Some)
 }
 
 impl Ctx {
@@ -290,6 +286,7 @@ pub struct VerificationFailed(pub String);
 pub async fn run(cli: Cli) -> Result<()> {
     output::set_utc(cli.utc);
     match &cli.command {
+        Command::Init(a) => init::init(&cli, a),
         Command::Keygen {
             id,
             name,
