@@ -24,6 +24,7 @@
 //! - [`private_file`]: 0600, no-symlink, no-overwrite output files.
 //! - [`config`]: the `client.toml` file.
 //! - [`agent`]: the local agent and its API (HTTP + JSON on a Unix socket).
+//! - [`attachment`]: saving received attachments under safe names.
 //! - [`cli`]: the `tallinn` command line.
 //! - [`defaults`]: defaults with their reasons.
 //!
@@ -35,6 +36,7 @@
 
 pub mod agent;
 pub mod archive;
+pub mod attachment;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -11,6 +11,8 @@ use crate::util::*;
 
 const COMMANDS: &[&[&str]] = &[
     &[],
+    &["init"],
+    &["agent"],
     &["keygen"],
     &["fingerprint"],
     &["roster"],
@@ -26,6 +28,10 @@ const COMMANDS: &[&[&str]] = &[
     &["thread"],
     &["outbox"],
     &["quarantine"],
+    &["quarantine", "retry"],
+    &["quarantine", "purge"],
+    &["attachment", "save"],
+    &["outbox", "retry"],
     &["archive"],
     &["archive", "search"],
     &["archive", "export"],

@@ -5,6 +5,7 @@
 mod agent;
 mod cli;
 mod client;
+mod daily;
 mod pty;
 mod roster;
 mod system;

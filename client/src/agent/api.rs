@@ -529,6 +529,29 @@ pub struct QuarantineItem {
     pub envelope_len: usize,
 }
 
+/// What `POST /v1/quarantine/retry` did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuarantineRetry {
+    /// Deliveries that verify now and were archived.
+    pub archived: usize,
+    /// Still quarantined.
+    pub left: usize,
+}
+
+/// `POST /v1/quarantine/purge`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PurgeRequest {
+    /// Delete what was received before this time, unix ms.
+    pub before_ms: u64,
+}
+
+/// What a purge deleted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PurgeResult {
+    /// How many deliveries.
+    pub purged: usize,
+}
+
 /// The agent's state (`GET /v1/status`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusView {

@@ -28,7 +28,10 @@
 //! | `DELETE /v1/outbox/{id}` | `{"dropped": id}` |
 //! | `POST /v1/outbox/{id}/resend` | `{"old": id, "new": id}` |
 //! | `POST /v1/outbox/retry` | `{"retried": n}` |
+//! | `GET /v1/messages/{id}/attachments/{n}` | the bytes of attachment `n` (from 1); headers `x-tallinn-sha256`, `x-tallinn-name` (percent-encoded) |
 //! | `GET /v1/quarantine` | `[QuarantineItem]` |
+//! | `POST /v1/quarantine/retry` | `{"archived", "left"}`: verify again against the roster in force |
+//! | `POST /v1/quarantine/purge` | `{"before_ms"}` → `{"purged"}` |
 //! | `GET /v1/events` | newline-delimited [`api::EventView`]s, `hello` first, for as long as the caller reads |
 //!
 //! # Modules

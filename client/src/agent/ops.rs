@@ -271,3 +271,42 @@ pub fn status(client: &Client) -> StatusView {
         last_error: s.last_error,
     }
 }
+
+/// `GET /v1/messages/{id}/attachments/{n}` (n from 1): the attachment's
+/// name and bytes.
+///
+/// # Errors
+/// [`ApiError`]: the id rule; `not_found` for a number out of range.
+pub fn attachment(client: &Client, given: &str, n: usize) -> Result<(String, Vec<u8>), ApiError> {
+    let r = resolve(client, given)?;
+    let count = r.message.attachments.len();
+    let a = n
+        .checked_sub(1)
+        .and_then(|i| r.message.attachments.get(i))
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "message {} has {count} attachment(s); there is no number {n}",
+                r.msg_id
+            ))
+        })?;
+    Ok((a.name.clone(), a.data.clone()))
+}
+
+/// `POST /v1/quarantine/retry`: `{"archived": n, "left": m}`.
+///
+/// # Errors
+/// [`ApiError`].
+pub fn quarantine_retry(client: &Client) -> Result<QuarantineRetry, ApiError> {
+    let (archived, left) = client.retry_quarantine()?;
+    Ok(QuarantineRetry { archived, left })
+}
+
+/// `POST /v1/quarantine/purge` `{"before_ms": t}`: `{"purged": n}`.
+///
+/// # Errors
+/// [`ApiError`].
+pub fn quarantine_purge(client: &Client, req: &PurgeRequest) -> Result<PurgeResult, ApiError> {
+    Ok(PurgeResult {
+        purged: client.purge_quarantine(req.before_ms)?,
+    })
+}

@@ -267,6 +267,59 @@ impl AgentClient {
         self.call(Method::GET, "/v1/quarantine", None::<&()>).await
     }
 
+    /// `GET /v1/messages/{id}/attachments/{n}`: the bytes.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn attachment(&self, id: &str, n: usize) -> Result<Vec<u8>, RemoteError> {
+        let resp = self
+            .request(
+                Method::GET,
+                &format!("/v1/messages/{}/attachments/{n}", path_id(id)),
+                None,
+            )
+            .await?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.http(e))?
+            .to_bytes();
+        if status >= 400 {
+            let mut e = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| {
+                    ApiError::internal(format!("the agent answered HTTP {status}"))
+                });
+            e.status = status;
+            return Err(e.into());
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// `POST /v1/quarantine/retry`.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn quarantine_retry(&self) -> Result<QuarantineRetry, RemoteError> {
+        self.call(Method::POST, "/v1/quarantine/retry", None::<&()>)
+            .await
+    }
+
+    /// `POST /v1/quarantine/purge`.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn quarantine_purge(&self, before_ms: u64) -> Result<PurgeResult, RemoteError> {
+        self.call(
+            Method::POST,
+            "/v1/quarantine/purge",
+            Some(&PurgeRequest { before_ms }),
+        )
+        .await
+    }
+
     /// `GET /v1/events`: the stream, read with [`EventStream::next`].
     ///
     /// # Errors

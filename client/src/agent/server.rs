@@ -143,6 +143,29 @@ fn json<T: Serialize>(status: u16, v: &T) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync()))
 }
 
+/// Raw bytes, with their SHA-256 and (percent-encoded) name in headers.
+fn bytes_answer(name: &str, data: Vec<u8>) -> Response<Body> {
+    use sha2::Digest as _;
+    let sha = hex::encode(sha2::Sha256::digest(&data));
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/octet-stream")
+        .header("x-tallinn-sha256", sha)
+        .header("x-tallinn-name", encoded)
+        .body(Full::new(Bytes::from(data)).boxed_unsync())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync()))
+}
+
 fn error(e: ApiError) -> Response<Body> {
     json(e.status, &ErrorBody { error: e })
 }
@@ -212,6 +235,21 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
                 .map(|(old, new)| serde_json::json!({ "old": old, "new": new })),
         ),
         (Method::GET, ["quarantine"]) => answer(ops::quarantine(client)),
+        (Method::POST, ["quarantine", "retry"]) => answer(ops::quarantine_retry(client)),
+        (Method::POST, ["quarantine", "purge"]) => match read_json::<PurgeRequest>(req).await {
+            Ok(p) => answer(ops::quarantine_purge(client, &p)),
+            Err(e) => error(e),
+        },
+        (Method::GET, ["messages", id, "attachments", n]) => {
+            let r = n
+                .parse::<usize>()
+                .map_err(|_| ApiError::bad_request("the attachment number is 1, 2, ..."))
+                .and_then(|n| ops::attachment(client, id, n));
+            match r {
+                Ok((name, data)) => bytes_answer(&name, data),
+                Err(e) => error(e),
+            }
+        }
         (Method::GET, ["events"]) => events(shared),
         (_, ["status" | "search" | "messages" | "outbox" | "quarantine" | "events", ..]) => {
             error(ApiError::new(

@@ -161,11 +161,20 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<OutboxAction>,
     },
-    /// Deliveries that failed verification.
+    /// Deliveries that failed verification: list, verify again, purge.
     Quarantine {
         /// JSON output.
         #[arg(long)]
         json: bool,
+        /// Retry or purge.
+        #[command(subcommand)]
+        action: Option<QuarantineAction>,
+    },
+    /// Attachments of received messages.
+    Attachment {
+        /// Subcommand.
+        #[command(subcommand)]
+        command: AttachmentCommand,
     },
     /// Archive commands: search, export, verify, stats.
     Archive {
@@ -299,6 +308,43 @@ pub enum OutboxAction {
     /// Send every pending message again now (with the agent: on its
     /// session; without: connect, send, wait for the answers).
     Retry,
+}
+
+/// What to do with the quarantine.
+#[derive(Subcommand, Debug)]
+pub enum QuarantineAction {
+    /// Verify every quarantined delivery again against the roster in force
+    /// and archive those that pass now.
+    Retry,
+    /// Delete quarantined deliveries older than an age.
+    Purge {
+        /// Age: 90s, 30m, 12h, 7d, 2w.
+        #[arg(long, value_name = "AGE", value_parser = parse_age_arg)]
+        older_than: u64,
+    },
+}
+
+/// Attachment subcommands.
+#[derive(Subcommand, Debug)]
+pub enum AttachmentCommand {
+    /// Save a message's attachments (or the one named) into a folder: the
+    /// size and SHA-256 are checked first, the sender's file name is made
+    /// safe (one plain name, no path, no leading dot, no control
+    /// characters), files are written 0600 and never over an existing one.
+    Save {
+        /// Message id: the full 32 hex digits, or a unique prefix of at least 6.
+        id: String,
+        /// Only the attachment with this name (or number, from 1).
+        name: Option<String>,
+        /// The folder to write into (created 0700 if missing).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+pub(super) fn parse_age_arg(s: &str) -> Result<u64, String> {
+    parse_age(s)
+        .unwrap_or_else(|| Err(format!("{s:?} is not an age such as 90s, 30m, 12h, 7d, 2w")))
 }
 
 /// Archive subcommands.

@@ -159,6 +159,29 @@ impl Front {
         }
     }
 
+    pub(super) async fn attachment(&self, id: &str, n: usize) -> Result<Vec<u8>> {
+        match self {
+            Front::Agent(a) => a.attachment(id, n).await.map_err(remote),
+            Front::Direct { client, .. } => Ok(ops::attachment(client, id, n)?.1),
+        }
+    }
+
+    pub(super) async fn quarantine_retry(&self) -> Result<QuarantineRetry> {
+        match self {
+            Front::Agent(a) => a.quarantine_retry().await.map_err(remote),
+            Front::Direct { client, .. } => Ok(ops::quarantine_retry(client)?),
+        }
+    }
+
+    pub(super) async fn quarantine_purge(&self, before_ms: u64) -> Result<PurgeResult> {
+        match self {
+            Front::Agent(a) => a.quarantine_purge(before_ms).await.map_err(remote),
+            Front::Direct { client, .. } => {
+                Ok(ops::quarantine_purge(client, &PurgeRequest { before_ms })?)
+            }
+        }
+    }
+
     pub(super) async fn quarantine(&self) -> Result<Vec<QuarantineItem>> {
         match self {
             Front::Agent(a) => a.quarantine().await.map_err(remote),

@@ -480,7 +480,33 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Quarantine { json } => {
+        Command::Attachment {
+            command: AttachmentCommand::Save { id, name, out },
+        } => save_attachments(&cli, id, name.as_deref(), out).await,
+        Command::Quarantine {
+            action: Some(QuarantineAction::Retry),
+            ..
+        } => {
+            let front = Front::local(&cli).await?;
+            let r = front.quarantine_retry().await?;
+            println!(
+                "{} archived (they verify against the roster in force now), {} still quarantined",
+                r.archived, r.left
+            );
+            Ok(())
+        }
+        Command::Quarantine {
+            action: Some(QuarantineAction::Purge { older_than }),
+            ..
+        } => {
+            let front = Front::local(&cli).await?;
+            let r = front
+                .quarantine_purge(now_ms().saturating_sub(*older_than))
+                .await?;
+            println!("{} quarantined deliveries deleted", r.purged);
+            Ok(())
+        }
+        Command::Quarantine { json, action: None } => {
             let front = Front::local(&cli).await?;
             let rows = front.quarantine().await?;
             if *json {
@@ -505,6 +531,61 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Archive { command } => archive_cmd(&cli, command).await,
     }
+}
+
+/// `tallinn attachment save`.
+async fn save_attachments(cli: &Cli, id: &str, name: Option<&str>, out: &Path) -> Result<()> {
+    let front = Front::local(cli).await?;
+    let d = front.show(id).await?;
+    let all = &d.message.attachments;
+    if all.is_empty() {
+        bail!("message {} has no attachments", d.message.msg_id);
+    }
+    let chosen: Vec<usize> = match name {
+        None => (1..=all.len()).collect(),
+        Some(n) => match n.parse::<usize>() {
+            Ok(i) if (1..=all.len()).contains(&i) => vec![i],
+            _ => {
+                let found: Vec<usize> = all
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, a)| a.name == n)
+                    .map(|(i, _)| i + 1)
+                    .collect();
+                if found.is_empty() {
+                    let names: Vec<String> = all
+                        .iter()
+                        .enumerate()
+                        .map(|(i, a)| format!("{} {}", i + 1, esc(&a.name)))
+                        .collect();
+                    bail!(
+                        "message {} has no attachment {}; it has: {}",
+                        d.message.msg_id,
+                        esc(n),
+                        names.join(", ")
+                    );
+                }
+                found
+            }
+        },
+    };
+    for n in chosen {
+        let Some(a) = all.get(n - 1) else { continue };
+        let data = front.attachment(&d.message.msg_id, n).await?;
+        let path = crate::attachment::save(out, &a.name, n, &data, a.size, &a.sha256)?;
+        println!("{}", esc(&path.display().to_string()));
+        eprintln!(
+            "saved attachment {n} ({} bytes, sha256 {} checked){}",
+            a.size,
+            &a.sha256[..16],
+            if crate::attachment::safe_name(&a.name, n) == a.name {
+                String::new()
+            } else {
+                format!("; the sender named it {}", esc(&a.name))
+            }
+        );
+    }
+    Ok(())
 }
 
 pub(super) fn now_ms() -> u64 {

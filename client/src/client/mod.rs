@@ -692,6 +692,45 @@ impl Client {
         n
     }
 
+    /// Verifies every quarantined delivery again against the roster in
+    /// force (version 1: the roster file as loaded; version 2: the log as
+    /// far as fetched) and archives those that verify and open now.
+    /// Returns `(archived, still quarantined)`.
+    ///
+    /// # Errors
+    /// [`ClientError::Archive`].
+    pub fn retry_quarantine(&self) -> Result<(usize, usize), ClientError> {
+        let events = roster_sync::reverify_quarantine(&self.inner)?;
+        let archived = events.len();
+        let listening = self
+            .inner
+            .subscribed
+            .load(std::sync::atomic::Ordering::Relaxed);
+        for ev in events {
+            if listening && !matches!(ev, Event::Archived) {
+                let _ = self.inner.events.send(ev);
+            }
+        }
+        Ok((archived, self.inner.archive.quarantined()?.len()))
+    }
+
+    /// Deletes quarantined deliveries received before `before_ms` (unix
+    /// ms); returns how many.
+    ///
+    /// # Errors
+    /// [`ClientError::Archive`].
+    pub fn purge_quarantine(&self, before_ms: u64) -> Result<usize, ClientError> {
+        let mut n = 0;
+        for (i, q) in self.inner.archive.quarantined_numbered()? {
+            if q.received_at_ms < before_ms {
+                self.inner.archive.release_quarantined(i)?;
+                n += 1;
+            }
+        }
+        self.inner.archive.flush()?;
+        Ok(n)
+    }
+
     /// Stops the connection manager and closes the session gracefully.
     pub async fn close(&self) {
         let _ = self.stop.send(true);
