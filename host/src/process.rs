@@ -17,3 +17,22 @@ pub fn quiet_broken_pipe() {
         default(info);
     }));
 }
+
+/// An error and its causes, each said once: a cause whose text the
+/// message so far already contains (a `{source}` inside a message, a
+/// context repeating its error) is left out.
+pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}

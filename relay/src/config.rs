@@ -660,6 +660,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shipped_configs_parse() {
+        for text in [
+            include_str!("../../config/relay.toml"),
+            include_str!("../../config/tallinn-relay.toml"),
+        ] {
+            let f: FileConfig = toml::from_str(text).unwrap();
+            assert!(f.tls.generate_self_signed);
+        }
+        // The packaged one: every path absolute (ProtectSystem=strict).
+        let f: FileConfig = toml::from_str(include_str!("../../config/tallinn-relay.toml")).unwrap();
+        assert!(f.data_dir.is_absolute());
+        assert!(f.tls.cert.is_absolute() && f.tls.key.is_absolute());
+        assert!(f.tls.cert.starts_with(&f.data_dir));
+    }
+
+    #[test]
     fn defaults_and_unknown_fields() {
         let c: FileConfig = toml::from_str("").unwrap();
         assert_eq!(c.listen.port(), 4433);

@@ -50,6 +50,7 @@ pub mod router;
 pub mod rules;
 pub mod server;
 pub mod session;
+pub mod control;
 pub mod store;
 pub mod tls;
 

@@ -406,6 +406,36 @@ impl Metrics {
     }
 }
 
+/// `tallinn_build_info` (the version as a label) and the roster in force:
+/// `tallinn_roster_info` with its fingerprint (version 1: the roster
+/// file's; version 2: the log head hash and the deployment), and for
+/// version 2 `tallinn_roster_epoch`. An operator's alert compares the
+/// fingerprint with the one agreed out of band.
+pub(crate) fn render_identity(o: &mut String, rules: &crate::rules::RosterRules) {
+    let _ = writeln!(
+        o,
+        "# HELP tallinn_build_info The relay's build; always 1.\n# TYPE tallinn_build_info gauge\ntallinn_build_info{{version=\"{}\",protocol=\"tallinn/1\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    let labels = match rules {
+        crate::rules::RosterRules::V1(r) => {
+            format!("roster=\"v1\",fingerprint=\"{}\"", r.fingerprint_hex())
+        }
+        crate::rules::RosterRules::V2(l) => format!(
+            "roster=\"v2\",fingerprint=\"{}\",deployment=\"{}\"",
+            hex::encode(l.log.head_hash()),
+            hex::encode(l.log.deployment())
+        ),
+    };
+    let _ = writeln!(
+        o,
+        "# HELP tallinn_roster_info The roster in force (fingerprint as a label); always 1.\n# TYPE tallinn_roster_info gauge\ntallinn_roster_info{{{labels}}} 1"
+    );
+    if let Some(e) = rules.epoch() {
+        gauge(o, "tallinn_roster_epoch", "The roster-log epoch in force.", e);
+    }
+}
+
 /// Serves `GET /metrics` and `GET /healthz` on `listener` until the task is
 /// aborted. Requests are bounded (8 KiB, 5 s) so a stray client cannot pin
 /// resources.

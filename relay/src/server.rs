@@ -41,8 +41,10 @@ pub enum SpawnError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// A socket could not be bound.
-    #[error("binding {addr}: {source}")]
+    #[error("cannot bind {key} = \"{addr}\" (relay.toml): {source}")]
     Bind {
+        /// The config key that gave the address (`listen`, `metrics_listen`).
+        key: &'static str,
         /// Address.
         addr: SocketAddr,
         /// Why.
@@ -83,6 +85,8 @@ pub struct Server {
     accept_task: JoinHandle<()>,
     gc_task: JoinHandle<()>,
     metrics_task: Option<JoinHandle<()>>,
+    control_task: Option<JoinHandle<()>>,
+    data_dir: std::path::PathBuf,
     committer_thread: CommitterThread,
 }
 
@@ -260,6 +264,7 @@ impl Server {
             })?;
         let socket =
             std::net::UdpSocket::bind(config.listen).map_err(|source| SpawnError::Bind {
+                key: "listen",
                 addr: config.listen,
                 source,
             })?;
@@ -279,10 +284,12 @@ impl Server {
             Arc::new(quinn::TokioRuntime),
         )
         .map_err(|source| SpawnError::Bind {
+            key: "listen",
             addr: config.listen,
             source,
         })?;
         let local_addr = endpoint.local_addr().map_err(|source| SpawnError::Bind {
+            key: "listen",
             addr: config.listen,
             source,
         })?;
@@ -316,17 +323,20 @@ impl Server {
             Some(addr) => {
                 let listener = metrics::bind(addr)
                     .await
-                    .map_err(|source| SpawnError::Bind { addr, source })?;
+                    .map_err(|source| SpawnError::Bind {
+                        key: "metrics_listen",
+                        addr,
+                        source,
+                    })?;
                 let bound = listener
                     .local_addr()
-                    .map_err(|source| SpawnError::Bind { addr, source })?;
+                    .map_err(|source| SpawnError::Bind {
+                        key: "metrics_listen",
+                        addr,
+                        source,
+                    })?;
                 let s1 = shared.clone();
-                let render = Arc::new(move || {
-                    s1.metrics.render(
-                        s1.store.as_ref(),
-                        s1.open_connections.load(Ordering::SeqCst),
-                    )
-                });
+                let render = Arc::new(move || s1.render_metrics());
                 let s2 = shared.clone();
                 let healthy = Arc::new(move || {
                     !*s2.shutdown.borrow() && s2.failstop.reason().is_none() && s2.store.healthy()
@@ -339,6 +349,15 @@ impl Server {
             None => (None, None),
         };
 
+        // The operator's control socket (backups); a relay whose data
+        // directory cannot hold a socket still runs, without it.
+        let control_task = match crate::control::bind(&config.data_dir) {
+            Ok(l) => Some(tokio::spawn(crate::control::serve(l, store.clone()))),
+            Err(e) => {
+                tracing::warn!(error = %e, "no control socket in the data directory: `tallinn-relay backup` needs the relay stopped");
+                None
+            }
+        };
         let accept_task = tokio::spawn(accept_loop(
             endpoint.clone(),
             shared.clone(),
@@ -362,8 +381,18 @@ impl Server {
             accept_task,
             gc_task,
             metrics_task,
+            control_task,
+            data_dir: config.data_dir.clone(),
             committer_thread,
         })
+    }
+
+    /// Whether the relay works: not shutting down, no storage failure,
+    /// the store answers (what `/healthz` says).
+    pub fn healthy(&self) -> bool {
+        !*self.shared.shutdown.borrow()
+            && self.shared.failstop.reason().is_none()
+            && self.shared.store.healthy()
     }
 
     /// The bound UDP address.
@@ -388,10 +417,7 @@ impl Server {
 
     /// Prometheus text of the current metrics.
     pub fn render_metrics(&self) -> String {
-        self.shared.metrics.render(
-            self.shared.store.as_ref(),
-            self.shared.open_connections.load(Ordering::SeqCst),
-        )
+        self.shared.render_metrics()
     }
 
     /// Resolves once a storage failure stopped the relay from accepting
@@ -475,6 +501,11 @@ impl Server {
         if let Some(t) = self.metrics_task {
             t.abort();
             let _ = t.await;
+        }
+        if let Some(t) = self.control_task {
+            t.abort();
+            let _ = t.await;
+            let _ = std::fs::remove_file(self.data_dir.join(crate::control::SOCKET));
         }
         let flushed = self.shared.committer.flush();
         let _ = tokio::time::timeout(self.shared.limits.drain_timeout, flushed).await;

@@ -6,6 +6,7 @@ mod agent;
 mod cli;
 mod client;
 mod daily;
+mod operator;
 mod pty;
 mod roster;
 mod system;

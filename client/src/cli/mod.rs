@@ -238,22 +238,10 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
-/// An error and its causes, each said once: a cause whose text the
-/// message before it already contains (thiserror's `{source}` in a
-/// message, a context repeating its error) is left out.
+/// An error and its causes, each said once
+/// ([`tallinn_host::process::error_text`]).
 pub fn error_text(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if text.is_empty() || out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
+    tallinn_host::process::error_text(e.as_ref())
 }
 
 /// Exit code of a verification that ran and found a problem (`archive

@@ -119,6 +119,18 @@ impl Drop for Ticket {
 }
 
 impl Shared {
+    /// Prometheus text of the metrics, with the build and the roster in
+    /// force.
+    pub(crate) fn render_metrics(&self) -> String {
+        let mut o = self.metrics.render(
+            self.store.as_ref(),
+            self.open_connections
+                .load(std::sync::atomic::Ordering::SeqCst),
+        );
+        crate::metrics::render_identity(&mut o, &self.router.roster());
+        o
+    }
+
     pub fn roster(&self) -> Arc<RosterRules> {
         self.router.roster()
     }

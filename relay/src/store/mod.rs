@@ -40,6 +40,7 @@
 //! - this file: the [`Store`] trait and the types it speaks;
 //! - `sled_store`: [`SledStore`], opening and replay, the trait's methods;
 //! - `checkpoint`: checkpoints and fail-stop;
+//! - `backup`: a consistent copy of a running store (`tallinn-relay backup`);
 //! - `keys`: the sled key layout and value codecs;
 //! - `index`: the in-memory inbox index, stored bytes per sender, totals;
 //! - [`wal`]: the commit log's file format, append and replay.
@@ -291,8 +292,37 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError`] on database failure.
     fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// Writes a consistent copy of the store into `dir` (which must not
+    /// exist, or be empty): a data directory a relay starts from as it is.
+    /// Every message accepted before the copy began is in it.
+    ///
+    /// # Errors
+    /// [`StoreError`]; a store that cannot back itself up says so.
+    fn backup(&self, dir: &std::path::Path) -> Result<BackupReport, StoreError> {
+        let _ = dir;
+        Err(StoreError::Flush(
+            "this store backend has no backup; use its own tools".into(),
+        ))
+    }
 }
 
+/// What a backup wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupReport {
+    /// Where.
+    pub dir: std::path::PathBuf,
+    /// Keys copied (messages, cursors, seen ids, roster log...).
+    pub keys: u64,
+    /// Bytes of keys and values copied.
+    pub bytes: u64,
+    /// The highest seq assigned when the copy was taken.
+    pub last_seq: u64,
+    /// Files copied beside the database (keys of the relay).
+    pub files: Vec<String>,
+}
+
+mod backup;
 mod checkpoint;
 mod index;
 mod keys;

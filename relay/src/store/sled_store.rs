@@ -37,6 +37,8 @@ pub struct SledStore {
 }
 
 pub(super) struct Inner {
+    /// The data directory (for backups of the files beside sled).
+    pub(super) dir: std::path::PathBuf,
     pub(super) db: sled::Db,
     /// fdatasync of sled's log: sled's own flush is not a power-cut barrier.
     pub(super) log: tallinn_host::durable::SledLog,
@@ -198,6 +200,7 @@ impl SledStore {
             });
         }
         let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
             db,
             log,
             tree,
@@ -580,6 +583,10 @@ impl Store for SledStore {
             .lock()
             .map(|w| w.next_seq.saturating_sub(1))
             .unwrap_or(0)
+    }
+
+    fn backup(&self, dir: &Path) -> Result<super::BackupReport, StoreError> {
+        self.backup_to(dir)
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
