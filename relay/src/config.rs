@@ -669,7 +669,8 @@ mod tests {
             assert!(f.tls.generate_self_signed);
         }
         // The packaged one: every path absolute (ProtectSystem=strict).
-        let f: FileConfig = toml::from_str(include_str!("../../config/tallinn-relay.toml")).unwrap();
+        let f: FileConfig =
+            toml::from_str(include_str!("../../config/tallinn-relay.toml")).unwrap();
         assert!(f.data_dir.is_absolute());
         assert!(f.tls.cert.is_absolute() && f.tls.key.is_absolute());
         assert!(f.tls.cert.starts_with(&f.data_dir));

@@ -116,7 +116,12 @@ async fn handle(stream: UnixStream, store: Arc<dyn Store>) -> std::io::Result<()
     let mut line = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), async {
         let mut limited = (&mut reader).take(MAX_REQUEST as u64);
-        tokio::io::AsyncBufReadExt::read_until(&mut tokio::io::BufReader::new(&mut limited), b'\n', &mut line).await
+        tokio::io::AsyncBufReadExt::read_until(
+            &mut tokio::io::BufReader::new(&mut limited),
+            b'\n',
+            &mut line,
+        )
+        .await
     })
     .await;
     let stream = reader.into_inner();
@@ -140,7 +145,13 @@ async fn handle(stream: UnixStream, store: Arc<dyn Store>) -> std::io::Result<()
             let started = std::time::Instant::now();
             match tokio::task::spawn_blocking(move || store.backup(&out)).await {
                 Ok(Ok(report)) => {
-                    tracing::info!(keys = report.keys, bytes = report.bytes, last_seq = report.last_seq, took_ms = started.elapsed().as_millis() as u64, "backup written");
+                    tracing::info!(
+                        keys = report.keys,
+                        bytes = report.bytes,
+                        last_seq = report.last_seq,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "backup written"
+                    );
                     Answer {
                         ok: true,
                         report: Some(report),

@@ -43,6 +43,7 @@
 pub mod admission;
 pub mod commit;
 pub mod config;
+pub mod control;
 pub mod defaults;
 pub mod genesis;
 pub mod metrics;
@@ -50,7 +51,6 @@ pub mod router;
 pub mod rules;
 pub mod server;
 pub mod session;
-pub mod control;
 pub mod store;
 pub mod tls;
 

@@ -217,4 +217,3 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Roster(c) => cmd::roster::roster_command(c),
     }
 }
-

@@ -432,7 +432,12 @@ pub(crate) fn render_identity(o: &mut String, rules: &crate::rules::RosterRules)
         "# HELP tallinn_roster_info The roster in force (fingerprint as a label); always 1.\n# TYPE tallinn_roster_info gauge\ntallinn_roster_info{{{labels}}} 1"
     );
     if let Some(e) = rules.epoch() {
-        gauge(o, "tallinn_roster_epoch", "The roster-log epoch in force.", e);
+        gauge(
+            o,
+            "tallinn_roster_epoch",
+            "The roster-log epoch in force.",
+            e,
+        );
     }
 }
 

@@ -328,13 +328,11 @@ impl Server {
                         addr,
                         source,
                     })?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(|source| SpawnError::Bind {
-                        key: "metrics_listen",
-                        addr,
-                        source,
-                    })?;
+                let bound = listener.local_addr().map_err(|source| SpawnError::Bind {
+                    key: "metrics_listen",
+                    addr,
+                    source,
+                })?;
                 let s1 = shared.clone();
                 let render = Arc::new(move || s1.render_metrics());
                 let s2 = shared.clone();

@@ -136,7 +136,7 @@ async fn a_backup_taken_while_sends_flow_restores_every_accepted_message() {
             senders.push(tokio::spawn(async move {
                 let mut i = 0u32;
                 while !stop.load(Ordering::Relaxed) {
-                    let m = Message::note(Tlp::Amber, &format!("{who} {i}"), "flowing");
+                    let m = Message::note(Tlp::Amber, format!("{who} {i}"), "flowing");
                     let (id, _) = client.send("back-office", &m).await.unwrap();
                     let n = {
                         let mut a = accepted.lock().unwrap();
@@ -173,9 +173,15 @@ async fn a_backup_taken_while_sends_flow_restores_every_accepted_message() {
         .await
         .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
-        assert!(stdout(&out).contains("from the running relay"), "{}", stdout(&out));
+        assert!(
+            stdout(&out).contains("from the running relay"),
+            "{}",
+            stdout(&out)
+        );
         let n_before = accepted.lock().unwrap().len();
-        tokio::time::timeout(WAIT, wait_for(n_before + 20)).await.unwrap();
+        tokio::time::timeout(WAIT, wait_for(n_before + 20))
+            .await
+            .unwrap();
         stop.store(true, Ordering::Relaxed);
         for s in senders {
             s.await.unwrap();
@@ -228,7 +234,10 @@ async fn a_backup_taken_while_sends_flow_restores_every_accepted_message() {
         .await
         .unwrap();
         let (_, seq) = ua
-            .send("back-office", &Message::note(Tlp::Amber, "after restore", "x"))
+            .send(
+                "back-office",
+                &Message::note(Tlp::Amber, "after restore", "x"),
+            )
             .await
             .unwrap();
         assert!(seq as usize > must_have.len(), "seq {seq}");

@@ -212,4 +212,3 @@ pub(crate) fn enrol(roster_path: &Path, entry_path: &Path, channels: &[String]) 
     );
     Ok(())
 }
-

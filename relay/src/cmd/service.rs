@@ -27,12 +27,13 @@ pub(crate) fn backup(config: &Path, out: &Path) -> Result<()> {
         Some(r) => (r, "from the running relay"),
         None => {
             use tallinn_relay::store::Store as _;
-            let store = tallinn_relay::store::SledStore::open(&cfg.data_dir).with_context(|| {
-                format!(
-                    "opening the store in {} (no relay answered on its control socket)",
-                    cfg.data_dir.display()
-                )
-            })?;
+            let store =
+                tallinn_relay::store::SledStore::open(&cfg.data_dir).with_context(|| {
+                    format!(
+                        "opening the store in {} (no relay answered on its control socket)",
+                        cfg.data_dir.display()
+                    )
+                })?;
             (store.backup(&out)?, "from the stopped relay's store")
         }
     };
@@ -70,7 +71,10 @@ pub(crate) async fn run(cfg: tallinn_relay::RelayConfig) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     // Ready only now: the UDP socket is bound and sessions are accepted.
-    notify(&format!("READY=1\nSTATUS=listening on {}", server.local_addr()));
+    notify(&format!(
+        "READY=1\nSTATUS=listening on {}",
+        server.local_addr()
+    ));
     let watchdog = tallinn_host::systemd::watchdog_interval();
     let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut failed = None;
@@ -170,4 +174,3 @@ pub(crate) fn check_config(config: &Path) -> Result<()> {
     );
     Ok(())
 }
-

@@ -81,7 +81,9 @@ impl SledStore {
         tallinn_host::durable::SledLog::open(dir)
             .and_then(|l| l.sync())
             .map_err(|e| io("syncing the copy", e))?;
-        for entry in std::fs::read_dir(&inner.dir).map_err(|e| io("listing the data directory", e))? {
+        for entry in
+            std::fs::read_dir(&inner.dir).map_err(|e| io("listing the data directory", e))?
+        {
             let entry = entry.map_err(|e| io("listing the data directory", e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let meta = entry.metadata().map_err(|e| io(&name, e))?;
