@@ -16,7 +16,10 @@ use crate::util::*;
 fn cmd(env: &Env, run: &Path, id: &str, args: &[&str]) -> Command {
     let mut c = env.cli_command(id, args);
     c.env("XDG_RUNTIME_DIR", run)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("AGENT_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .env_remove("TALLINN_PASSPHRASE")
         .env_remove("COLUMNS");
     c
@@ -38,11 +41,20 @@ fn spawn_until(mut c: Command, ready: &str) -> (Child, std::sync::mpsc::Receiver
     let err = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut log = std::env::var_os("AGENT_LOG_FILE").and_then(|p| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .ok()
+        });
         for line in BufReader::new(err).lines() {
             let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
+            if let Some(f) = log.as_mut() {
+                use std::io::Write as _;
+                let _ = writeln!(f, "{line}");
             }
+            let _ = tx.send(line);
         }
     });
     let deadline = std::time::Instant::now() + WAIT;
@@ -117,6 +129,13 @@ async fn with_the_agent_every_command_works_beside_listen_and_without_it_directl
             "through the agent",
         );
 
+        // And one for people, on a narrow terminal.
+        let (narrow, _) = {
+            let mut c = cmd(&env, &run, "EE", &["listen", "--count", "2"]);
+            c.env("COLUMNS", "50");
+            spawn_until(c, "through the agent")
+        };
+
         // A second agent for the same device refuses clearly.
         let second = out(cmd(&env, &run, "EE", &["agent"]));
         assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
@@ -159,6 +178,18 @@ async fn with_the_agent_every_command_works_beside_listen_and_without_it_directl
             .await
             .unwrap();
         assert!(listened.status.success(), "{}", stderr(&listened));
+        let narrow = tokio::task::spawn_blocking(move || narrow.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        assert!(narrow.status.success(), "{}", stderr(&narrow));
+        let lines: Vec<String> = stdout(&narrow).lines().map(String::from).collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        for line in &lines {
+            assert!(
+                line.chars().count() <= 50,
+                "listen: {line:?} is wider than 50"
+            );
+        }
         let lines: Vec<serde_json::Value> = stdout(&listened)
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -377,6 +408,282 @@ async fn a_queued_send_exits_75_and_a_config_error_never_queues() {
             1,
             "only the first is queued: {outbox}"
         );
+    })
+    .await;
+}
+
+/// One raw HTTP/1.1 request on the agent's socket; `(status, body)`.
+async fn raw(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    raw_declared(socket, method, path, body, body.len()).await
+}
+
+/// [`raw`] with a declared `Content-Length` (an oversized one is answered
+/// before its body is sent).
+async fn raw_declared(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    declared: usize,
+) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    tokio::time::timeout(WAIT, async {
+        // Read what the agent answered, up to its close.
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no end to the answer to {method} {path}: {:?}",
+            String::from_utf8_lossy(&out)
+        )
+    });
+    let text = String::from_utf8_lossy(&out);
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no answer to {method} {path}: {text:?}"))
+        .parse()
+        .unwrap();
+    let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    (status, out[at..].to_vec())
+}
+
+fn json(b: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(b).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(b)))
+}
+
+/// Every endpoint of the local API, and its error answers, on the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_of_the_local_api_answers() {
+    timed(async {
+        // Messages over 4 KiB are refused by this relay: an outbox entry
+        // to resend and drop without waiting for a timeout.
+        let env = Env::with_limits(tallinn_relay::Limits {
+            max_message_len: 4096,
+            ..limits()
+        })
+        .await;
+        let run = runtime_dir(&env);
+        let (mut agent, _) = spawn_until(cmd(&env, &run, "EE", &["agent"]), "agent for EE");
+        let sock = std::fs::read_dir(run.join("tallinn"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "sock"))
+            .unwrap();
+
+        let (st, b) = raw(&sock, "GET", "/v1/status", b"").await;
+        let v = json(&b);
+        assert_eq!(
+            (st, v["api"].as_u64(), v["participant"].as_str()),
+            (200, Some(1), Some("EE")),
+            "{v}"
+        );
+
+        // Events: `hello` first, then what happens.
+        let mut events = tallinn_client::agent::remote::AgentClient::find(&sock)
+            .await
+            .unwrap()
+            .unwrap()
+            .events()
+            .await
+            .unwrap();
+        let hello = events.next().await.unwrap().unwrap();
+        assert!(
+            matches!(hello, tallinn_client::agent::api::EventView::Hello { .. }),
+            "{hello:?}"
+        );
+
+        let compose = serde_json::json!({
+            "channel": "front-office",
+            "kind": {"name": "request", "loe": "immediate", "category": "dfir", "priority": "high"},
+            "tlp": "AMBER",
+            "subject": "over the API",
+            "body": "b",
+            "attachments": [{"name": "iocs.csv", "media_type": "text/csv", "data_b64": "YSxiCg=="}]
+        });
+        let (st, b) = raw(
+            &sock,
+            "POST",
+            "/v1/messages",
+            compose.to_string().as_bytes(),
+        )
+        .await;
+        let sent = json(&b);
+        assert_eq!(
+            (st, sent["outcome"].as_str()),
+            (200, Some("sent")),
+            "{sent}"
+        );
+        let id = sent["msg_id"].as_str().unwrap().to_string();
+        loop {
+            match events.next().await.unwrap().unwrap() {
+                tallinn_client::agent::api::EventView::Accepted { msg_id, .. } => {
+                    assert_eq!(msg_id, id);
+                    break;
+                }
+                tallinn_client::agent::api::EventView::Connected { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+
+        let (st, b) = raw(
+            &sock,
+            "POST",
+            "/v1/search",
+            br#"{"direction": "sent", "text": "API"}"#,
+        )
+        .await;
+        let page = json(&b);
+        assert_eq!(
+            (
+                st,
+                page["messages"][0]["msg_id"].as_str(),
+                page["more"].as_bool()
+            ),
+            (200, Some(id.as_str()), Some(false)),
+            "{page}"
+        );
+        let (st, b) = raw(&sock, "GET", &format!("/v1/messages/{}", &id[..7]), b"").await;
+        let d = json(&b);
+        assert_eq!(
+            (st, d["kind"]["priority"].as_str()),
+            (200, Some("high")),
+            "{d}"
+        );
+        assert!(d["signature"].as_str().unwrap().starts_with("valid"), "{d}");
+        let (st, b) = raw(&sock, "POST", &format!("/v1/messages/{id}/read"), b"").await;
+        assert_eq!((st, json(&b)["read"].as_str()), (200, Some(id.as_str())));
+        let (st, b) = raw(&sock, "GET", &format!("/v1/messages/{id}/thread"), b"").await;
+        assert_eq!((st, json(&b).as_array().map(Vec::len)), (200, Some(1)));
+        let (st, b) = raw(
+            &sock,
+            "GET",
+            &format!("/v1/messages/{id}/attachments/1"),
+            b"",
+        )
+        .await;
+        assert_eq!((st, b.as_slice()), (200, &b"a,b\n"[..]));
+        let (st, _) = raw(
+            &sock,
+            "GET",
+            &format!("/v1/messages/{id}/attachments/2"),
+            b"",
+        )
+        .await;
+        assert_eq!(st, 404);
+
+        // The outbox: a refused message, resent (refused again), dropped.
+        let mut big = compose.clone();
+        big["kind"] = serde_json::json!({"name": "note"});
+        big["body"] = serde_json::json!("x".repeat(6000));
+        let (st, b) = raw(&sock, "POST", "/v1/messages", big.to_string().as_bytes()).await;
+        assert_eq!(
+            (st, json(&b)["error"]["code"].as_str()),
+            (422, Some("rejected")),
+            "{}",
+            String::from_utf8_lossy(&b)
+        );
+        let (st, b) = raw(&sock, "GET", "/v1/outbox", b"").await;
+        let outbox = json(&b);
+        assert_eq!(
+            (st, outbox[0]["refused"]["code"].as_str()),
+            (200, Some("too_large")),
+            "{outbox}"
+        );
+        let refused = outbox[0]["msg_id"].as_str().unwrap().to_string();
+        let (st, b) = raw(
+            &sock,
+            "POST",
+            &format!("/v1/outbox/{}/resend", &refused[..8]),
+            b"",
+        )
+        .await;
+        let r = json(&b);
+        assert_eq!(
+            (st, r["old"].as_str()),
+            (200, Some(refused.as_str())),
+            "{r}"
+        );
+        let new = r["new"].as_str().unwrap().to_string();
+        // The new entry is sent at once and may be refused already.
+        let (st, b) = raw(&sock, "POST", "/v1/outbox/retry", b"").await;
+        assert!(
+            st == 200 && json(&b)["retried"].as_u64().is_some_and(|n| n <= 1),
+            "{st}"
+        );
+        let (st, b) = raw(&sock, "DELETE", &format!("/v1/outbox/{new}"), b"").await;
+        assert_eq!(
+            (st, json(&b)["dropped"].as_str()),
+            (200, Some(new.as_str()))
+        );
+        let (_, b) = raw(&sock, "GET", "/v1/outbox", b"").await;
+        assert_eq!(json(&b), serde_json::json!([]));
+
+        let (st, b) = raw(&sock, "GET", "/v1/quarantine", b"").await;
+        assert_eq!((st, json(&b)), (200, serde_json::json!([])));
+        let (st, b) = raw(&sock, "POST", "/v1/quarantine/retry", b"").await;
+        assert_eq!((st, json(&b)["left"].as_u64()), (200, Some(0)));
+        let (st, b) = raw(
+            &sock,
+            "POST",
+            "/v1/quarantine/purge",
+            br#"{"before_ms": 0}"#,
+        )
+        .await;
+        assert_eq!((st, json(&b)["purged"].as_u64()), (200, Some(0)));
+
+        // Errors: a code and a message, never a crash.
+        for (method, path, body, status, code) in [
+            ("GET", "/v1/nope", &b""[..], 404, "not_found"),
+            ("GET", "/v2/status", b"", 404, "not_found"),
+            ("PUT", "/v1/status", b"", 405, "method_not_allowed"),
+            ("POST", "/v1/search", b"{", 400, "bad_request"),
+            (
+                "POST",
+                "/v1/messages",
+                br#"{"channel": "x"}"#,
+                400,
+                "bad_request",
+            ),
+            ("GET", "/v1/messages/abc", b"", 400, "bad_request"),
+            ("GET", "/v1/messages/%2e%2e", b"", 400, "bad_request"),
+            ("GET", "/v1/messages/ffffff", b"", 404, "not_found"),
+            ("POST", "/v1/quarantine/purge", b"[]", 400, "bad_request"),
+        ] {
+            let (st, b) = raw(&sock, method, path, body).await;
+            let v = json(&b);
+            assert_eq!(
+                (st, v["error"]["code"].as_str()),
+                (status, Some(code)),
+                "{method} {path}: {v}"
+            );
+            assert!(v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()));
+        }
+        let (st, b) = raw_declared(&sock, "POST", "/v1/messages", b"", 2 << 20).await;
+        assert_eq!(
+            (st, json(&b)["error"]["code"].as_str()),
+            (413, Some("too_large"))
+        );
+        // The agent is still there.
+        let (st, _) = raw(&sock, "GET", "/v1/status", b"").await;
+        assert_eq!(st, 200);
+        terminate(&mut agent);
     })
     .await;
 }

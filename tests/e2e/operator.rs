@@ -248,3 +248,47 @@ async fn a_backup_taken_while_sends_flow_restores_every_accepted_message() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_name_the_build_and_roster_and_a_bind_error_names_its_key() {
+    timed(async {
+        let env = Env::new().await;
+        let relay = env.relay.as_ref().unwrap();
+        let text = relay.render_metrics();
+        assert!(
+            text.contains(&format!(
+                "tallinn_build_info{{version=\"{}\",protocol=\"tallinn/1\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "tallinn_roster_info{{roster=\"v1\",fingerprint=\"{}\"}} 1",
+                env.dep.roster.fingerprint_hex()
+            )),
+            "{text}"
+        );
+        // The relay's port is taken: the error names `listen`.
+        let mut cfg = env.dep.relay_config(Some(env.addr.port())).unwrap();
+        cfg.data_dir = env.dir.path().join("second-relay");
+        let e = tallinn_relay::Server::spawn(cfg)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("cannot bind listen = \"127.0.0.1:"), "{e}");
+        // And a taken metrics port names `metrics_listen`.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut cfg = env.dep.relay_config(None).unwrap();
+        cfg.data_dir = env.dir.path().join("third-relay");
+        cfg.metrics_listen = Some(taken.local_addr().unwrap());
+        let e = tallinn_relay::Server::spawn(cfg)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("cannot bind metrics_listen"), "{e}");
+    })
+    .await;
+}

@@ -178,6 +178,14 @@ fn answer<T: Serialize>(r: Result<T, ApiError>) -> Response<Body> {
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+    // A declared length over the limit is refused before anything is read.
+    if hyper::body::Body::size_hint(req.body()).lower() > MAX_BODY as u64 {
+        return Err(ApiError::new(
+            413,
+            "too_large",
+            format!("request body over {MAX_BODY} bytes"),
+        ));
+    }
     let body = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await

@@ -76,16 +76,32 @@ async fn demo(args: Args) -> Result<bool> {
         "  14 identities, roster (fingerprint {}…), relay and client configs written",
         &dep.roster.fingerprint_hex()[..16]
     );
-    let relay = dep.start_relay(None).await?;
+    // Metrics and health on a free loopback port, as an operator has them.
+    let mut cfg = dep.relay_config(None)?;
+    cfg.metrics_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let relay = tallinn_relay::Server::spawn(cfg).await?;
     let addr = relay.local_addr();
     let pin = relay.spki_pin();
     println!(
         "  relay listening on {addr} (QUIC, TLS 1.3, pin {}…)",
         &hex::encode(pin)[..16]
     );
+    if let Some(m) = relay.metrics_addr() {
+        println!("  metrics on http://{m}/metrics, health on http://{m}/healthz");
+    }
 
     let mut stdout = std::io::stdout();
     let report = scenario::run(&dep, addr, pin, &mut stdout).await;
+    let metrics = relay.render_metrics();
+    for name in [
+        "tallinn_build_info",
+        "tallinn_roster_info",
+        "tallinn_sends_accepted_total ",
+    ] {
+        if let Some(line) = metrics.lines().find(|l| l.starts_with(name)) {
+            println!("  metric {line}");
+        }
+    }
     relay.shutdown().await;
     let report = report?;
     scenario::print_summary(&report, &mut stdout)?;
