@@ -18,6 +18,23 @@ pub fn quiet_broken_pipe() {
     }));
 }
 
+/// Whether an error (or any of its causes) is a closed pipe: the reader
+/// went away (`tallinn show ID | head`), which ends the program quietly
+/// with status 141 like the panic path above.
+pub fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// An error and its causes, each said once: a cause whose text the
 /// message so far already contains (a `{source}` inside a message, a
 /// context repeating its error) is left out.

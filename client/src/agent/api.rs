@@ -291,8 +291,11 @@ pub struct MessageDetail {
     pub message: MessageView,
     /// `valid (...)` or `INVALID: ...`.
     pub signature: String,
-    /// The sender's fingerprint, or why there is none.
+    /// The sender's fingerprint (version 2: its device's), or why there
+    /// is none.
     pub sender_fingerprint: String,
+    /// Version 2: the sender's device label.
+    pub sender_device: Option<String>,
 }
 
 /// A message to compose (`POST /v1/messages`).

@@ -71,7 +71,7 @@ pub fn search(client: &Client, req: &SearchRequest) -> Result<MessagePage, ApiEr
 
 /// The signature verdict and sender fingerprint of a record, against the
 /// roster in force (version 2: the state of the record's own epoch).
-fn verdict(roster: &ClientRoster, r: &Record) -> (String, String) {
+fn verdict(roster: &ClientRoster, r: &Record) -> (String, String, Option<String>) {
     let untrusted = UntrustedEnvelope::decode(&r.envelope);
     let device = untrusted
         .as_ref()
@@ -88,11 +88,11 @@ fn verdict(roster: &ClientRoster, r: &Record) -> (String, String) {
         ClientRoster::V2 { log, .. } => log.as_ref().and_then(|l| {
             let p = l.current().participant(&r.sender)?;
             let d = p.device(device.as_deref()?)?;
-            Some(format!("{} (device {})", d.fingerprint(), d.device))
+            Some(d.fingerprint().to_string())
         }),
     }
     .unwrap_or_else(|| "sender (or device) no longer in the roster".into());
-    (sig, fp)
+    (sig, fp, device)
 }
 
 /// `POST /v1/messages/{id}/read`: marks a message read; its full id.
@@ -112,11 +112,12 @@ pub fn mark_read(client: &Client, given: &str) -> Result<String, ApiError> {
 /// [`ApiError`] of [`resolve`].
 pub fn show(client: &Client, given: &str) -> Result<MessageDetail, ApiError> {
     let r = resolve(client, given)?;
-    let (signature, sender_fingerprint) = verdict(&client.roster(), &r);
+    let (signature, sender_fingerprint, sender_device) = verdict(&client.roster(), &r);
     Ok(MessageDetail {
         message: view(client, &r)?,
         signature,
         sender_fingerprint,
+        sender_device,
     })
 }
 

@@ -65,7 +65,9 @@ pub(super) struct Ctx {
 }
 
 fn default_config_path() -> PathBuf {
+    // An empty XDG variable counts as unset (XDG Base Directory spec).
     let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
         .unwrap_or_else(|| PathBuf::from("."));
@@ -223,6 +225,9 @@ pub fn main() -> std::process::ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if tallinn_host::process::is_broken_pipe(e.as_ref()) => {
+            std::process::ExitCode::from(141)
+        }
         Err(e) => {
             eprintln!("error: {}", escape_text(&error_text(&e)));
             if e.downcast_ref::<VerificationFailed>().is_some() {

@@ -133,6 +133,13 @@ pub(super) fn message_lines(rows: &[MessageView], width: usize) -> Vec<String> {
         .map(|r| r.tlp().label().len())
         .max()
         .unwrap_or(5);
+    // Channel names up to 18 columns on a wide terminal, 12 otherwise.
+    let chan_w = rows
+        .iter()
+        .map(|r| console::measure_text_width(&esc(&r.channel)))
+        .max()
+        .unwrap_or(8)
+        .clamp(8, if width >= 100 { 18 } else { 12 });
     rows.iter()
         .map(|r| {
             let mark = if r.read { ' ' } else { '*' };
@@ -152,7 +159,7 @@ pub(super) fn message_lines(rows: &[MessageView], width: usize) -> Vec<String> {
                 format!(
                     "{mark}{id} {when} {} {} {:<6} ",
                     fit(&from, 6),
-                    fit(&esc(&r.channel), 12),
+                    fit(&esc(&r.channel), chan_w),
                     kind_short(&r.kind),
                 )
             } else {
@@ -229,9 +236,14 @@ pub(super) fn show(d: &MessageDetail, json: bool) -> Result<()> {
     let r = &d.message;
     let mut out = std::io::stdout().lock();
     writeln!(out, "Message   {}", r.msg_id)?;
+    let device = d
+        .sender_device
+        .as_deref()
+        .map(|dev| format!(", device {}", esc(dev)))
+        .unwrap_or_default();
     writeln!(
         out,
-        "From      {} (fingerprint {})",
+        "From      {}{device} (fingerprint {})",
         esc(&r.sender),
         esc(&d.sender_fingerprint)
     )?;
