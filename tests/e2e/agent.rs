@@ -31,7 +31,7 @@ fn out(mut c: Command) -> Output {
 
 /// Starts `c` with stderr piped and waits (bounded) for a stderr line
 /// containing `ready`; the rest of stderr is collected in the background.
-fn spawn_until(mut c: Command, ready: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
+fn spawn_until(mut c: Command, ready: &str) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
     let mut child = c
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -70,7 +70,33 @@ fn spawn_until(mut c: Command, ready: &str) -> (Child, std::sync::mpsc::Receiver
             }
         }
     }
-    (child, rx)
+    (KillOnDrop(child), rx)
+}
+
+/// A child process that is killed if the test ends without stopping it
+/// (a failed assertion must not leave an agent running).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
 }
 
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
@@ -174,15 +200,30 @@ async fn with_the_agent_every_command_works_beside_listen_and_without_it_directl
             .await
             .unwrap();
         let _ = second_live;
-        let listened = tokio::task::spawn_blocking(move || listen.wait_with_output().unwrap())
-            .await
-            .unwrap();
-        assert!(listened.status.success(), "{}", stderr(&listened));
-        let narrow = tokio::task::spawn_blocking(move || narrow.wait_with_output().unwrap())
-            .await
-            .unwrap();
-        assert!(narrow.status.success(), "{}", stderr(&narrow));
-        let lines: Vec<String> = stdout(&narrow).lines().map(String::from).collect();
+        let listened = tokio::task::spawn_blocking(move || {
+            let mut l = listen;
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(l.stdout.as_mut().unwrap(), &mut out).unwrap();
+            let status = l.wait().unwrap();
+            (status, out)
+        })
+        .await
+        .unwrap();
+        assert!(listened.0.success());
+        let narrow = tokio::task::spawn_blocking(move || {
+            let mut n = narrow;
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(n.stdout.as_mut().unwrap(), &mut out).unwrap();
+            let status = n.wait().unwrap();
+            (status, out)
+        })
+        .await
+        .unwrap();
+        assert!(narrow.0.success());
+        let lines: Vec<String> = String::from_utf8_lossy(&narrow.1)
+            .lines()
+            .map(String::from)
+            .collect();
         assert_eq!(lines.len(), 2, "{lines:?}");
         for line in &lines {
             assert!(
@@ -190,7 +231,7 @@ async fn with_the_agent_every_command_works_beside_listen_and_without_it_directl
                 "listen: {line:?} is wider than 50"
             );
         }
-        let lines: Vec<serde_json::Value> = stdout(&listened)
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&listened.1)
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
