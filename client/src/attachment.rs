@@ -14,13 +14,19 @@ const MAX_NAME: usize = 200;
 
 /// A safe file name for an attachment called `name` (the `n`th, from 1):
 /// path separators, control and format characters become `_`; a leading
-/// dot becomes `_` (no hidden files, no `.` or `..`); an empty result
+/// dot or dash becomes `_` (no hidden files, no `.` or `..`, no `-rf`); an empty result
 /// becomes `attachment-N`; at most 200 bytes, the extension kept.
 pub fn safe_name(name: &str, n: usize) -> String {
     let mut s: String = name
         .chars()
         .map(|c| {
-            if c == '/' || c == '\\' || c == '\0' || c.is_control() || is_format(c) {
+            if c == '/'
+                || c == '\\'
+                || c == '\0'
+                || c.is_control()
+                || is_format(c)
+                || tallinn_common::text::is_unsafe(c)
+            {
                 '_'
             } else {
                 c
@@ -28,7 +34,8 @@ pub fn safe_name(name: &str, n: usize) -> String {
         })
         .collect();
     s = s.trim().to_string();
-    if s.starts_with('.') {
+    // No hidden file, and no name a shell glob turns into an option.
+    if s.starts_with('.') || s.starts_with('-') {
         s.replace_range(..1, "_");
     }
     if s.chars().all(|c| c == '_' || c == '.') {
@@ -172,6 +179,8 @@ mod tests {
             ("evil\u{202e}fdp.exe", "evil_fdp.exe"),
             ("C:\\Windows\\x.dll", "C:_Windows_x.dll"),
             ("nul\0byte", "nul_byte"),
+            ("-rf", "_rf"),
+            ("a\u{61c}b", "a_b"),
         ] {
             let got = safe_name(given, 3);
             assert_eq!(got, want, "{given:?}");

@@ -89,6 +89,25 @@ impl OnTerminal {
             .unwrap();
     }
 
+    /// Types a secret once the program has turned the terminal's echo off
+    /// (it does so after printing its prompt, and flushes what was typed
+    /// before: a person types after the prompt, a test must wait for it).
+    fn type_hidden(&mut self, line: &str) {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let t = rustix::termios::tcgetattr(&self.input).unwrap();
+            if !t.local_modes.contains(rustix::termios::LocalModes::ECHO) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the echo was never turned off"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        self.type_line(line);
+    }
+
     /// Waits for the exit; returns the status and the rest of the screen.
     fn finish(mut self) -> (std::process::ExitStatus, String) {
         let status = self.child.wait().unwrap();
@@ -129,17 +148,17 @@ fn init_asks_twice_hidden_and_commands_ask_once() {
     let secret = "correct horse battery staple";
     let mut t = OnTerminal::start(init);
     t.expect("New passphrase");
-    t.type_line("too short");
-    t.expect("at least 12 characters");
+    t.type_hidden("too short");
+    t.expect("the passphrase must be at least 12 characters");
     t.expect("New passphrase");
-    t.type_line(secret);
+    t.type_hidden(secret);
     t.expect("again");
-    t.type_line("a different passphrase");
+    t.type_hidden("a different passphrase");
     t.expect("differ");
     t.expect("New passphrase");
-    t.type_line(secret);
+    t.type_hidden(secret);
     t.expect("again");
-    t.type_line(secret);
+    t.type_hidden(secret);
     let (status, rest) = t.finish();
     assert!(status.success(), "{rest}");
     assert!(
@@ -170,7 +189,7 @@ fn init_asks_twice_hidden_and_commands_ask_once() {
     inbox.args(["--config", config.to_str().unwrap(), "inbox"]);
     let mut t = OnTerminal::start(inbox);
     let before = t.expect("Passphrase for");
-    t.type_line(secret);
+    t.type_hidden(secret);
     let (status, rest) = t.finish();
     assert!(status.success(), "{before}{rest}");
     assert!(rest.contains("no messages"), "{rest}");
@@ -184,7 +203,7 @@ fn init_asks_twice_hidden_and_commands_ask_once() {
     inbox.args(["--config", config.to_str().unwrap(), "inbox"]);
     let mut t = OnTerminal::start(inbox);
     t.expect("Passphrase for");
-    t.type_line("not the passphrase at all");
+    t.type_hidden("not the passphrase at all");
     let (status, rest) = t.finish();
     assert_eq!(status.code(), Some(1), "{rest}");
     assert!(rest.to_lowercase().contains("passphrase"), "{rest}");

@@ -96,15 +96,35 @@ pub async fn bind(socket: &Path) -> Result<tokio::net::UnixListener, AgentError>
         socket: socket.to_path_buf(),
         source,
     };
-    if let Ok(Some(other)) = remote::AgentClient::find(socket).await {
-        let pid = other.status().await.map(|s| s.pid).unwrap_or(0);
-        return Err(AgentError::AlreadyRunning {
-            pid,
-            socket: socket.to_path_buf(),
-        });
+    match remote::AgentClient::find(socket).await {
+        Ok(Some(other)) => {
+            let pid = other.status().await.map(|s| s.pid).unwrap_or(0);
+            return Err(AgentError::AlreadyRunning {
+                pid,
+                socket: socket.to_path_buf(),
+            });
+        }
+        // No socket, or one nothing listens on: stale, replaced below.
+        Ok(None) => {}
+        // Anything else (permission denied, a live agent too busy to
+        // accept) is not proof of a stale socket: never remove it then.
+        Err(e) => return Err(fail(std::io::Error::other(e.to_string()))),
     }
     if let Some(dir) = socket.parent() {
         tallinn_host::durable::private_dir(dir).map_err(fail)?;
+        // Ours, and a real folder: a folder another user made (or a link
+        // to one) in a shared place would let them replace the socket.
+        let meta = std::fs::symlink_metadata(dir).map_err(fail)?;
+        let own = rustix::process::getuid().as_raw();
+        if !meta.is_dir() || std::os::unix::fs::MetadataExt::uid(&meta) != own {
+            return Err(fail(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is not a folder of this user (uid {own}); set agent_socket in client.toml",
+                    dir.display()
+                ),
+            )));
+        }
     }
     match std::fs::remove_file(socket) {
         Ok(()) => tracing::info!("removed a stale agent socket {}", socket.display()),

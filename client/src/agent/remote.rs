@@ -53,9 +53,12 @@ impl AgentClient {
     /// (e.g. permission denied: another user's agent).
     pub async fn find(path: &Path) -> Result<Option<AgentClient>, RemoteError> {
         match UnixStream::connect(path).await {
-            Ok(_) => Ok(Some(AgentClient {
-                path: path.to_path_buf(),
-            })),
+            Ok(s) => {
+                check_peer(&s, path)?;
+                Ok(Some(AgentClient {
+                    path: path.to_path_buf(),
+                }))
+            }
             Err(e)
                 if matches!(
                     e.kind(),
@@ -333,6 +336,28 @@ impl AgentClient {
             body: resp.into_body(),
             buf: Vec::new(),
         })
+    }
+}
+
+/// The process behind the socket must run as this user: messages and
+/// passphrase-free access go to no one else's "agent".
+fn check_peer(stream: &UnixStream, path: &Path) -> Result<(), RemoteError> {
+    let own = rustix::process::getuid().as_raw();
+    match stream.peer_cred().map(|c| c.uid()) {
+        Ok(uid) if uid == own => Ok(()),
+        Ok(uid) => Err(RemoteError::Connect {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "the process on this socket runs as uid {uid}, not as you (uid {own}): refused"
+                ),
+            ),
+        }),
+        Err(source) => Err(RemoteError::Connect {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 

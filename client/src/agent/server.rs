@@ -25,13 +25,15 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// with room for the JSON around it.
 const MAX_BODY: usize = tallinn_common::defaults::MAX_ENVELOPE_LEN / 3 * 4 + 64 * 1024;
 
-/// Events buffered per `/v1/events` stream before it reports `lagged`.
-const EVENT_BUFFER: usize = 1024;
+/// Events buffered for the `/v1/events` streams before a slow one reports
+/// `lagged`: a message event holds its body (up to the envelope limit),
+/// so this bounds what a stalled reader can pin (64 MiB at worst).
+const EVENT_BUFFER: usize = 64;
 
 /// What every request handler shares.
 pub(crate) struct Shared {
     pub(crate) client: Client,
-    pub(crate) events: broadcast::Sender<EventView>,
+    pub(crate) events: broadcast::Sender<Arc<EventView>>,
     /// How long a compose waits for a session before it queues.
     pub(crate) connect_wait: Duration,
     /// The uid allowed to connect (this process's).
@@ -77,7 +79,7 @@ pub(crate) async fn pump_events(shared: Arc<Shared>) {
             Event::Archived => continue,
         };
         // No subscriber is fine: the archive keeps everything.
-        let _ = shared.events.send(view);
+        let _ = shared.events.send(Arc::new(view));
     }
 }
 
@@ -293,7 +295,9 @@ fn events(shared: &Arc<Shared>) -> Response<Body> {
             }
             let ev = match rx.recv().await {
                 Ok(ev) => ev,
-                Err(broadcast::error::RecvError::Lagged(missed)) => EventView::Lagged { missed },
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    Arc::new(EventView::Lagged { missed })
+                }
                 Err(broadcast::error::RecvError::Closed) => return None,
             };
             Some((line(&ev), (None, rx)))

@@ -33,11 +33,19 @@ fn edit_body(subject: &str) -> Result<String> {
     let editor = std::env::var("VISUAL")
         .or_else(|_| std::env::var("EDITOR"))
         .unwrap_or_else(|_| "vi".into());
+    // A fresh folder of our own (0700; an existing one is never used: in
+    // a shared /tmp another user could have made it).
     let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir)
-        .join(format!("tallinn-compose-{}", std::process::id()));
-    tallinn_host::durable::private_dir(&base)
+        .join(format!(
+            "tallinn-compose-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&base)
         .with_context(|| format!("creating {}", base.display()))?;
     let path = base.join("message.txt");
     let result = (|| -> Result<String> {
@@ -50,6 +58,7 @@ fn edit_body(subject: &str) -> Result<String> {
         let status = std::process::Command::new(program)
             .args(parts)
             .arg(&path)
+            .env_remove(PASSPHRASE_ENV)
             .status()
             .with_context(|| format!("starting the editor {editor:?} (set $EDITOR)"))?;
         if !status.success() {

@@ -204,6 +204,7 @@ impl Ctx {
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     tallinn_host::process::quiet_broken_pipe();
+    prompt::take_env();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -15,21 +15,49 @@ pub const PASSPHRASE_FILE_ENV: &str = "TALLINN_PASSPHRASE_FILE";
 /// The shortest passphrase accepted for a new key.
 pub const MIN_PASSPHRASE: usize = 12;
 
+/// The passphrase given in the environment, taken out of it at start.
+static FROM_ENV: std::sync::OnceLock<Option<Zeroizing<String>>> = std::sync::OnceLock::new();
+
+/// Takes `TALLINN_PASSPHRASE` out of the environment (call first thing in
+/// `main`, before any thread starts): children (`$EDITOR`) do not inherit
+/// it, and a long-running agent does not keep it in `/proc/PID/environ`.
+pub fn take_env() {
+    let value = std::env::var(PASSPHRASE_ENV).ok().map(Zeroizing::new);
+    if value.is_some() {
+        std::env::remove_var(PASSPHRASE_ENV);
+    }
+    let _ = FROM_ENV.set(value);
+}
+
+/// The longest passphrase file read.
+const MAX_PASSPHRASE_FILE: u64 = 4096;
+
 fn interactive() -> bool {
     std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
 fn from_env() -> Result<Option<Zeroizing<String>>> {
     if let Some(path) = std::env::var_os(PASSPHRASE_FILE_ENV) {
-        let text = Zeroizing::new(std::fs::read_to_string(&path).with_context(|| {
+        let what = || {
             format!(
                 "reading {PASSPHRASE_FILE_ENV} {}",
                 Path::new(&path).display()
             )
-        })?);
+        };
+        let file = std::fs::File::open(&path).with_context(what)?;
+        let mut text = Zeroizing::new(String::with_capacity(MAX_PASSPHRASE_FILE as usize));
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(file, MAX_PASSPHRASE_FILE),
+            &mut text,
+        )
+        .with_context(what)?;
         let line = text.lines().next().unwrap_or_default();
         return Ok(Some(Zeroizing::new(line.to_string())));
     }
+    if let Some(Some(p)) = FROM_ENV.get() {
+        return Ok(Some(p.clone()));
+    }
+    // Not taken at start (a library caller): read it here.
     Ok(std::env::var(PASSPHRASE_ENV).ok().map(Zeroizing::new))
 }
 
@@ -77,8 +105,12 @@ pub(super) fn new() -> Result<Zeroizing<String>> {
         return Ok(p);
     }
     if !interactive() {
+        if std::io::stdin().is_terminal() {
+            // Reading a terminal without the hidden prompt would echo it.
+            bail!("standard error is not a terminal, so the passphrase cannot be asked hidden: run without redirecting stderr, or set {PASSPHRASE_FILE_ENV}");
+        }
         // Scripts: the first line of standard input.
-        let mut line = Zeroizing::new(String::new());
+        let mut line = Zeroizing::new(String::with_capacity(1024));
         std::io::stdin()
             .read_line(&mut line)
             .context("reading the passphrase from standard input")?;

@@ -45,6 +45,22 @@ impl SledStore {
                 )));
             }
         }
+        // Never inside the data directory: a restore would nest it.
+        let data = std::fs::canonicalize(&inner.dir).map_err(|e| io("the data directory", e))?;
+        let mut probe = Some(dir);
+        while let Some(p) = probe {
+            if let Ok(c) = std::fs::canonicalize(p) {
+                if c.starts_with(&data) {
+                    return Err(StoreError::Flush(format!(
+                        "backup: {} is inside the data directory {}; give a folder outside it",
+                        dir.display(),
+                        data.display()
+                    )));
+                }
+                break;
+            }
+            probe = p.parent();
+        }
         tallinn_host::durable::private_dir(dir).map_err(|e| io("creating the target", e))?;
         let copy = sled::Config::new()
             .path(dir)
