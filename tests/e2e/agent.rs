@@ -299,6 +299,32 @@ async fn with_the_agent_every_command_works_beside_listen_and_without_it_directl
             let o = out(cmd(&env, &run, "EE", args));
             assert!(o.status.success(), "{args:?}: {}", stderr(&o));
         }
+        // The archive's own commands, through the agent too.
+        let verify = out(cmd(&env, &run, "EE", &["archive", "verify", "--deep"]));
+        assert!(verify.status.success(), "{}", stderr(&verify));
+        assert!(
+            stdout(&verify).contains("archive OK"),
+            "{}",
+            stdout(&verify)
+        );
+        let stats = out(cmd(&env, &run, "EE", &["archive", "stats", "--json"]));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&stats)).unwrap();
+        assert!(v["records"].as_u64().unwrap() >= 3, "{v}");
+        let export = env.dir.path().join("through-the-agent.jsonl");
+        let o = out(cmd(
+            &env,
+            &run,
+            "EE",
+            &["archive", "export", "--out", export.to_str().unwrap()],
+        ));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = std::fs::read_to_string(&export).unwrap();
+        let header: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(
+            header["records"].as_u64().unwrap() as usize,
+            text.lines().count() - 1
+        );
+        assert!(text.contains(&theirs.to_hex()));
         let sync = stdout(&out(cmd(&env, &run, "EE", &["sync"])));
         assert!(
             sync.contains("the agent") && sync.contains("connected"),
@@ -500,7 +526,24 @@ async fn raw_declared(
         .parse()
         .unwrap();
     let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    (status, out[at..].to_vec())
+    let head = String::from_utf8_lossy(&out[..at]).to_ascii_lowercase();
+    if !head.contains("transfer-encoding: chunked") {
+        return (status, out[at..].to_vec());
+    }
+    // A streamed answer: size line (hex), data, CRLF, ..., a 0 size.
+    let mut body = Vec::new();
+    let mut rest = &out[at..];
+    loop {
+        let eol = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        body.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+        rest = &rest[eol + 2 + size + 2..];
+    }
+    (status, body)
 }
 
 fn json(b: &[u8]) -> serde_json::Value {
@@ -676,6 +719,24 @@ async fn every_endpoint_of_the_local_api_answers() {
 
         let (st, b) = raw(&sock, "GET", "/v1/quarantine", b"").await;
         assert_eq!((st, json(&b)), (200, serde_json::json!([])));
+        let (st, b) = raw(&sock, "GET", "/v1/archive/stats", b"").await;
+        assert_eq!((st, json(&b)["sent"].as_u64()), (200, Some(1)));
+        let (st, b) = raw(&sock, "POST", "/v1/archive/verify", br#"{"deep": true}"#).await;
+        let v = json(&b);
+        assert_eq!(
+            (st, v["ok"].as_bool(), v["records"].as_u64()),
+            (200, Some(true), Some(1)),
+            "{v}"
+        );
+        let (st, b) = raw(&sock, "GET", "/v1/archive/export", b"").await;
+        let text = String::from_utf8(b).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(st, 200);
+        assert_eq!(lines[0]["type"], "tallinn-archive-export");
+        assert_eq!(lines[1]["msg_id"].as_str(), Some(id.as_str()));
         let (st, b) = raw(&sock, "POST", "/v1/quarantine/retry", b"").await;
         assert_eq!((st, json(&b)["left"].as_u64()), (200, Some(0)));
         let (st, b) = raw(

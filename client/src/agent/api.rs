@@ -555,6 +555,36 @@ pub struct PurgeResult {
     pub purged: usize,
 }
 
+/// `POST /v1/archive/verify`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VerifyRequest {
+    /// Also re-decrypt every envelope and compare it with the record.
+    pub deep: bool,
+}
+
+/// What `archive verify` found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyView {
+    /// No problem found.
+    pub ok: bool,
+    /// Records checked.
+    pub records: u64,
+    /// The head hash, hex.
+    pub head_hash: String,
+    /// The first problem.
+    pub first_error: Option<VerifyProblem>,
+}
+
+/// The first broken record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyProblem {
+    /// Its index.
+    pub index: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
 /// The agent's state (`GET /v1/status`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusView {

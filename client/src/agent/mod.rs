@@ -32,6 +32,9 @@
 //! | `GET /v1/quarantine` | `[QuarantineItem]` |
 //! | `POST /v1/quarantine/retry` | `{"archived", "left"}`: verify again against the roster in force |
 //! | `POST /v1/quarantine/purge` | `{"before_ms"}` → `{"purged"}` |
+//! | `GET /v1/archive/stats` | [`crate::archive::Stats`] |
+//! | `POST /v1/archive/verify` | `{"deep"}` → [`api::VerifyView`] |
+//! | `GET /v1/archive/export` | the audit export, JSON Lines ([`crate::export`]) |
 //! | `GET /v1/events` | newline-delimited [`api::EventView`]s, `hello` first, for as long as the caller reads |
 //!
 //! # Modules
@@ -140,15 +143,18 @@ pub async fn bind(socket: &Path) -> Result<tokio::net::UnixListener, AgentError>
 /// Serves the API for `client` on `listener` until `shutdown` completes,
 /// then removes the socket and closes the client (session closed, archive
 /// flushed). `connect_wait` bounds how long a compose waits for a relay
-/// session before it queues.
+/// session before it queues; `roster_text` is the version-1 roster file
+/// the export names (empty under version 2).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
     listener: tokio::net::UnixListener,
     socket: &Path,
     connect_wait: Duration,
+    roster_text: String,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let shared = server::Shared::new(client, connect_wait);
+    let shared = server::Shared::new(client, connect_wait, roster_text);
     let pump = tokio::spawn(server::pump_events(shared.clone()));
     let serve = tokio::spawn(server::serve(listener, shared.clone()));
     shutdown.await;

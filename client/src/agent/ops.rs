@@ -311,3 +311,56 @@ pub fn quarantine_purge(client: &Client, req: &PurgeRequest) -> Result<PurgeResu
         purged: client.purge_quarantine(req.before_ms)?,
     })
 }
+
+/// `POST /v1/archive/verify`: the whole archive re-checked (version 2:
+/// each record against its own epoch).
+///
+/// # Errors
+/// [`ApiError`] on a database failure (a broken record is a verdict, not
+/// an error).
+pub fn archive_verify(client: &Client, deep: bool) -> Result<VerifyView, ApiError> {
+    let r = client.verify_archive(deep, |_| {})?;
+    Ok(VerifyView {
+        ok: r.first_error.is_none(),
+        records: r.records,
+        head_hash: hex::encode(r.head_hash),
+        first_error: r
+            .first_error
+            .map(|(index, reason)| VerifyProblem { index, reason }),
+    })
+}
+
+/// `GET /v1/archive/stats`.
+///
+/// # Errors
+/// [`ApiError`].
+pub fn archive_stats(client: &Client) -> Result<crate::archive::Stats, ApiError> {
+    Ok(client.archive().stats()?)
+}
+
+/// `GET /v1/archive/export`: the audit export (JSON Lines,
+/// [`crate::export`]) written to `out`; returns the records written.
+/// `roster_text` is the version-1 roster file's text (empty for a device
+/// enrolled under version 2, whose export carries the roster log).
+///
+/// # Errors
+/// [`ApiError`], including a failed write to `out`.
+pub fn export(
+    client: &Client,
+    roster_text: &str,
+    now_ms: u64,
+    out: impl std::io::Write,
+    progress: impl FnMut(u64),
+) -> Result<u64, ApiError> {
+    let s = client.settings();
+    Ok(crate::export::export(
+        client.archive(),
+        &s.roster,
+        roster_text,
+        s.identity.id().as_str(),
+        s.device.as_str(),
+        now_ms,
+        out,
+        progress,
+    )?)
+}

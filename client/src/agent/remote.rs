@@ -323,6 +323,83 @@ impl AgentClient {
         .await
     }
 
+    /// `GET /v1/archive/stats`.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn archive_stats(&self) -> Result<crate::archive::Stats, RemoteError> {
+        self.call(Method::GET, "/v1/archive/stats", None::<&()>)
+            .await
+    }
+
+    /// `POST /v1/archive/verify`.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn archive_verify(&self, deep: bool) -> Result<VerifyView, RemoteError> {
+        self.call(
+            Method::POST,
+            "/v1/archive/verify",
+            Some(&VerifyRequest { deep }),
+        )
+        .await
+    }
+
+    /// `GET /v1/archive/export` into `out`; returns the records written and
+    /// the head hash. The header's record count is checked against the
+    /// lines received: an export that broke off is an error.
+    ///
+    /// # Errors
+    /// [`RemoteError`], or an I/O error of `out` (as [`RemoteError::Http`]).
+    pub async fn archive_export(
+        &self,
+        out: &mut impl std::io::Write,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(u64, String), RemoteError> {
+        let resp = self
+            .request(Method::GET, "/v1/archive/export", None)
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.http(format!("the export answered {}", resp.status())));
+        }
+        let mut body = resp.into_body();
+        let mut header: Option<serde_json::Value> = None;
+        let mut pending: Vec<u8> = Vec::new();
+        let mut records = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| self.http(format!("the export broke off: {e}")))?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            out.write_all(data)
+                .map_err(|e| self.http(format!("writing the export: {e}")))?;
+            pending.extend_from_slice(data);
+            while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=pos).collect();
+                if header.is_none() {
+                    header = Some(
+                        serde_json::from_slice(&line)
+                            .map_err(|e| self.http(format!("the export's first line: {e}")))?,
+                    );
+                } else {
+                    records += 1;
+                    progress(records);
+                }
+            }
+        }
+        let header = header.ok_or_else(|| self.http("the export is empty"))?;
+        let expected = header["records"].as_u64().unwrap_or(u64::MAX);
+        if records != expected || !pending.is_empty() {
+            return Err(self.http(format!(
+                "the export broke off after {records} of {expected} records"
+            )));
+        }
+        Ok((
+            records,
+            header["head_hash"].as_str().unwrap_or_default().to_string(),
+        ))
+    }
+
     /// `GET /v1/events`: the stream, read with [`EventStream::next`].
     ///
     /// # Errors

@@ -38,16 +38,19 @@ pub(crate) struct Shared {
     pub(crate) connect_wait: Duration,
     /// The uid allowed to connect (this process's).
     pub(crate) uid: u32,
+    /// The version-1 roster file's text, for the export's header.
+    pub(crate) roster_text: String,
 }
 
 impl Shared {
-    pub(crate) fn new(client: Client, connect_wait: Duration) -> Arc<Shared> {
+    pub(crate) fn new(client: Client, connect_wait: Duration, roster_text: String) -> Arc<Shared> {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         Arc::new(Shared {
             client,
             events,
             connect_wait,
             uid: rustix::process::getuid().as_raw(),
+            roster_text,
         })
     }
 }
@@ -261,15 +264,93 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
             }
         }
         (Method::GET, ["events"]) => events(shared),
-        (_, ["status" | "search" | "messages" | "outbox" | "quarantine" | "events", ..]) => {
-            error(ApiError::new(
-                405,
-                "method_not_allowed",
-                format!("{} is not allowed on {path}", req.method()),
-            ))
-        }
+        (Method::GET, ["archive", "stats"]) => answer(ops::archive_stats(client)),
+        (Method::POST, ["archive", "verify"]) => match read_json::<VerifyRequest>(req).await {
+            Ok(v) => {
+                let shared = shared.clone();
+                // Verification reads the whole archive: off the runtime.
+                match tokio::task::spawn_blocking(move || {
+                    ops::archive_verify(&shared.client, v.deep)
+                })
+                .await
+                {
+                    Ok(r) => answer(r),
+                    Err(e) => error(ApiError::internal(format!("verification stopped: {e}"))),
+                }
+            }
+            Err(e) => error(e),
+        },
+        (Method::GET, ["archive", "export"]) => export(shared),
+        (
+            _,
+            ["status" | "search" | "messages" | "outbox" | "quarantine" | "events" | "archive", ..],
+        ) => error(ApiError::new(
+            405,
+            "method_not_allowed",
+            format!("{} is not allowed on {path}", req.method()),
+        )),
         _ => error(ApiError::not_found(format!("no endpoint {path}"))),
     }
+}
+
+/// Bytes written by a blocking export, sent on to the response body in
+/// chunks; the channel's bound keeps memory flat however large the export.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+}
+
+const EXPORT_CHUNK: usize = 64 * 1024;
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= EXPORT_CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::take(&mut self.buf));
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the reader left"))
+    }
+}
+
+/// `GET /v1/archive/export`: the JSON Lines export, streamed as it is
+/// written. Line 1 states the record count: a reader that gets fewer lines
+/// knows the export broke off.
+fn export(shared: &Arc<Shared>) -> Response<Body> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChunkWriter {
+            tx,
+            buf: Vec::with_capacity(EXPORT_CHUNK),
+        };
+        let now = tallinn_common::unix_ms(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        );
+        if let Err(e) = ops::export(&shared.client, &shared.roster_text, now, &mut w, |_| {}) {
+            tracing::warn!(error = %e, "archive export through the agent broke off");
+        }
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|c| c.map(|b| Ok::<_, Infallible>(Frame::data(b))))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/x-ndjson")
+        .body(BodyExt::boxed_unsync(StreamBody::new(stream)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync()))
 }
 
 /// `GET /v1/events`: newline-delimited JSON, one [`EventView`] a line,

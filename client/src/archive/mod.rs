@@ -163,7 +163,7 @@ pub struct VerifyReport {
 }
 
 /// Counts for `archive stats`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Stats {
     /// Records.
     pub records: u64,

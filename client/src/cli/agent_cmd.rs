@@ -34,7 +34,15 @@ pub(super) async fn agent(cli: &Cli, socket: Option<&Path>) -> Result<()> {
         })
     });
     let wait = ctx.config.connect_timeout.min(Duration::from_secs(5));
-    crate::agent::run(client, listener, &socket, wait, shutdown_signal()).await;
+    crate::agent::run(
+        client,
+        listener,
+        &socket,
+        wait,
+        ctx.roster_text.clone(),
+        shutdown_signal(),
+    )
+    .await;
     let _ = tallinn_host::systemd::notify("STOPPING=1");
     if let Some(w) = watchdog {
         w.abort();

@@ -30,65 +30,49 @@ pub(super) async fn archive_cmd(cli: &Cli, command: &ArchiveCommand) -> Result<(
         let page = front.search(&q).await?;
         return print_messages(&page.messages, page.more, *json);
     }
-    let ctx = Ctx::load(cli)?;
-    let client = ctx.open()?;
-    let archive = client.archive();
+    let front = Front::local(cli).await?;
     match command {
         ArchiveCommand::Search { .. } => Ok(()),
         ArchiveCommand::Export { out, force } => {
             let mut file = crate::private_file::PrivateFile::create(out, *force)
                 .with_context(|| format!("creating {}", out.display()))?;
-            let total = archive.len();
             let bar = if std::io::stderr().is_terminal() {
-                indicatif::ProgressBar::new(total)
+                indicatif::ProgressBar::new_spinner()
             } else {
                 indicatif::ProgressBar::hidden()
             };
-            let n = crate::export::export(
-                archive,
-                &ctx.roster,
-                &ctx.roster_text,
-                ctx.identity.id().as_str(),
-                ctx.config.device.as_str(),
-                now_ms(),
-                &mut file,
-                |i| bar.set_position(i),
-            )?;
+            let (n, head) = front
+                .archive_export(&mut file, |i| bar.set_position(i))
+                .await?;
             file.commit()
                 .with_context(|| format!("writing {}", out.display()))?;
             bar.finish_and_clear();
-            println!(
-                "exported {n} records to {} (head {})",
-                out.display(),
-                hex::encode(archive.head_hash())
-            );
+            println!("exported {n} records to {} (head {head})", out.display());
             Ok(())
         }
         ArchiveCommand::Verify { deep, json } => {
-            let report = client.verify_archive(*deep, |_| {})?;
+            let report = front.archive_verify(*deep).await?;
             if *json {
-                print_json(
-                    &json!({"ok": report.first_error.is_none(), "records": report.records, "head_hash": hex::encode(report.head_hash), "first_error": report.first_error.as_ref().map(|(i, w)| json!({"index": i, "reason": w}))}),
-                )?;
-            } else if report.first_error.is_none() {
+                print_json(&report)?;
+            } else if report.ok {
                 println!(
                     "archive OK: {} records, signatures valid, hash chain intact, head {}",
-                    report.records,
-                    hex::encode(report.head_hash)
+                    report.records, report.head_hash
                 );
             }
-            if let Some((i, why)) = report.first_error {
+            if let Some(p) = report.first_error {
                 return Err(VerificationFailed(format!(
-                    "archive verification FAILED at record {i}: {why}"
+                    "archive verification FAILED at record {}: {}",
+                    p.index, p.reason
                 ))
                 .into());
             }
             Ok(())
         }
         ArchiveCommand::Stats { json } => {
-            let s = archive.stats()?;
+            let s = front.archive_stats().await?;
             if *json {
-                return print_json(&serde_json::to_value(&s)?);
+                return print_json(&s);
             }
             println!(
                 "records {} ({} received, {} sent), quarantined {} ({} evicted, oldest first)",
@@ -97,10 +81,10 @@ pub(super) async fn archive_cmd(cli: &Cli, command: &ArchiveCommand) -> Result<(
             println!("head {}", s.head_hash);
             println!("on disk {} bytes", s.disk_bytes);
             for (c, n) in &s.by_channel {
-                println!("  channel {c:<20} {n}");
+                println!("  channel {:<20} {n}", esc(c));
             }
             for (k, n) in &s.by_kind {
-                println!("  kind    {k:<20} {n}");
+                println!("  kind    {:<20} {n}", esc(k));
             }
             Ok(())
         }

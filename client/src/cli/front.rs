@@ -182,6 +182,35 @@ impl Front {
         }
     }
 
+    pub(super) async fn archive_stats(&self) -> Result<crate::archive::Stats> {
+        match self {
+            Front::Agent(a) => a.archive_stats().await.map_err(remote),
+            Front::Direct { client, .. } => Ok(ops::archive_stats(client)?),
+        }
+    }
+
+    pub(super) async fn archive_verify(&self, deep: bool) -> Result<VerifyView> {
+        match self {
+            Front::Agent(a) => a.archive_verify(deep).await.map_err(remote),
+            Front::Direct { client, .. } => Ok(ops::archive_verify(client, deep)?),
+        }
+    }
+
+    /// The audit export into `out`: records written and the head hash.
+    pub(super) async fn archive_export(
+        &self,
+        out: &mut impl std::io::Write,
+        progress: impl FnMut(u64),
+    ) -> Result<(u64, String)> {
+        match self {
+            Front::Agent(a) => a.archive_export(out, progress).await.map_err(remote),
+            Front::Direct { ctx, client, .. } => {
+                let n = ops::export(client, &ctx.roster_text, now_ms(), out, progress)?;
+                Ok((n, hex::encode(client.archive().head_hash())))
+            }
+        }
+    }
+
     pub(super) async fn quarantine(&self) -> Result<Vec<QuarantineItem>> {
         match self {
             Front::Agent(a) => a.quarantine().await.map_err(remote),
