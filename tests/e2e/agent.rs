@@ -748,6 +748,62 @@ async fn every_endpoint_of_the_local_api_answers() {
         .await;
         assert_eq!((st, json(&b)["purged"].as_u64()), (200, Some(0)));
 
+        // A hold: the archive is lent, other calls wait (503 `held`), a
+        // second hold is refused, and once the holder leaves the agent has
+        // it back, events included.
+        let agent_client = tallinn_client::agent::remote::AgentClient::find(&sock)
+            .await
+            .unwrap()
+            .unwrap();
+        let hold = agent_client.hold().await.unwrap();
+        let (st, b) = raw(&sock, "POST", "/v1/search", b"{}").await;
+        assert_eq!(
+            (st, json(&b)["error"]["code"].as_str()),
+            (503, Some("held"))
+        );
+        let (st, b) = raw(&sock, "GET", "/v1/status", b"").await;
+        assert_eq!(st, 200);
+        assert!(json(&b)["last_error"].as_str().unwrap().contains("held"));
+        assert!(agent_client.hold().await.is_err(), "a second hold");
+        // The archive is free for this process meanwhile.
+        let direct = tallinn_client::Client::open(env.settings("EE", "default")).unwrap();
+        assert!(direct.archive().len() >= 1);
+        drop(direct);
+        drop(hold);
+        // Calls wait for the agent to take the archive back.
+        let page = agent_client
+            .search(&tallinn_client::agent::api::SearchRequest::default())
+            .await
+            .unwrap();
+        assert!(!page.messages.is_empty() || !page.more);
+        let ua = env.client("UA", "default").await;
+        let (after_hold, _) = ua
+            .send(
+                "front-office",
+                &tallinn_common::message::Message::note(
+                    tallinn_common::message::Tlp::Green,
+                    "after the hold",
+                    "x",
+                ),
+            )
+            .await
+            .unwrap();
+        ua.close().await;
+        loop {
+            match tokio::time::timeout(WAIT, events.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap()
+            {
+                tallinn_client::agent::api::EventView::Message { message } => {
+                    assert_eq!(message.msg_id, after_hold.to_hex());
+                    break;
+                }
+                _ => continue,
+            }
+        }
+
         // Errors: a code and a message, never a crash.
         for (method, path, body, status, code) in [
             ("GET", "/v1/nope", &b""[..], 404, "not_found"),

@@ -35,6 +35,7 @@
 //! | `GET /v1/archive/stats` | [`crate::archive::Stats`] |
 //! | `POST /v1/archive/verify` | `{"deep"}` → [`api::VerifyView`] |
 //! | `GET /v1/archive/export` | the audit export, JSON Lines ([`crate::export`]) |
+//! | `POST /v1/hold` | lends the archive to a command that needs it to itself (`roster`, `device`): `held`, then a newline a second until the caller leaves (module `hold`) |
 //! | `GET /v1/events` | newline-delimited [`api::EventView`]s, `hello` first, for as long as the caller reads |
 //!
 //! # Modules
@@ -52,6 +53,7 @@ use sha2::{Digest, Sha256};
 use crate::client::Client;
 
 pub mod api;
+mod hold;
 pub mod ops;
 pub mod remote;
 mod server;
@@ -158,9 +160,14 @@ pub async fn run(
     let pump = tokio::spawn(server::pump_events(shared.clone()));
     let serve = tokio::spawn(server::serve(listener, shared.clone()));
     shutdown.await;
+    shared
+        .stopping
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     serve.abort();
     let _ = serve.await;
     let _ = std::fs::remove_file(socket);
-    shared.client.close().await;
+    if let Some(client) = shared.take_client() {
+        client.close().await;
+    }
     pump.abort();
 }

@@ -38,6 +38,9 @@ pub enum RemoteError {
     Api(#[from] ApiError),
 }
 
+/// How long a request waits while another command holds the archive.
+const HELD_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// A running agent, reachable on its socket.
 #[derive(Debug, Clone)]
 pub struct AgentClient {
@@ -125,7 +128,18 @@ impl AgentClient {
             Some(b) => Some(serde_json::to_vec(b).map_err(|e| self.http(e))?),
             None => None,
         };
-        let resp = self.request(method, uri, body).await?;
+        // While another command holds the archive (503 `held`), wait for
+        // it to give it back, a bounded while.
+        let deadline = std::time::Instant::now() + HELD_WAIT;
+        let mut pause = std::time::Duration::from_millis(50);
+        let resp = loop {
+            let resp = self.request(method.clone(), uri, body.clone()).await?;
+            if resp.status().as_u16() != 503 || std::time::Instant::now() >= deadline {
+                break resp;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(500));
+        };
         let status = resp.status().as_u16();
         let bytes = resp
             .into_body()
@@ -323,6 +337,56 @@ impl AgentClient {
         .await
     }
 
+    /// `POST /v1/hold`: borrows the archive from the agent until the
+    /// returned [`Hold`] is dropped (the agent then opens it again).
+    ///
+    /// # Errors
+    /// [`RemoteError`]: another command holds it (409), or the agent failed.
+    pub async fn hold(&self) -> Result<Hold, RemoteError> {
+        let stream =
+            UnixStream::connect(&self.path)
+                .await
+                .map_err(|source| RemoteError::Connect {
+                    path: self.path.clone(),
+                    source,
+                })?;
+        check_peer(&stream, &self.path)?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.http(e))?;
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/hold")
+            .header("host", "tallinn-agent")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| self.http(e))?;
+        let resp = sender.send_request(req).await.map_err(|e| self.http(e))?;
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        if status >= 400 {
+            let bytes = body.collect().await.map_err(|e| self.http(e))?.to_bytes();
+            let mut e = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| {
+                    ApiError::internal(format!("the agent answered HTTP {status}"))
+                });
+            e.status = status;
+            return Err(e.into());
+        }
+        match body.frame().await {
+            Some(Ok(f)) if f.data_ref().is_some_and(|d| d.starts_with(b"held")) => {}
+            _ => return Err(self.http("the agent did not lend the archive")),
+        }
+        Ok(Hold {
+            conn,
+            _body: body,
+            _sender: sender,
+        })
+    }
+
     /// `GET /v1/archive/stats`.
     ///
     /// # Errors
@@ -448,6 +512,20 @@ fn path_id(id: &str) -> String {
         // Percent-encode every byte: the agent decodes nothing and answers
         // with the id rule's "not hex" error.
         t.bytes().map(|b| format!("%{b:02X}")).collect()
+    }
+}
+
+/// The archive borrowed from the agent ([`AgentClient::hold`]); dropping
+/// it closes the connection, and the agent takes the archive back.
+pub struct Hold {
+    conn: tokio::task::JoinHandle<()>,
+    _body: Incoming,
+    _sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.conn.abort();
     }
 }
 

@@ -19,7 +19,7 @@ use super::api::*;
 use super::ops;
 use crate::client::{Client, Event};
 
-type Body = UnsyncBoxBody<Bytes, Infallible>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// The largest request body: a message at the envelope limit, in base64,
 /// with room for the JSON around it.
@@ -32,7 +32,15 @@ const EVENT_BUFFER: usize = 64;
 
 /// What every request handler shares.
 pub(crate) struct Shared {
-    pub(crate) client: Client,
+    /// The client, or `None` while a command holds the archive
+    /// (`POST /v1/hold`, see `hold`).
+    pub(crate) client: std::sync::RwLock<Option<Arc<Client>>>,
+    /// To open the client again after a hold.
+    pub(crate) settings: crate::client::Settings,
+    /// Bumped each time a client is installed (the event pump follows).
+    pub(crate) generation: tokio::sync::watch::Sender<u64>,
+    /// Set when the agent stops: a hold ending then opens nothing.
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
     pub(crate) events: broadcast::Sender<Arc<EventView>>,
     /// How long a compose waits for a session before it queues.
     pub(crate) connect_wait: Duration,
@@ -45,8 +53,12 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(client: Client, connect_wait: Duration, roster_text: String) -> Arc<Shared> {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (generation, _) = tokio::sync::watch::channel(0);
         Arc::new(Shared {
-            client,
+            settings: client.settings().clone(),
+            client: std::sync::RwLock::new(Some(Arc::new(client))),
+            generation,
+            stopping: std::sync::atomic::AtomicBool::new(false),
             events,
             connect_wait,
             uid: rustix::process::getuid().as_raw(),
@@ -55,18 +67,85 @@ impl Shared {
     }
 }
 
-/// Forwards the client's events to every `/v1/events` stream until the
-/// client's stream ends.
+impl Shared {
+    /// The client, or 503 `held` while a command holds the archive.
+    pub(crate) fn client(&self) -> Result<Arc<Client>, ApiError> {
+        self.client
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                ApiError::new(
+                    503,
+                    "held",
+                    "another tallinn command holds the archive for a moment; try again when it is done",
+                )
+            })
+    }
+
+    /// Takes the client out (a hold, or the agent stopping).
+    pub(crate) fn take_client(&self) -> Option<Arc<Client>> {
+        self.client
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Installs a client and tells the event pump.
+    pub(crate) fn install(&self, client: Client) {
+        *self.client.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(client));
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// The status, also while held.
+    pub(crate) fn status(&self) -> StatusView {
+        match self.client() {
+            Ok(c) => ops::status(&c),
+            Err(_) => StatusView {
+                api: API_VERSION,
+                pid: std::process::id(),
+                participant: self.settings.identity.id().to_string(),
+                device: self.settings.device.to_string(),
+                relay: self.settings.relay.to_string(),
+                connected: false,
+                sessions: 0,
+                archive_records: 0,
+                outbox: 0,
+                roster_epoch: None,
+                last_error: Some("the archive is held by another tallinn command".into()),
+            },
+        }
+    }
+}
+
+/// Forwards each client's events to every `/v1/events` stream; after a
+/// hold, follows the client opened again.
 pub(crate) async fn pump_events(shared: Arc<Shared>) {
-    let Some(mut rx) = shared.client.events() else {
-        return;
-    };
+    let mut generation = shared.generation.subscribe();
+    loop {
+        let rx = shared.client().ok().and_then(|c| c.events());
+        match rx {
+            Some(rx) => forward_events(&shared, rx).await,
+            None => {
+                if generation.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn forward_events(shared: &Arc<Shared>, mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>) {
     while let Some(ev) = rx.recv().await {
         let view = match ev {
             Event::Connected { pending } => EventView::Connected { pending },
             Event::Disconnected { reason } => EventView::Disconnected { reason },
             Event::Message(r) => {
-                let read = shared.client.archive().is_read(&r).unwrap_or(false);
+                let read = shared
+                    .client()
+                    .ok()
+                    .and_then(|c| c.archive().is_read(&r).ok())
+                    .unwrap_or(false);
                 EventView::Message {
                     message: Box::new(MessageView::of(&r, read)),
                 }
@@ -175,6 +254,11 @@ fn error(e: ApiError) -> Response<Body> {
     json(e.status, &ErrorBody { error: e })
 }
 
+/// An error answer (for the other modules of the agent).
+pub(crate) fn error_response(e: ApiError) -> Response<Body> {
+    error(e)
+}
+
 fn answer<T: Serialize>(r: Result<T, ApiError>) -> Response<Body> {
     match r {
         Ok(v) => json(200, &v),
@@ -219,9 +303,18 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
         )));
     };
     let parts: Vec<&str> = rest.split('/').collect();
-    let client = &shared.client;
     match (req.method().clone(), parts.as_slice()) {
-        (Method::GET, ["status"]) => json(200, &ops::status(client)),
+        (Method::GET, ["status"]) => return json(200, &shared.status()),
+        (Method::GET, ["events"]) => return events(shared),
+        (Method::POST, ["hold"]) => return super::hold::hold(shared).await,
+        _ => {}
+    }
+    let client = match shared.client() {
+        Ok(c) => c,
+        Err(e) => return error(e),
+    };
+    let client = &*client;
+    match (req.method().clone(), parts.as_slice()) {
         (Method::POST, ["search"]) => match read_json::<SearchRequest>(req).await {
             Ok(q) => answer(ops::search(client, &q)),
             Err(e) => error(e),
@@ -263,16 +356,13 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
                 Err(e) => error(e),
             }
         }
-        (Method::GET, ["events"]) => events(shared),
         (Method::GET, ["archive", "stats"]) => answer(ops::archive_stats(client)),
         (Method::POST, ["archive", "verify"]) => match read_json::<VerifyRequest>(req).await {
             Ok(v) => {
-                let shared = shared.clone();
+                let client = shared.client();
                 // Verification reads the whole archive: off the runtime.
-                match tokio::task::spawn_blocking(move || {
-                    ops::archive_verify(&shared.client, v.deep)
-                })
-                .await
+                match tokio::task::spawn_blocking(move || ops::archive_verify(&*client?, v.deep))
+                    .await
                 {
                     Ok(r) => answer(r),
                     Err(e) => error(ApiError::internal(format!("verification stopped: {e}"))),
@@ -328,6 +418,10 @@ impl std::io::Write for ChunkWriter {
 fn export(shared: &Arc<Shared>) -> Response<Body> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let shared = shared.clone();
+    let client = match shared.client() {
+        Ok(c) => c,
+        Err(e) => return error(e),
+    };
     tokio::task::spawn_blocking(move || {
         let mut w = ChunkWriter {
             tx,
@@ -338,7 +432,7 @@ fn export(shared: &Arc<Shared>) -> Response<Body> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default(),
         );
-        if let Err(e) = ops::export(&shared.client, &shared.roster_text, now, &mut w, |_| {}) {
+        if let Err(e) = ops::export(&client, &shared.roster_text, now, &mut w, |_| {}) {
             tracing::warn!(error = %e, "archive export through the agent broke off");
         }
     });
@@ -357,11 +451,11 @@ fn export(shared: &Arc<Shared>) -> Response<Body> {
 /// starting with `hello`, for as long as the caller stays.
 fn events(shared: &Arc<Shared>) -> Response<Body> {
     let rx = shared.events.subscribe();
-    let st = shared.client.settings();
+    let st = &shared.settings;
     let hello = EventView::Hello {
         participant: st.identity.id().to_string(),
         device: st.device.to_string(),
-        connected: shared.client.state().borrow().connected,
+        connected: shared.client().is_ok_and(|c| c.state().borrow().connected),
     };
     let line = |ev: &EventView| {
         let mut v = serde_json::to_vec(ev).unwrap_or_default();

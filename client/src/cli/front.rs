@@ -49,6 +49,19 @@ pub(super) async fn find_agent(cli: &Cli) -> Result<Option<AgentClient>> {
         .map_err(|e| anyhow!(e))
 }
 
+/// For a command that needs the archive to itself (`roster`, `device`):
+/// borrows it from the running agent, if one runs, until the guard drops.
+pub(super) async fn hold_agent(cli: &Cli) -> Result<Option<crate::agent::remote::Hold>> {
+    match find_agent(cli).await? {
+        Some(a) => {
+            let hold = a.hold().await.map_err(remote)?;
+            eprintln!("(the agent lends this command the archive, and takes it back after)");
+            Ok(Some(hold))
+        }
+        None => Ok(None),
+    }
+}
+
 impl Front {
     /// For commands that read or change the archive and outbox: the agent
     /// if it runs, else the archive opened here (no relay session).

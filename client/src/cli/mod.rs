@@ -279,6 +279,12 @@ pub struct VerificationFailed(pub String);
 /// Whatever the command reports.
 pub async fn run(cli: Cli) -> Result<()> {
     output::set_utc(cli.utc);
+    // Governance commands need the archive to themselves: a running agent
+    // lends it for as long as they run.
+    let _hold = match &cli.command {
+        Command::Roster { .. } | Command::Device { .. } => front::hold_agent(&cli).await?,
+        _ => None,
+    };
     match &cli.command {
         Command::Init(a) => init::init(&cli, a),
         Command::Keygen {
