@@ -222,3 +222,59 @@ fn init_asks_twice_hidden_and_commands_ask_once() {
         stderr(&out)
     );
 }
+
+/// With neither `--body` nor `--body-file` on a terminal, `$EDITOR` opens
+/// on a private file; what it writes (less `#` lines) is the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_is_written_in_the_editor_on_a_terminal() {
+    timed(async {
+        let env = Env::new().await;
+        let editor = env.dir.path().join("editor.sh");
+        std::fs::write(
+            &editor,
+            "#!/bin/sh\n# A stand-in for vi: writes the body, keeps the comment lines.\n\
+             [ \"$(stat -c %a \"$1\")\" = 600 ] || exit 9\n\
+             [ -z \"$TALLINN_PASSPHRASE\" ] || exit 8\n\
+             { echo 'Written in the editor.'; cat \"$1\"; } > \"$1.new\" && mv \"$1.new\" \"$1\"\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut send = env.cli_command(
+            "EE",
+            &[
+                "send",
+                "--channel",
+                "front-office",
+                "--tlp",
+                "AMBER",
+                "--subject",
+                "composed in the editor",
+            ],
+        );
+        send.env("EDITOR", &editor)
+            .env_remove("VISUAL")
+            .env("TALLINN_PASSPHRASE", "never passed on");
+        let t = OnTerminal::start(send);
+        let (status, screen) = tokio::task::spawn_blocking(move || t.finish())
+            .await
+            .unwrap();
+        assert!(status.success(), "{screen}");
+        // The id, among the spinner's redraws on the same terminal.
+        let id = screen
+            .split(|c: char| !c.is_ascii_hexdigit())
+            .find(|t| t.len() == 32)
+            .unwrap_or_else(|| panic!("{screen}"))
+            .to_string();
+        assert!(
+            screen.contains("connecting to"),
+            "a spinner on a terminal: {screen}"
+        );
+        let out = env.cli("UA", &["sync"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let shown = env.cli("UA", &["show", &id, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&shown)).unwrap();
+        assert_eq!(v["body"], "Written in the editor.", "{v}");
+    })
+    .await;
+}

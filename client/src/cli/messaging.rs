@@ -49,10 +49,19 @@ fn edit_body(subject: &str) -> Result<String> {
         .with_context(|| format!("creating {}", base.display()))?;
     let path = base.join("message.txt");
     let result = (|| -> Result<String> {
-        std::fs::write(
-            &path,
-            format!("\n# Write the body of \"{subject}\" above. Lines starting with # are dropped;\n# an empty body sends the subject alone.\n"),
-        )?;
+        {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            write!(
+                f,
+                "\n# Write the body of \"{subject}\" above. Lines starting with # are dropped;\n# an empty body sends the subject alone.\n"
+            )?;
+        }
         let mut parts = editor.split_whitespace();
         let program = parts.next().unwrap_or("vi");
         let status = std::process::Command::new(program)
