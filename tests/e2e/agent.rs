@@ -764,7 +764,12 @@ async fn every_endpoint_of_the_local_api_answers() {
         let (st, b) = raw(&sock, "GET", "/v1/status", b"").await;
         assert_eq!(st, 200);
         assert!(json(&b)["last_error"].as_str().unwrap().contains("held"));
-        assert!(agent_client.hold().await.is_err(), "a second hold");
+        let (st, b) = raw(&sock, "POST", "/v1/hold", b"").await;
+        assert_eq!(
+            (st, json(&b)["error"]["code"].as_str()),
+            (409, Some("held")),
+            "a second hold"
+        );
         // The archive is free for this process meanwhile.
         let direct = tallinn_client::Client::open(env.settings("EE", "default")).unwrap();
         assert!(!direct.archive().is_empty());

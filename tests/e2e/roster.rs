@@ -671,6 +671,57 @@ mod v2 {
                 stdout(&o)
             };
             cli(&["sync"]);
+            // PL runs the agent from here on: the rotation and the sync
+            // borrow the archive from it, and it opens the new key after.
+            let text = std::fs::read_to_string(&config).unwrap();
+            std::fs::write(
+                &config,
+                format!(
+                    "{text}agent_socket = \"{}\"\n",
+                    v2.env
+                        .dir
+                        .path()
+                        .join("run")
+                        .join("pl-agent.sock")
+                        .display()
+                ),
+            )
+            .unwrap();
+            struct Agent(std::process::Child);
+            impl Drop for Agent {
+                fn drop(&mut self) {
+                    let _ = self.0.kill();
+                    let _ = self.0.wait();
+                }
+            }
+            let mut agent = Agent(
+                v2.env
+                    .cli_command("PL", &["agent"])
+                    .env_remove("TALLINN_PASSPHRASE")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            );
+            {
+                use std::io::BufRead as _;
+                let err = agent.0.stderr.take().unwrap();
+                let mut lines = std::io::BufReader::new(err).lines();
+                let ready = tokio::task::spawn_blocking(move || {
+                    let mut seen = Vec::new();
+                    for l in lines.by_ref().map_while(Result::ok) {
+                        if l.contains("agent for PL") {
+                            // Keep draining so the agent never blocks on stderr.
+                            std::thread::spawn(move || for _ in lines.by_ref() {});
+                            return Ok(());
+                        }
+                        seen.push(l);
+                    }
+                    Err(seen)
+                });
+                let r = tokio::time::timeout(WAIT, ready).await.unwrap().unwrap();
+                assert!(r.is_ok(), "the agent did not start: {r:?}");
+            }
             let key_text = std::fs::read_to_string(pdir.join("identity.key")).unwrap();
             let old_b64 = key_text
                 .lines()
@@ -697,8 +748,15 @@ mod v2 {
                 .contains(&old_b64));
             let out = cli(&["sync"]);
             assert!(out.contains("1 retired encryption key(s) erased"), "{out}");
+            // Through the agent, which took the archive back with the new key.
             let inbox = cli(&["inbox"]);
             assert!(inbox.contains("before the rotation"), "{inbox}");
+            let status = cli(&["outbox"]);
+            assert!(status.contains("outbox is empty"), "{status}");
+            assert!(
+                agent.0.try_wait().unwrap().is_none(),
+                "the agent is still running"
+            );
             // The old secret is nowhere under PL's directory any more.
             for f in files(&pdir) {
                 let bytes = std::fs::read(&f).unwrap();

@@ -45,8 +45,18 @@ async fn resume(shared: Arc<Shared>) {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let settings = shared.settings.clone();
-        match tokio::task::spawn_blocking(move || Client::start(settings)).await {
+        // The holder may have rotated the key file (`device rotate`,
+        // `sync`): load the settings anew when the agent knows how.
+        let reload = shared.reload.clone();
+        let last = shared.settings.clone();
+        let open = move || -> Result<Client, String> {
+            let settings = match reload {
+                Some(r) => r()?,
+                None => last,
+            };
+            Client::start(settings).map_err(|e| e.to_string())
+        };
+        match tokio::task::spawn_blocking(open).await {
             Ok(Ok(c)) => {
                 if shared.stopping.load(Ordering::SeqCst) {
                     c.close().await;

@@ -69,6 +69,10 @@ pub fn default_socket(data_dir: &Path, device: &str) -> PathBuf {
     }
 }
 
+/// Loads the client's settings anew (the key file, retired keys): what
+/// the agent calls when it takes the archive back after a hold.
+pub type Reload = std::sync::Arc<dyn Fn() -> Result<crate::client::Settings, String> + Send + Sync>;
+
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -146,7 +150,8 @@ pub async fn bind(socket: &Path) -> Result<tokio::net::UnixListener, AgentError>
 /// then removes the socket and closes the client (session closed, archive
 /// flushed). `connect_wait` bounds how long a compose waits for a relay
 /// session before it queues; `roster_text` is the version-1 roster file
-/// the export names (empty under version 2).
+/// the export names (empty under version 2); `reload` loads the settings
+/// anew after a hold.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
@@ -154,9 +159,10 @@ pub async fn run(
     socket: &Path,
     connect_wait: Duration,
     roster_text: String,
+    reload: Option<Reload>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let shared = server::Shared::new(client, connect_wait, roster_text);
+    let shared = server::Shared::new(client, connect_wait, roster_text, reload);
     let pump = tokio::spawn(server::pump_events(shared.clone()));
     let serve = tokio::spawn(server::serve(listener, shared.clone()));
     shutdown.await;

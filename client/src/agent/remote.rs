@@ -89,7 +89,27 @@ impl AgentClient {
         }
     }
 
+    /// One request; while another command holds the archive (503
+    /// `held`), waits for it to be given back, a bounded while.
     async fn request(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response<Incoming>, RemoteError> {
+        let deadline = std::time::Instant::now() + HELD_WAIT;
+        let mut pause = std::time::Duration::from_millis(50);
+        loop {
+            let resp = self.request_once(method.clone(), uri, body.clone()).await?;
+            if resp.status().as_u16() != 503 || std::time::Instant::now() >= deadline {
+                return Ok(resp);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(500));
+        }
+    }
+
+    async fn request_once(
         &self,
         method: Method,
         uri: &str,
@@ -128,18 +148,7 @@ impl AgentClient {
             Some(b) => Some(serde_json::to_vec(b).map_err(|e| self.http(e))?),
             None => None,
         };
-        // While another command holds the archive (503 `held`), wait for
-        // it to give it back, a bounded while.
-        let deadline = std::time::Instant::now() + HELD_WAIT;
-        let mut pause = std::time::Duration::from_millis(50);
-        let resp = loop {
-            let resp = self.request(method.clone(), uri, body.clone()).await?;
-            if resp.status().as_u16() != 503 || std::time::Instant::now() >= deadline {
-                break resp;
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(std::time::Duration::from_millis(500));
-        };
+        let resp = self.request(method, uri, body).await?;
         let status = resp.status().as_u16();
         let bytes = resp
             .into_body()

@@ -35,8 +35,10 @@ pub(crate) struct Shared {
     /// The client, or `None` while a command holds the archive
     /// (`POST /v1/hold`, see `hold`).
     pub(crate) client: std::sync::RwLock<Option<Arc<Client>>>,
-    /// To open the client again after a hold.
+    /// To open the client again after a hold: the last settings, and how
+    /// to load them anew (the holder may have rotated the key file).
     pub(crate) settings: crate::client::Settings,
+    pub(crate) reload: Option<super::Reload>,
     /// Bumped each time a client is installed (the event pump follows).
     pub(crate) generation: tokio::sync::watch::Sender<u64>,
     /// Set when the agent stops: a hold ending then opens nothing.
@@ -51,11 +53,17 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(client: Client, connect_wait: Duration, roster_text: String) -> Arc<Shared> {
+    pub(crate) fn new(
+        client: Client,
+        connect_wait: Duration,
+        roster_text: String,
+        reload: Option<super::Reload>,
+    ) -> Arc<Shared> {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (generation, _) = tokio::sync::watch::channel(0);
         Arc::new(Shared {
             settings: client.settings().clone(),
+            reload,
             client: std::sync::RwLock::new(Some(Arc::new(client))),
             generation,
             stopping: std::sync::atomic::AtomicBool::new(false),

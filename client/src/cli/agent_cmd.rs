@@ -5,6 +5,9 @@
 use super::*;
 
 pub(super) async fn agent(cli: &Cli, socket: Option<&Path>) -> Result<()> {
+    // The passphrase is kept: after a command that borrowed the archive
+    // rotated the key, the agent opens the new key file without asking.
+    super::prompt::remember();
     let ctx = Ctx::load(cli)?;
     ctx.config.check_relay()?;
     let socket = socket
@@ -34,12 +37,19 @@ pub(super) async fn agent(cli: &Cli, socket: Option<&Path>) -> Result<()> {
         })
     });
     let wait = ctx.config.connect_timeout.min(Duration::from_secs(5));
+    let (config, data_dir) = (cli.config.clone(), cli.data_dir.clone());
+    let reload: crate::agent::Reload = std::sync::Arc::new(move || {
+        Ctx::load_from(config.as_deref(), data_dir.as_deref())
+            .and_then(|c| c.settings())
+            .map_err(|e| super::error_text(&e))
+    });
     crate::agent::run(
         client,
         listener,
         &socket,
         wait,
         ctx.roster_text.clone(),
+        Some(reload),
         shutdown_signal(),
     )
     .await;

@@ -31,11 +31,21 @@ fn remote(e: RemoteError) -> anyhow::Error {
 
 /// The config alone (no key): enough to find the agent.
 pub(super) fn load_config(cli: &Cli) -> Result<ClientConfig> {
-    let path = cli.config.clone().unwrap_or_else(default_config_path);
+    load_config_from(cli.config.as_deref(), cli.data_dir.as_deref())
+}
+
+/// [`load_config`] from the two global options.
+pub(super) fn load_config_from(
+    config: Option<&Path>,
+    data_dir: Option<&Path>,
+) -> Result<ClientConfig> {
+    let path = config
+        .map(Path::to_path_buf)
+        .unwrap_or_else(default_config_path);
     let mut config = ClientConfig::read(&path)
         .context("loading the client config (use --config FILE; see config/client.toml)")?;
-    if let Some(d) = &cli.data_dir {
-        config.data_dir = d.clone();
+    if let Some(d) = data_dir {
+        config.data_dir = d.to_path_buf();
         config.agent_socket = crate::agent::default_socket(d, config.device.as_str());
     }
     Ok(config)

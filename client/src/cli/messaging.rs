@@ -283,9 +283,17 @@ pub(super) async fn outbox_action(cli: &Cli, action: &OutboxAction) -> Result<()
 }
 
 pub(super) async fn sync(cli: &Cli, timeout: Duration, json: bool) -> Result<()> {
-    if let Some(agent) = front::find_agent(cli).await? {
-        return sync_agent(&agent, json).await;
-    }
+    // Version 2 has upkeep only a sync does (a pending key rotation, retired
+    // keys to erase, a rotation that is due): with an agent running, the
+    // archive is borrowed for it; version 1 has nothing to do beyond what
+    // the agent does all the time.
+    let _hold = match front::find_agent(cli).await? {
+        Some(agent) if front::load_config(cli)?.deployment.is_none() => {
+            return sync_agent(&agent, json).await;
+        }
+        Some(_) => front::hold_agent(cli).await?,
+        None => None,
+    };
     let ctx = Ctx::load(cli)?;
     ctx.config.check_relay()?;
     let client = ctx.start()?;

@@ -83,7 +83,13 @@ fn passphrase_for(path: &Path) -> Result<Option<zeroize::Zeroizing<String>>> {
 
 impl Ctx {
     fn load(cli: &Cli) -> Result<Ctx> {
-        let config = front::load_config(cli)?;
+        Self::load_from(cli.config.as_deref(), cli.data_dir.as_deref())
+    }
+
+    /// [`Ctx::load`] from the two global options (the agent reloads with
+    /// them after a command changed the key file).
+    fn load_from(config: Option<&Path>, data_dir: Option<&Path>) -> Result<Ctx> {
+        let config = front::load_config_from(config, data_dir)?;
         let pass = passphrase_for(&config.identity)?;
         let identity =
             Identity::read_secret_file(&config.identity, pass.as_ref().map(|p| p.as_bytes()))?;

@@ -29,6 +29,17 @@ pub fn take_env() {
     let _ = FROM_ENV.set(value);
 }
 
+/// A passphrase asked once and kept for this process (the agent only:
+/// it reopens the key after a rotation without asking again; it holds the
+/// unlocked key anyway).
+static REMEMBERED: std::sync::Mutex<Option<Zeroizing<String>>> = std::sync::Mutex::new(None);
+static REMEMBER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Keeps the next passphrase asked for this process's later loads.
+pub(super) fn remember() {
+    REMEMBER.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// The longest passphrase file read.
 const MAX_PASSPHRASE_FILE: u64 = 4096;
 
@@ -78,13 +89,20 @@ pub(super) fn existing(path: &Path) -> Result<Zeroizing<String>> {
     if let Some(p) = from_env()? {
         return Ok(p);
     }
+    if let Some(p) = REMEMBERED.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        return Ok(p);
+    }
     if !interactive() {
         bail!(
             "secret key file {} is passphrase-protected: run this in a terminal to be asked, or set {PASSPHRASE_FILE_ENV} (a file) or {PASSPHRASE_ENV}",
             path.display()
         );
     }
-    ask(&format!("Passphrase for {}: ", path.display()))
+    let p = ask(&format!("Passphrase for {}: ", path.display()))?;
+    if REMEMBER.load(std::sync::atomic::Ordering::SeqCst) {
+        *REMEMBERED.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
+    }
+    Ok(p)
 }
 
 /// A new passphrase: from the environment, else asked twice on a hidden
