@@ -665,9 +665,15 @@ mod v2 {
                 ),
             )
             .unwrap();
+            let log_path = v2.env.dir.path().join("pl-agent.log");
             let cli = |args: &[&str]| {
                 let o = v2.env.cli("PL", args);
-                assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+                assert!(
+                    o.status.success(),
+                    "{args:?}: {}\nthe agent's log:\n{}",
+                    stderr(&o),
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
                 stdout(&o)
             };
             cli(&["sync"]);
@@ -687,6 +693,7 @@ mod v2 {
                 ),
             )
             .unwrap();
+            let agent_log = v2.env.dir.path().join("pl-agent.log");
             struct Agent(std::process::Child);
             impl Drop for Agent {
                 fn drop(&mut self) {
@@ -698,6 +705,7 @@ mod v2 {
                 v2.env
                     .cli_command("PL", &["agent"])
                     .env_remove("TALLINN_PASSPHRASE")
+                    .env("RUST_LOG", "tallinn_client=info")
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::piped())
                     .spawn()
@@ -707,12 +715,20 @@ mod v2 {
                 use std::io::BufRead as _;
                 let err = agent.0.stderr.take().unwrap();
                 let mut lines = std::io::BufReader::new(err).lines();
+                let log_path = agent_log.clone();
                 let ready = tokio::task::spawn_blocking(move || {
                     let mut seen = Vec::new();
                     for l in lines.by_ref().map_while(Result::ok) {
                         if l.contains("agent for PL") {
-                            // Keep draining so the agent never blocks on stderr.
-                            std::thread::spawn(move || for _ in lines.by_ref() {});
+                            // Keep draining so the agent never blocks on
+                            // stderr; its log goes to a file for a failure.
+                            std::thread::spawn(move || {
+                                use std::io::Write as _;
+                                let mut log = std::fs::File::create(log_path).unwrap();
+                                for l in lines.by_ref().map_while(Result::ok) {
+                                    let _ = writeln!(log, "{l}");
+                                }
+                            });
                             return Ok(());
                         }
                         seen.push(l);

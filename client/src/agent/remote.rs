@@ -352,6 +352,24 @@ impl AgentClient {
     /// # Errors
     /// [`RemoteError`]: another command holds it (409), or the agent failed.
     pub async fn hold(&self) -> Result<Hold, RemoteError> {
+        // Another command may hold it, or the agent may be taking it back
+        // from one that just ended (409 `held`): wait a bounded while.
+        let deadline = std::time::Instant::now() + HELD_WAIT;
+        let mut pause = std::time::Duration::from_millis(50);
+        loop {
+            match self.hold_once().await {
+                Err(RemoteError::Api(e))
+                    if e.code == "held" && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn hold_once(&self) -> Result<Hold, RemoteError> {
         let stream =
             UnixStream::connect(&self.path)
                 .await
