@@ -240,7 +240,14 @@ async fn a_backup_taken_while_sends_flow_restores_every_accepted_message() {
             )
             .await
             .unwrap();
-        assert!(seq as usize > must_have.len(), "seq {seq}");
+        let copied_up_to: u64 = stdout(&out)
+            .split("up to seq ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{}", stdout(&out)));
+        assert!(copied_up_to >= must_have.len() as u64, "{}", stdout(&out));
+        assert!(seq > copied_up_to, "seq {seq} reused (the copy went up to {copied_up_to})");
         ee.sync(WAIT, |_| {}).await.unwrap();
         ua.close().await;
         ee.close().await;
