@@ -247,7 +247,10 @@ async fn a_backup_taken_while_sends_flow_restores_every_accepted_message() {
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or_else(|| panic!("{}", stdout(&out)));
         assert!(copied_up_to >= must_have.len() as u64, "{}", stdout(&out));
-        assert!(seq > copied_up_to, "seq {seq} reused (the copy went up to {copied_up_to})");
+        assert!(
+            seq > copied_up_to,
+            "seq {seq} reused (the copy went up to {copied_up_to})"
+        );
         ee.sync(WAIT, |_| {}).await.unwrap();
         ua.close().await;
         ee.close().await;
