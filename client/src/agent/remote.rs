@@ -157,13 +157,7 @@ impl AgentClient {
             .map_err(|e| self.http(e))?
             .to_bytes();
         if status >= 400 {
-            let mut e = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|b| b.error)
-                .unwrap_or_else(|_| {
-                    ApiError::internal(format!("the agent answered HTTP {status}"))
-                });
-            e.status = status;
-            return Err(e.into());
+            return Err(api_error(status, &bytes).into());
         }
         serde_json::from_slice(&bytes).map_err(|e| self.http(format!("its answer: {e}")))
     }
@@ -313,13 +307,7 @@ impl AgentClient {
             .map_err(|e| self.http(e))?
             .to_bytes();
         if status >= 400 {
-            let mut e = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|b| b.error)
-                .unwrap_or_else(|_| {
-                    ApiError::internal(format!("the agent answered HTTP {status}"))
-                });
-            e.status = status;
-            return Err(e.into());
+            return Err(api_error(status, &bytes).into());
         }
         Ok(bytes.to_vec())
     }
@@ -395,13 +383,7 @@ impl AgentClient {
         let mut body = resp.into_body();
         if status >= 400 {
             let bytes = body.collect().await.map_err(|e| self.http(e))?.to_bytes();
-            let mut e = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|b| b.error)
-                .unwrap_or_else(|_| {
-                    ApiError::internal(format!("the agent answered HTTP {status}"))
-                });
-            e.status = status;
-            return Err(e.into());
+            return Err(api_error(status, &bytes).into());
         }
         match body.frame().await {
             Some(Ok(f)) if f.data_ref().is_some_and(|d| d.starts_with(b"held")) => {}
@@ -505,6 +487,16 @@ impl AgentClient {
             buf: Vec::new(),
         })
     }
+}
+
+/// The error an agent's 4xx/5xx answer carries (`{"error": ...}`), or a
+/// plain one naming the status when the body is not that.
+fn api_error(status: u16, body: &[u8]) -> ApiError {
+    let mut e = serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| ApiError::internal(format!("the agent answered HTTP {status}")));
+    e.status = status;
+    e
 }
 
 /// The process behind the socket must run as this user: messages and
