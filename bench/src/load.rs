@@ -160,12 +160,14 @@ impl Setup {
             identities.push(identity);
         }
         let members: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
-        let relay_key = Identity::generate(ParticipantId::new("relay")?);
+        // The relay signs a receipt for every accepted message with this key.
+        let relay_key =
+            tallinn_relay::receipt_key::ReceiptKey::load_or_create(&dir.join("receipt.key"))?;
         let state = StateRecord {
             beneficiary: None,
             chair: members[0].clone(),
             quorum: 1,
-            relay_key: relay_key.public().sign_key.to_bytes(),
+            relay_key: relay_key.public().to_bytes(),
             participants: records,
             channels: vec![ChannelRecord {
                 id: "bench".into(),
@@ -234,7 +236,7 @@ impl Setup {
         std::fs::write(
             &path,
             format!(
-                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\nroster = \"roster.toml\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\nroster = \"roster.toml\"\nreceipt_key = \"receipt.key\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
                  [tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\ngenerate_self_signed = false\n\
                  [limits]\nsend_rate_per_sec = 1000000000.0\nsend_burst = 1000000000\n\
                  send_bytes_per_sec = 1000000000000\nsend_bytes_burst = 1000000000000\n\

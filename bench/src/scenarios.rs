@@ -181,6 +181,7 @@ pub async fn backlog_with_devices(n: usize, participants: usize, devices: usize)
         send_timeout: Duration::from_secs(30),
         max_backoff: Duration::from_secs(2),
         allow_classical_key_exchange: false,
+        check_wraps: Default::default(),
     };
     let start = Instant::now();
     let client = Client::start(settings)?;

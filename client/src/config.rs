@@ -102,6 +102,22 @@ pub struct FileConfig {
     /// `$XDG_RUNTIME_DIR/tallinn/agent-<device>-<h>.sock` (see
     /// `tallinn_client::agent`).
     pub agent_socket: Option<PathBuf>,
+    /// Version 2: which wraps of every delivery are recomputed from its
+    /// content key, a mismatch quarantined: `"beneficiary"` (default) or
+    /// `"all"`.
+    #[serde(default)]
+    pub check_wraps: WrapCheck,
+}
+
+/// Which wraps a client recomputes at receipt (`check_wraps`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WrapCheck {
+    /// The beneficiary's: proves Ukraine was given the same content key.
+    #[default]
+    Beneficiary,
+    /// Every recipient's.
+    All,
 }
 
 fn default_identity() -> PathBuf {
@@ -150,6 +166,8 @@ pub struct ClientConfig {
     pub enc_key_grace: Duration,
     /// The local agent's socket.
     pub agent_socket: PathBuf,
+    /// Which wraps are recomputed at receipt.
+    pub check_wraps: WrapCheck,
 }
 
 fn days(field: &'static str, v: Option<f64>, d: f64) -> Result<f64, ConfigError> {
@@ -288,6 +306,7 @@ impl ClientConfig {
                 defaults::MAX_BACKOFF,
             )?,
             allow_classical_key_exchange: file.allow_classical_key_exchange,
+            check_wraps: file.check_wraps,
             rotate_enc_key: {
                 let d = days(
                     "rotate_enc_key_days",

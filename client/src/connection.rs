@@ -71,6 +71,12 @@ pub enum ConnectError {
     /// Not retried: the relay (or whoever signed the entries) misbehaves.
     #[error("untrusted roster log: {0}")]
     UntrustedRoster(String),
+    /// Version 2: this archive does not reach or does not agree with the
+    /// last checkpoint its device signed (a truncated archive, or an older
+    /// copy put back). Not retried; `tallinn archive recover` accepts the
+    /// archive as it is, and records that.
+    #[error("{0}; nothing more is archived: restore the newest copy of the archive, or accept this one as it is with `tallinn archive recover` (recorded in the archive)")]
+    ArchiveBehind(String),
     /// The connection was lost.
     #[error("connection lost: {0}")]
     Lost(String),

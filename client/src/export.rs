@@ -1,134 +1,48 @@
 //! Audit export: JSON Lines that a third party can re-verify without this
-//! software.
+//! software (`PROTOCOL.md` §12.5).
 //!
-//! Line 1 (`"type": "tallinn-archive-export"`): the participant and device,
-//! the export time, the record count, the archive head hash, the roster used
-//! (its TOML text, verbatim) and its fingerprint.
+//! Version 2 (an archive with a roster log): line 1 names the participant,
+//! the device, the deployment and the whole roster log; each record line
+//! carries its content key and, for a sent record, the relay's receipt, so
+//! `tallinn-audit` proves every signature, content, wrap and hash with no
+//! private key. Version 1 (no roster log): the roster file verbatim, and
+//! signatures but not contents can be checked (§12.6).
 //!
-//! Then one line per record (`"type": "record"`), in archive order: relay
-//! seq and receive time, direction, the decoded header and message fields,
-//! attachments (name, media type, size, SHA-256, base64 data), the raw
-//! envelope in base64 (standard alphabet, padded), and the record's chain
-//! hashes.
-//!
-//! To re-verify a record: base64-decode `envelope_b64`; it is
-//! `postcard(Envelope{body, signature})` (see `PROTOCOL.md` §2.3): read the
-//! varint length and `body`, then the 64-byte signature; verify Ed25519 over
-//! `"tallinn/1 envelope" ‖ body` with the sender's `sign_key` from the
-//! roster on line 1; decode the header from the start of `body` and compare
-//! `msg_id`, `sender`, `channel`, `sent_at_ms` with the line's fields.
+//! The line rendering is `tallinn_common::evidence::export`'s, the same the
+//! auditor compares against.
 
 use std::io::Write;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use tallinn_common::message::{Kind, Loe, Priority, State};
+use tallinn_common::evidence::export::{self as line, Evidence, EXPORT_TYPE, EXPORT_VERSION};
 use tallinn_common::roster::Roster;
 
-use crate::archive::{Archive, ArchiveError, Direction, Record};
+use crate::archive::{Archive, ArchiveError, Record};
 
-fn loe(l: Loe) -> &'static str {
-    match l {
-        Loe::Immediate => "immediate",
-        Loe::Capability => "capability",
-        Loe::Sustainability => "sustainability",
-    }
-}
+pub use tallinn_common::evidence::export::kind_json;
 
-fn priority(p: Priority) -> &'static str {
-    match p {
-        Priority::Low => "low",
-        Priority::Normal => "normal",
-        Priority::High => "high",
-        Priority::Critical => "critical",
-    }
-}
-
-fn state(s: State) -> &'static str {
-    match s {
-        State::Acknowledged => "acknowledged",
-        State::InProgress => "in-progress",
-        State::Fulfilled => "fulfilled",
-        State::Declined => "declined",
-        State::Closed => "closed",
-    }
-}
-
-/// The kind as JSON (`{"name": ..., kind fields}`).
-pub fn kind_json(k: &Kind) -> Value {
-    match k {
-        Kind::Note => json!({"name": "note"}),
-        Kind::Request {
-            loe: l,
-            category,
-            priority: p,
-        } => {
-            json!({"name": "request", "loe": loe(*l), "category": category, "priority": priority(*p)})
-        }
-        Kind::Offer { request } => json!({"name": "offer", "request": request.to_hex()}),
-        Kind::Status { about, state: s } => {
-            json!({"name": "status", "about": about.to_hex(), "state": state(*s)})
-        }
-        Kind::Proposal { entry } => json!({
-            "name": "proposal",
-            "entry_body_b64": base64::engine::general_purpose::STANDARD.encode(entry),
-            "entry_hash": hex::encode(tallinn_common::roster::entry_hash(entry)),
-        }),
-        Kind::Approval {
-            entry_hash,
-            signature,
-        } => json!({
-            "name": "approval",
-            "entry_hash": hex::encode(entry_hash),
-            "signature": hex::encode(signature),
-        }),
-    }
-}
-
-/// A record as JSON (attachment data included only if `with_data`).
+/// A record as JSON, version 1 (attachment data included only if
+/// `with_data`).
 pub fn record_json(r: &Record, with_data: bool) -> Value {
-    let attachments: Vec<Value> = r
-        .message
-        .attachments
-        .iter()
-        .map(|a| {
-            let mut v = json!({
-                "name": a.name,
-                "media_type": a.media_type,
-                "size": a.data.len(),
-                "sha256": hex::encode(Sha256::digest(&a.data)),
-            });
-            if with_data {
-                v["data_b64"] = json!(B64.encode(&a.data));
-            }
-            v
-        })
-        .collect();
-    json!({
-        "type": "record",
-        "index": r.index,
-        "direction": match r.direction { Direction::Received => "received", Direction::Sent => "sent" },
-        "seq": r.seq,
-        "received_at_ms": r.received_at_ms,
-        "msg_id": r.msg_id.to_hex(),
-        "sender": r.sender,
-        "channel": r.channel,
-        "sent_at_ms": r.sent_at_ms,
-        "kind": kind_json(&r.message.kind),
-        "tlp": r.message.tlp.label(),
-        "reply_to": r.message.reply_to.map(|m| m.to_hex()),
-        "subject": r.message.subject,
-        "body": r.message.body,
-        "attachments": attachments,
-        "envelope_b64": B64.encode(&r.envelope),
-        "prev_hash": hex::encode(r.prev_hash),
-        "record_hash": hex::encode(r.hash()),
-    })
+    line::record_line(r, with_data, None)
 }
 
-/// Writes the export; returns the number of records written.
+/// Recovers the content key of a record archived without one (received
+/// before records kept it), by opening its envelope with the device's keys.
+pub type RecoverKey<'a> = &'a dyn Fn(&Record) -> Option<[u8; 32]>;
+
+/// What the caller adds to a version-2 export beyond the archive.
+#[derive(Default)]
+pub struct ExportOptions<'a> {
+    /// See [`RecoverKey`]; without it such records export `content_key: null`.
+    pub recover_key: Option<RecoverKey<'a>>,
+}
+
+/// Writes the export; returns the number of records written. Version 2
+/// (content keys, receipts, the roster log) when the archive holds a roster
+/// log, version 1 otherwise.
 ///
 /// # Errors
 /// [`ArchiveError`] (including I/O errors of `out`).
@@ -140,37 +54,99 @@ pub fn export(
     participant: &str,
     device: &str,
     exported_at_ms: u64,
+    out: impl Write,
+    progress: impl FnMut(u64),
+) -> Result<u64, ArchiveError> {
+    export_with(
+        archive,
+        roster,
+        roster_text,
+        participant,
+        device,
+        exported_at_ms,
+        &ExportOptions::default(),
+        out,
+        progress,
+    )
+}
+
+/// [`export`] with [`ExportOptions`].
+///
+/// # Errors
+/// [`ArchiveError`] (including I/O errors of `out`).
+#[allow(clippy::too_many_arguments)]
+pub fn export_with(
+    archive: &Archive,
+    roster: &Roster,
+    roster_text: &str,
+    participant: &str,
+    device: &str,
+    exported_at_ms: u64,
+    options: &ExportOptions<'_>,
     mut out: impl Write,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, ArchiveError> {
-    let mut header = json!({
-        "type": "tallinn-archive-export",
-        "version": 1,
-        "participant": participant,
-        "device": device,
-        "exported_at_ms": exported_at_ms,
-        "records": archive.len(),
-        "head_hash": hex::encode(archive.head_hash()),
-        "roster_fingerprint": roster.fingerprint_hex(),
-        "roster": roster_text,
-    });
-    // Version 2: the roster log this device verified, so an auditor checks
-    // every record against the state of its own epoch (PROTOCOL.md §12.5).
     let log = archive.roster_entries()?;
-    if let (Some(first), Value::Object(h)) = (log.first(), &mut header) {
-        h.insert("deployment".into(), json!(hex::encode(first.hash())));
-        h.insert(
-            "roster_log".into(),
-            json!(log
-                .iter()
-                .map(|e| B64.encode(e.encode()))
-                .collect::<Vec<_>>()),
-        );
-    }
+    let v2 = !log.is_empty();
+    let header = if let Some(first) = log.first() {
+        // Version 2: the roster log this device verified, so an auditor
+        // checks every record against the state of its own epoch, with the
+        // content keys that prove every content (PROTOCOL.md §12.5).
+        json!({
+            "type": EXPORT_TYPE,
+            "version": EXPORT_VERSION,
+            "participant": participant,
+            "device": device,
+            "exported_at_ms": exported_at_ms,
+            "records": archive.len(),
+            "head_hash": hex::encode(archive.head_hash()),
+            "deployment": hex::encode(first.hash()),
+            "roster_log": log.iter().map(|e| B64.encode(e.encode())).collect::<Vec<_>>(),
+            "checkpoint": archive.checkpoint()?.map(|c| line::checkpoint_b64(&c)),
+            "holds": Vec::<Value>::new(),
+            "recoveries": archive.recoveries()?.iter().map(|r| json!({
+                "at_ms": r.at_ms,
+                "records": r.records,
+                "head_hash": hex::encode(r.head_hash),
+                "refused_checkpoint_b64": B64.encode(&r.refused),
+            })).collect::<Vec<_>>(),
+            "selection": Value::Null,
+        })
+    } else {
+        json!({
+            "type": EXPORT_TYPE,
+            "version": 1,
+            "participant": participant,
+            "device": device,
+            "exported_at_ms": exported_at_ms,
+            "records": archive.len(),
+            "head_hash": hex::encode(archive.head_hash()),
+            "roster_fingerprint": roster.fingerprint_hex(),
+            "roster": roster_text,
+        })
+    };
     writeln!(out, "{header}")?;
     let mut n = 0;
     archive.for_each(|r| {
-        writeln!(out, "{}", record_json(&r, true))?;
+        let value = if v2 {
+            let recovered = match (r.content_key, options.recover_key) {
+                (Some(k), _) => Some(k),
+                (None, Some(f)) => f(&r),
+                (None, None) => None,
+            };
+            let receipt = archive.receipt(r.index)?;
+            line::record_line(
+                &r,
+                true,
+                Some(&Evidence {
+                    content_key: recovered.as_ref(),
+                    receipt: receipt.as_ref(),
+                }),
+            )
+        } else {
+            line::record_line(&r, true, None)
+        };
+        writeln!(out, "{value}")?;
         n += 1;
         progress(n);
         Ok(())

@@ -43,6 +43,7 @@
 
 pub mod defaults;
 pub mod envelope;
+pub mod evidence;
 pub mod identity;
 pub mod message;
 pub mod roster;

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_big_array::BigArray;
 
 use crate::defaults;
+use crate::evidence::{Receipt, SignedCheckpoint};
 use crate::identity::Identity;
 use crate::message::MsgId;
 
@@ -181,7 +182,7 @@ impl std::str::FromStr for ErrorCode {
 pub struct EntryBytes(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 /// A session-stream frame. Variant order is the wire order (postcard index
-/// 0-12; 9-12 are the roster log of version 2).
+/// 0-15; 9-12 are the roster log of version 2, 13-15 its evidence).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Frame {
     /// 0, relay -> client, first frame: relay name and the auth nonce.
@@ -288,6 +289,27 @@ pub enum Frame {
         /// Its entry hash.
         hash: [u8; 32],
     },
+    /// 13, relay -> client (version-2 deployments, instead of `Accepted`):
+    /// the envelope is durably stored, with the relay's signed receipt
+    /// (seq, msg_id, received_at_ms, SHA-256 of the envelope).
+    Receipt {
+        /// The receipt.
+        receipt: Receipt,
+    },
+    /// 14, relay -> client (version-2 deployments): the latest archive
+    /// checkpoint the relay holds for this device. Sent right after
+    /// `Welcome`, before any delivery, and as the answer to `Checkpoint`.
+    CheckpointLatest {
+        /// The checkpoint, if the device ever sent one.
+        checkpoint: Option<SignedCheckpoint>,
+    },
+    /// 15, client -> relay (version 2): a checkpoint of this device's
+    /// archive, signed with its `sign_key`. The relay checks it, keeps it
+    /// durably as the device's latest and answers `CheckpointLatest`.
+    Checkpoint {
+        /// The checkpoint.
+        checkpoint: SignedCheckpoint,
+    },
 }
 
 impl Frame {
@@ -307,6 +329,9 @@ impl Frame {
             Frame::RosterEntries { .. } => "RosterEntries",
             Frame::RosterSubmit { .. } => "RosterSubmit",
             Frame::RosterAccepted { .. } => "RosterAccepted",
+            Frame::Receipt { .. } => "Receipt",
+            Frame::CheckpointLatest { .. } => "CheckpointLatest",
+            Frame::Checkpoint { .. } => "Checkpoint",
         }
     }
 }
@@ -584,11 +609,47 @@ mod tests {
             }),
             (any::<u64>(), any::<[u8; 32]>())
                 .prop_map(|(index, hash)| Frame::RosterAccepted { index, hash }),
+            (
+                any::<u64>(),
+                any::<[u8; 16]>(),
+                any::<u64>(),
+                any::<[u8; 32]>()
+            )
+                .prop_map(|(seq, m, received_at_ms, envelope_hash)| Frame::Receipt {
+                    receipt: crate::evidence::Receipt {
+                        body: crate::evidence::ReceiptBody {
+                            seq,
+                            msg_id: MsgId(m),
+                            received_at_ms,
+                            envelope_hash,
+                        },
+                        signature: [7; 64],
+                    }
+                }),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..100)).prop_map(|b| {
+                Frame::CheckpointLatest {
+                    checkpoint: b.map(|body| SignedCheckpoint {
+                        body,
+                        signature: [1; 64],
+                    }),
+                }
+            }),
+            proptest::collection::vec(any::<u8>(), 0..100).prop_map(|body| Frame::Checkpoint {
+                checkpoint: SignedCheckpoint {
+                    body,
+                    signature: [2; 64],
+                }
+            }),
         ]
     }
 
     #[test]
     fn known_answer_encodings() {
+        // CheckpointLatest{None}: variant 14, option tag 0.
+        assert_eq!(
+            encode_frame(&Frame::CheckpointLatest { checkpoint: None }),
+            vec![0, 0, 0, 2, 14, 0]
+        );
         // RosterFetch{from: 5}: variant 9, varint 5.
         assert_eq!(
             encode_frame(&Frame::RosterFetch { from: 5 }),

@@ -129,6 +129,8 @@ pub struct RelayConfig {
     pub retention: Duration,
     /// How often the store is garbage-collected.
     pub gc_interval: Duration,
+    /// The receipt key file (read at start in a version-2 deployment).
+    pub receipt_key: PathBuf,
 }
 
 /// Errors loading or validating configuration.
@@ -200,6 +202,10 @@ pub struct FileConfig {
     /// Storage settings.
     #[serde(default)]
     pub store: FileStore,
+    /// The relay's receipt key file (version 2: its public half is
+    /// `relay_key` in the roster). Default `<data_dir>/receipt.key`.
+    #[serde(default)]
+    pub receipt_key: Option<PathBuf>,
 }
 
 /// `[tls]`.
@@ -590,6 +596,10 @@ impl FileConfig {
             name: self.name.clone(),
             listen: self.listen,
             data_dir: Self::resolve(base, &self.data_dir),
+            receipt_key: match &self.receipt_key {
+                Some(p) => Self::resolve(base, p),
+                None => Self::resolve(base, &self.data_dir).join(crate::genesis::RECEIPT_KEY_FILE),
+            },
             roster: Arc::new(roster),
             roster_path: Some(roster_path),
             tls: TlsIdentity::placeholder(),

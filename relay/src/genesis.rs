@@ -4,22 +4,17 @@
 //!
 //! The ceremony (README, "Initialise a deployment"):
 //! 1. `tallinn-relay roster init --config relay.toml --chair EE --out genesis.entry`
-//!    creates `receipt.key` in the data directory (mode 0600; the evidence
-//!    issue signs receipts with it) and writes the unsigned genesis;
+//!    creates `receipt.key` in the data directory (mode 0600; the relay
+//!    signs its receipts with it) and writes the unsigned genesis;
 //! 2. the chair and the beneficiary each run `tallinn roster approve
 //!    genesis.entry` on their own machine (the file is plain text);
 //! 3. `tallinn-relay roster install --config relay.toml --entry genesis.entry`
 //!    verifies the approvals and installs it (the relay stopped); it prints
 //!    the deployment fingerprint every participant compares out of band.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
-use ed25519_dalek::SigningKey;
 use tallinn_common::roster::{EntryBody, EntryKind, LogError, Roster, RosterLog, SignedEntry};
-use zeroize::Zeroizing;
 
 use crate::store::{SledStore, Store, StoreError};
 
@@ -65,44 +60,14 @@ pub fn receipt_key(data_dir: &Path) -> Result<ed25519_dalek::VerifyingKey, Genes
         source,
     })?;
     let path = data_dir.join(RECEIPT_KEY_FILE);
-    let io = |source| GenesisError::Io {
-        path: path.clone(),
-        source,
-    };
-    if path.exists() {
-        let file = std::fs::File::open(&path).map_err(io)?;
-        tallinn_host::durable::check_private_file(&file, &path).map_err(io)?;
-        let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(io)?);
-        let b64 = text
-            .trim()
-            .strip_prefix("receipt_secret = \"")
-            .and_then(|r| r.strip_suffix('"'))
-            .ok_or_else(|| GenesisError::BadKeyFile(path.clone()))?;
-        let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
-            B64.decode(b64)
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-                .ok_or_else(|| GenesisError::BadKeyFile(path.clone()))?,
-        );
-        return Ok(SigningKey::from_bytes(&seed).verifying_key());
-    }
-    let mut seed = Zeroizing::new([0u8; 32]);
-    rand::fill(seed.as_mut_slice());
-    let key = SigningKey::from_bytes(&seed);
-    let line = Zeroizing::new(format!(
-        "receipt_secret = \"{}\"\n",
-        B64.encode(seed.as_slice())
-    ));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&path).map_err(io)?;
-    f.write_all(line.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    Ok(key.verifying_key())
+    crate::receipt_key::ReceiptKey::load_or_create(&path)
+        .map(|k| k.public())
+        .map_err(|e| match e {
+            crate::receipt_key::ReceiptKeyError::Io { path, source } => {
+                GenesisError::Io { path, source }
+            }
+            crate::receipt_key::ReceiptKeyError::BadKeyFile(p) => GenesisError::BadKeyFile(p),
+        })
 }
 
 /// The unsigned genesis of a version-1 roster (migration: each key pair is

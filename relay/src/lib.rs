@@ -47,6 +47,7 @@ pub mod control;
 pub mod defaults;
 pub mod genesis;
 pub mod metrics;
+pub mod receipt_key;
 pub mod router;
 pub mod rules;
 pub mod server;

@@ -59,6 +59,23 @@ pub enum SpawnError {
     /// The stored roster log does not verify (a corrupt or tampered store).
     #[error("the stored roster log does not verify: {0}")]
     RosterLog(LogError),
+    /// A version-2 deployment needs the receipt key, and it is unusable.
+    #[error("{0} (receipt_key in relay.toml; `tallinn-relay gen-receipt-key` creates one)")]
+    ReceiptKey(crate::receipt_key::ReceiptKeyError),
+    /// The receipt key is not the roster's `relay_key`: every receipt would
+    /// fail to verify.
+    #[error(
+        "the receipt key {path} is {file_key}, but the roster's relay_key is {roster_key}: \
+         install the key the genesis was made with, or amend relay_key"
+    )]
+    ReceiptKeyMismatch {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// Its public key, hex.
+        file_key: String,
+        /// The roster's relay_key, hex.
+        roster_key: String,
+    },
 }
 
 /// Why a roster reload was refused.
@@ -227,6 +244,7 @@ impl Server {
         })?;
         let metrics = Arc::new(Metrics::default());
         let rules = initial_rules(&config, store.as_ref())?;
+        let receipts = receipt_key(&config, &rules)?;
         let participants = rules.participant_count();
         let router = Arc::new(Router::new(Arc::new(rules), metrics.clone()));
         // What the store holds after opening is on disk: durable.
@@ -317,6 +335,7 @@ impl Server {
                 evictors: HashMap::new(),
             }),
             roster_writer: tokio::sync::Mutex::new(()),
+            receipts,
         });
 
         let (metrics_addr, metrics_task) = match config.metrics_listen {
@@ -654,6 +673,28 @@ async fn gc_loop(
             Err(e) => error!(error = %e, "store gc task failed"),
         }
     }
+}
+
+/// The receipt key of a version-2 deployment, checked against the roster's
+/// `relay_key`; none for version 1 (which answers `Accepted`).
+fn receipt_key(
+    config: &RelayConfig,
+    rules: &RosterRules,
+) -> Result<Option<Arc<crate::receipt_key::ReceiptKey>>, SpawnError> {
+    let Some(log) = rules.log() else {
+        return Ok(None);
+    };
+    let key = crate::receipt_key::ReceiptKey::load(&config.receipt_key)
+        .map_err(SpawnError::ReceiptKey)?;
+    let roster_key = log.log.current().relay_key().to_bytes();
+    if key.public().to_bytes() != roster_key {
+        return Err(SpawnError::ReceiptKeyMismatch {
+            path: config.receipt_key.clone(),
+            file_key: hex::encode(key.public().to_bytes()),
+            roster_key: hex::encode(roster_key),
+        });
+    }
+    Ok(Some(Arc::new(key)))
 }
 
 /// The roster the relay starts with: the roster log in its store if a

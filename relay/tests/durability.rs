@@ -74,6 +74,12 @@ impl Store for FaultyStore {
     fn append_roster_entry(&self, i: u64, e: &SignedEntry, now_ms: u64) -> Result<(), StoreError> {
         self.inner.append_roster_entry(i, e, now_ms)
     }
+    fn archive_checkpoint(&self, p: &str, d: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.archive_checkpoint(p, d)
+    }
+    fn put_archive_checkpoint(&self, p: &str, d: &str, c: &[u8]) -> Result<(), StoreError> {
+        self.inner.put_archive_checkpoint(p, d, c)
+    }
     fn touch_device(&self, p: &str, d: &str, now_ms: u64) -> Result<u64, StoreError> {
         self.inner.touch_device(p, d, now_ms)
     }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use tallinn_common::envelope::{seal_v2, UntrustedEnvelope};
 use tallinn_common::identity::{Identity, ParticipantId};
@@ -135,6 +136,16 @@ impl V2 {
             limits,
             tempfile::tempdir().unwrap(),
             move |path| {
+                // The receipt key the genesis names (`relay_key`).
+                let seed: [u8; 32] = Sha256::digest("sign relay receipts").into();
+                let line = format!(
+                    "receipt_secret = \"{}\"\n",
+                    base64::engine::general_purpose::STANDARD.encode(seed)
+                );
+                let key = path.join("receipt.key");
+                std::fs::write(&key, line).unwrap();
+                std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                    .unwrap();
                 let store = SledStore::open(path).unwrap();
                 store.append_roster_entry(0, &genesis, now_ms()).unwrap();
                 Arc::new(store)
@@ -229,7 +240,7 @@ async fn devices_authenticate_and_siblings_receive_what_their_device_sent() {
         let env = v2.seal("GB", "front", "from the front office");
         assert!(matches!(
             gb_front.send_env(&env).await,
-            Frame::Accepted { .. }
+            Frame::Receipt { .. }
         ));
         for (raw, p, d) in [(&mut gb_back, "GB", "back"), (&mut nato, "NATO", "front")] {
             let f = raw
@@ -249,7 +260,7 @@ async fn devices_authenticate_and_siblings_receive_what_their_device_sent() {
         let reply = v2.seal("GB", "back", "reply from the back office");
         assert!(matches!(
             gb_back.send_env(&reply).await,
-            Frame::Accepted { .. }
+            Frame::Receipt { .. }
         ));
         let f = gb_front
             .expect("Deliver", |f| matches!(f, Frame::Deliver { .. }))
@@ -386,7 +397,7 @@ async fn amendments_need_the_beneficiary_and_old_epochs_go_stale() {
         );
         // Re-sealed at the current epoch: accepted.
         let fresh = v2.seal("EE", "front", "re-sealed");
-        assert!(matches!(ee.send_env(&fresh).await, Frame::Accepted { .. }));
+        assert!(matches!(ee.send_env(&fresh).await, Frame::Receipt { .. }));
     })
     .await;
 }
@@ -444,7 +455,97 @@ async fn the_previous_epoch_is_accepted_only_within_the_grace_period() {
         ));
         v2.log.append(e).unwrap();
         let r = pl.send_env(&sealed_at_0).await;
-        assert!(matches!(r, Frame::Accepted { .. }), "{r:?}");
+        assert!(matches!(r, Frame::Receipt { .. }), "{r:?}");
     })
     .await;
+}
+
+/// Evidence: every accepted envelope is answered with a receipt signed by
+/// the roster's `relay_key`; a device's checkpoint is checked, kept
+/// durably and returned first thing after the next `Welcome`.
+#[tokio::test]
+async fn receipts_are_signed_and_checkpoints_are_kept_per_device() {
+    use tallinn_common::evidence::{envelope_hash, CheckpointBody, SignedCheckpoint};
+    timed(async {
+        let v2 = V2::new();
+        let relay = v2.relay(limits()).await;
+        let (mut gb, _) = login(relay.addr(), relay.pin, v2.device("GB", "front"), "front").await;
+        let first = gb.read().await.expect("a frame after Welcome");
+        assert_eq!(first, Frame::CheckpointLatest { checkpoint: None });
+
+        let env = v2.seal("GB", "front", "with a receipt");
+        let msg_id = UntrustedEnvelope::decode(&env)
+            .unwrap()
+            .claimed_header()
+            .msg_id;
+        let Frame::Receipt { receipt } = gb.send_env(&env).await else {
+            panic!("expected a receipt");
+        };
+        let relay_key = v2.log.current().relay_key().to_bytes();
+        receipt.verify_for(&relay_key, &msg_id, &env).unwrap();
+        assert_eq!(receipt.body.envelope_hash, envelope_hash(&env));
+        assert!(receipt.body.seq > 0);
+
+        let body = |device: &str, index| CheckpointBody {
+            participant: "GB".into(),
+            device: device.into(),
+            roster_epoch: 0,
+            index,
+            head_hash: [9; 32],
+            time_ms: now_ms(),
+        };
+        let sign = |who: &Identity, b: &CheckpointBody| SignedCheckpoint::new(b, |m| who.sign(m));
+        // Signed by another key, or for another device: refused.
+        for bad in [
+            sign(v2.device("GB", "back"), &body("front", 3)),
+            sign(v2.device("GB", "front"), &body("back", 3)),
+        ] {
+            gb.write(&Frame::Checkpoint { checkpoint: bad }).await;
+            let answer = gb
+                .expect("Rejected", |f| matches!(f, Frame::Rejected { .. }))
+                .await;
+            assert!(
+                matches!(
+                    answer,
+                    Frame::Rejected {
+                        code: ErrorCode::BadSignature,
+                        ..
+                    }
+                ),
+                "{answer:?}"
+            );
+        }
+        let good = sign(v2.device("GB", "front"), &body("front", 3));
+        gb.write(&Frame::Checkpoint {
+            checkpoint: good.clone(),
+        })
+        .await;
+        let answer = gb
+            .expect("CheckpointLatest", |f| {
+                matches!(f, Frame::CheckpointLatest { .. })
+            })
+            .await;
+        assert_eq!(
+            answer,
+            Frame::CheckpointLatest {
+                checkpoint: Some(good.clone())
+            }
+        );
+        // The next session of that device gets it before anything else;
+        // another device of the participant does not.
+        let (mut again, _) =
+            login(relay.addr(), relay.pin, v2.device("GB", "front"), "front").await;
+        assert_eq!(
+            again.read().await,
+            Some(Frame::CheckpointLatest {
+                checkpoint: Some(good)
+            })
+        );
+        let (mut back, _) = login(relay.addr(), relay.pin, v2.device("GB", "back"), "back").await;
+        assert_eq!(
+            back.read().await,
+            Some(Frame::CheckpointLatest { checkpoint: None })
+        );
+    })
+    .await
 }

@@ -6,6 +6,7 @@ mod agent;
 mod cli;
 mod client;
 mod daily;
+mod evidence;
 mod operator;
 mod pty;
 mod roster;

@@ -105,7 +105,7 @@ async fn genesis_ceremony_through_the_clis() {
     .await;
 }
 
-mod v2 {
+pub(crate) mod v2 {
     //! Version-2 clients (the library) against a relay running the log.
 
     use std::time::Duration;

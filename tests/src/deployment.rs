@@ -278,6 +278,7 @@ impl Deployment {
             send_timeout: Duration::from_secs(20),
             max_backoff: Duration::from_secs(2),
             allow_classical_key_exchange: false,
+            check_wraps: Default::default(),
         })
     }
 }

@@ -353,13 +353,27 @@ pub fn export(
     progress: impl FnMut(u64),
 ) -> Result<u64, ApiError> {
     let s = client.settings();
-    Ok(crate::export::export(
+    let roster = client.roster();
+    // A record archived before records kept their content key: open it
+    // again with this device's keys (current or retired).
+    let recover = |r: &crate::archive::Record| {
+        UntrustedEnvelope::decode(&r.envelope)
+            .and_then(|u| u.verify(roster.as_ref()))
+            .and_then(|v| crate::client::open_with_any_key(s, &v))
+            .ok()
+            .map(|o| *o.content_key())
+    };
+    let options = crate::export::ExportOptions {
+        recover_key: Some(&recover),
+    };
+    Ok(crate::export::export_with(
         client.archive(),
         &s.roster,
         roster_text,
         s.identity.id().as_str(),
         s.device.as_str(),
         now_ms,
+        &options,
         out,
         progress,
     )?)

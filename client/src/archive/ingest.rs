@@ -282,6 +282,41 @@ impl Archive {
         Ok(out)
     }
 
+    /// Replaces the reason of quarantine entry `n` (re-verification got
+    /// further and failed for another reason).
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn set_quarantine_reason(&self, n: u64, reason: &str) -> Result<(), ArchiveError> {
+        self.writable()?;
+        let _guard = self.head.lock().map_err(|_| ArchiveError::Poisoned)?;
+        let key = Self::key(b'Q', &[&n.to_be_bytes()]);
+        let Some(old) = self.tree.get(&key)? else {
+            return Ok(());
+        };
+        let plain = self
+            .sealer
+            .open(&old, &aad(QUAR_AAD, n))
+            .ok_or_else(|| ArchiveError::Unreadable(format!("quarantine {n}")))?;
+        let mut q: Quarantined = postcard::from_bytes(&plain)
+            .map_err(|_| ArchiveError::Unreadable(format!("quarantine {n}")))?;
+        if q.reason == reason {
+            return Ok(());
+        }
+        q.reason = reason.to_string();
+        // invariant: plain data; postcard encoding cannot fail.
+        let plain =
+            Zeroizing::new(postcard::to_allocvec(&q).expect("invariant: quarantine encodes"));
+        let sealed = self.sealer.seal(&plain, &aad(QUAR_AAD, n));
+        let mut totals = self.quarantine_totals()?;
+        totals.bytes = totals.bytes.saturating_sub(old.len() as u64) + sealed.len() as u64;
+        let mut batch = sled::Batch::default();
+        batch.insert(key, sealed);
+        batch.insert(QTOTALS_KEY, &totals.encode());
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
     /// Removes quarantine entry `n` (it was re-verified and archived).
     ///
     /// # Errors

@@ -61,15 +61,16 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use tallinn_common::envelope::{Opened, UntrustedEnvelope};
 use tallinn_common::identity::Identity;
-use tallinn_common::message::{Kind, Message, MsgId, Tlp};
+use tallinn_common::message::{Kind, MsgId, Tlp};
 use tallinn_common::roster::Roster;
 use zeroize::Zeroizing;
 
 mod crypto;
 mod db;
+mod evidence;
 mod ingest;
 mod keys;
 mod records;
@@ -84,6 +85,7 @@ pub use self::crypto::check_head_value;
 pub(crate) use self::crypto::Sealer;
 use self::crypto::*;
 pub use self::db::ArchiveDb;
+pub use self::evidence::Recovery;
 use self::keys::*;
 pub use self::records::{
     decode_record_plaintext, decode_record_value, seal_record_value, Direction, QuarantineTotals,

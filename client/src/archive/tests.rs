@@ -3,6 +3,7 @@
 use super::*;
 use tallinn_common::envelope::{seal, UntrustedEnvelope};
 use tallinn_common::identity::ParticipantId;
+use tallinn_common::message::Message;
 use tallinn_common::message::{Kind, Loe, Priority, State};
 
 struct W {

@@ -30,9 +30,17 @@ pub(super) async fn archive_cmd(cli: &Cli, command: &ArchiveCommand) -> Result<(
         let page = front.search(&q).await?;
         return print_messages(&page.messages, page.more, *json);
     }
+    if let ArchiveCommand::Recover { timeout } = command {
+        return recover(cli, Duration::from_secs(*timeout)).await;
+    }
+    if let ArchiveCommand::Checkpoint { out } = command {
+        return checkpoint(cli, out.as_deref()).await;
+    }
     let front = Front::local(cli).await?;
     match command {
-        ArchiveCommand::Search { .. } => Ok(()),
+        ArchiveCommand::Search { .. }
+        | ArchiveCommand::Recover { .. }
+        | ArchiveCommand::Checkpoint { .. } => Ok(()),
         ArchiveCommand::Export { out, force } => {
             let mut file = crate::private_file::PrivateFile::create(out, *force)
                 .with_context(|| format!("creating {}", out.display()))?;
@@ -88,5 +96,84 @@ pub(super) async fn archive_cmd(cli: &Cli, command: &ArchiveCommand) -> Result<(
             }
             Ok(())
         }
+    }
+}
+
+/// `tallinn archive recover`: a session that accepts this archive although
+/// it does not match the device's last checkpoint, records that, and syncs.
+async fn recover(cli: &Cli, timeout: Duration) -> Result<()> {
+    let _hold = front::hold_agent(cli).await?;
+    let ctx = Ctx::load(cli)?;
+    ctx.config.check_relay()?;
+    let client = crate::Client::start_recovering(ctx.settings()?)?;
+    client.discard_events();
+    let before = client.archive().recoveries()?.len();
+    let synced = client.sync(timeout, |_| {}).await;
+    client.close().await;
+    synced.map_err(|e| anyhow!("syncing with {}: {e}", ctx.config.relay))?;
+    let recoveries = client.archive().recoveries()?;
+    match recoveries.get(before..).and_then(<[_]>::last) {
+        Some(r) => {
+            let covered = tallinn_common::evidence::SignedCheckpoint::from_bytes(&r.refused)
+                .ok()
+                .and_then(|c| c.decode().ok())
+                .map_or(0, |b| b.index);
+            println!(
+                "recovered: this archive ({} records, head {}) did not match the checkpoint this \
+                 device signed of {covered} records; it is accepted as it is, the recovery is \
+                 recorded in the archive and in every export, and a new checkpoint was signed",
+                r.records,
+                hex::encode(r.head_hash)
+            );
+            if covered > r.records {
+                println!(
+                    "{} records the checkpoint covered are not in this archive and are not restored",
+                    covered - r.records
+                );
+            }
+        }
+        None => println!(
+            "this archive matches its last checkpoint: nothing to recover ({} records, synced)",
+            client.archive().len()
+        ),
+    }
+    Ok(())
+}
+
+/// `tallinn archive checkpoint`: the latest confirmed checkpoint as JSON.
+async fn checkpoint(cli: &Cli, out: Option<&std::path::Path>) -> Result<()> {
+    let _hold = front::hold_agent(cli).await?;
+    let ctx = Ctx::load(cli)?;
+    let client = ctx.open()?;
+    let Some(c) = client.archive().checkpoint()? else {
+        bail!("no checkpoint yet: run `tallinn sync` first (a version-2 deployment)");
+    };
+    let body = c.decode()?;
+    let value = json!({
+        "type": "tallinn-checkpoint",
+        "participant": body.participant,
+        "device": body.device,
+        "roster_epoch": body.roster_epoch,
+        "index": body.index,
+        "head_hash": hex::encode(body.head_hash),
+        "time_ms": body.time_ms,
+        "checkpoint_b64": tallinn_common::evidence::export::checkpoint_b64(&c),
+    });
+    match out {
+        Some(path) => {
+            let mut f = crate::private_file::PrivateFile::create(path, false)
+                .with_context(|| format!("creating {}", path.display()))?;
+            writeln!(f, "{value}")?;
+            f.commit()
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "checkpoint of {} records (head {}) written to {}",
+                body.index,
+                hex::encode(body.head_hash),
+                path.display()
+            );
+            Ok(())
+        }
+        None => print_json(&value),
     }
 }

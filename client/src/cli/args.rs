@@ -405,6 +405,23 @@ pub enum ArchiveCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Go on with this archive although it does not reach or match the last
+    /// checkpoint its device signed (it was truncated, or an older copy was
+    /// put back): syncs, and records the recovery in the archive and in
+    /// every later export. Records the checkpoint covered that this archive
+    /// lacks are not restored.
+    Recover {
+        /// Seconds to wait for the relay.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// The latest checkpoint of this archive that the relay confirmed, as a
+    /// file for an auditor (`tallinn-audit verify --checkpoint FILE`).
+    Checkpoint {
+        /// Write it to FILE (JSON) instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Roster role.

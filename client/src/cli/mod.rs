@@ -170,6 +170,7 @@ impl Ctx {
             send_timeout: self.config.send_timeout,
             max_backoff: self.config.max_backoff,
             allow_classical_key_exchange: self.config.allow_classical_key_exchange,
+            check_wraps: self.config.check_wraps,
         })
     }
 

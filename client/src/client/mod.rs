@@ -73,6 +73,9 @@ pub struct Settings {
     pub max_backoff: Duration,
     /// Also offer classical TLS key exchanges (default: X25519MLKEM768 only).
     pub allow_classical_key_exchange: bool,
+    /// Version 2: which wraps of a delivery are recomputed from its content
+    /// key (a mismatch is quarantined).
+    pub check_wraps: crate::config::WrapCheck,
 }
 
 /// Client failures.
@@ -124,6 +127,10 @@ pub enum ClientError {
     /// The client was closed.
     #[error("client closed")]
     Closed,
+    /// The connection manager stopped for good (a refusal that retrying
+    /// cannot fix: revoked, a roster log or an archive it cannot trust).
+    #[error("{0}")]
+    Stopped(String),
     /// Version 2: the relay refused a submitted roster-log entry.
     #[error("the relay refused the roster entry: {0}")]
     RosterRefused(String),
@@ -181,11 +188,15 @@ pub struct State {
     pub roster_synced: bool,
     /// Version 2: the roster epoch in force.
     pub roster_epoch: Option<u64>,
+    /// Version 2: the archive length whose checkpoint this session settled
+    /// (kept by the relay, or refused by it: logged).
+    pub checkpointed: Option<u64>,
     /// The last transient error.
     pub last_error: Option<String>,
 }
 
 type Waiter = oneshot::Sender<Result<u64, ClientError>>;
+mod evidence;
 mod roster_sync;
 
 type WaitAccepted = oneshot::Receiver<Result<u64, ClientError>>;
@@ -210,6 +221,9 @@ struct Inner {
     /// reads them (a CLI `sync`) turns them off so a large backlog does not
     /// pile up copies of every record in memory.
     subscribed: std::sync::atomic::AtomicBool,
+    /// `tallinn archive recover`: accept an archive that does not match the
+    /// device's last checkpoint, and record that it was accepted.
+    recover: std::sync::atomic::AtomicBool,
 }
 
 /// A running client.
@@ -310,6 +324,7 @@ impl Client {
                 state,
                 events: events_tx,
                 subscribed: std::sync::atomic::AtomicBool::new(true),
+                recover: std::sync::atomic::AtomicBool::new(false),
             }),
             events: Mutex::new(Some(events_rx)),
             stop,
@@ -324,6 +339,22 @@ impl Client {
     /// As [`Client::open`].
     pub fn start(settings: Settings) -> Result<Client, ClientError> {
         let c = Self::open(settings)?;
+        c.spawn_manager();
+        Ok(c)
+    }
+
+    /// [`Client::start`] for `tallinn archive recover`: an archive that
+    /// does not match this device's last checkpoint (truncated, or an
+    /// older copy put back) is accepted as it is, the recovery is recorded
+    /// in the archive (and exported), and the client goes on.
+    ///
+    /// # Errors
+    /// As [`Client::open`].
+    pub fn start_recovering(settings: Settings) -> Result<Client, ClientError> {
+        let c = Self::open(settings)?;
+        c.inner
+            .recover
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         c.spawn_manager();
         Ok(c)
     }
@@ -555,11 +586,14 @@ impl Client {
                 let s = rx.borrow_and_update().clone();
                 progress(&s);
                 if let Some(f) = &s.fatal {
-                    return Err(ClientError::Connect(ConnectError::Lost(f.clone())));
+                    return Err(ClientError::Stopped(f.clone()));
                 }
-                let roster_ok = !self.inner.roster().is_v2() || s.roster_synced;
+                let v2 = self.inner.roster().is_v2();
+                let roster_ok = !v2 || s.roster_synced;
+                let checkpoint_ok = !v2 || s.checkpointed == Some(self.inner.archive.len());
                 if s.connected
                     && roster_ok
+                    && checkpoint_ok
                     && s.delivered >= s.pending
                     && self.inner.outbox.pending_len() == 0
                 {
@@ -824,7 +858,9 @@ async fn manager(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                         code: code @ (ErrorCode::Revoked | ErrorCode::UnknownParticipant),
                         reason,
                     }) => Some(format!("the relay closed the session: {code}: {reason}")),
-                    Err(e @ ConnectError::UntrustedRoster(_)) => Some(e.to_string()),
+                    Err(
+                        e @ (ConnectError::UntrustedRoster(_) | ConnectError::ArchiveBehind(_)),
+                    ) => Some(e.to_string()),
                     _ => None,
                 };
                 let reason = match ended {
@@ -927,6 +963,7 @@ async fn run_session(
         st.delivered = 0;
         st.last_error = None;
         st.roster_synced = false;
+        st.checkpointed = None;
     });
     let _ = inner.events.send(Event::Connected { pending });
     // Resend everything still in the outbox: same bytes, same msg_id.
@@ -963,6 +1000,8 @@ async fn process_frames(
     wtx: &mpsc::Sender<Vec<u8>>,
 ) -> Result<(), ConnectError> {
     let mut batch = Vec::with_capacity(defaults::ARCHIVE_BATCH);
+    let mut checkpoints = evidence::Checkpoints::default();
+    let v2 = inner.roster().is_v2();
     loop {
         let Some(first) = frx.recv().await else {
             return Err(ConnectError::Lost("reader stopped".into()));
@@ -995,6 +1034,12 @@ async fn process_frames(
                 }
             };
             match frame {
+                Frame::Deliver { .. } if v2 && !checkpoints.checked => {
+                    failure = Some(ConnectError::Protocol(
+                        "the relay delivered before sending this device's checkpoint".into(),
+                    ));
+                    break;
+                }
                 Frame::Deliver {
                     seq,
                     received_at_ms,
@@ -1010,11 +1055,35 @@ async fn process_frames(
                     delivered += 1;
                 }
                 Frame::Accepted { msg_id, seq } => {
-                    if let Some(ev) = accepted(inner, msg_id, seq)
+                    if let Some(ev) = accepted(inner, msg_id, seq, None)
                         .map_err(|e| ConnectError::Protocol(format!("archive: {e}")))?
                     {
                         finished.push((msg_id, Ok(seq)));
                         new_events.push(ev);
+                    }
+                }
+                Frame::Receipt { receipt } => {
+                    let (msg_id, seq) = (receipt.body.msg_id, receipt.body.seq);
+                    if let Some(ev) = accepted(inner, msg_id, seq, Some(&receipt))
+                        .map_err(|e| ConnectError::Protocol(format!("archive: {e}")))?
+                    {
+                        finished.push((msg_id, Ok(seq)));
+                        new_events.push(ev);
+                    }
+                }
+                Frame::CheckpointLatest { checkpoint } if !checkpoints.checked => {
+                    if let Err(e) = evidence::check_latest(inner, checkpoint, &mut checkpoints) {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                Frame::CheckpointLatest { checkpoint } => {
+                    match evidence::confirmed(inner, checkpoint, &mut checkpoints) {
+                        Ok(index) => inner.update(|st| st.checkpointed = Some(index)),
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
                     }
                 }
                 Frame::Rejected {
@@ -1027,7 +1096,19 @@ async fn process_frames(
                         .get(&msg_id)
                         .map_err(|e| ConnectError::Protocol(format!("outbox: {e}")))?
                         .is_some();
-                    if code == ErrorCode::BadRosterEntry && !inner.roster_submit_pending() {
+                    if !ours
+                        && msg_id == MsgId([0; 16])
+                        && checkpoints.in_flight
+                        && !inner.roster_submit_pending()
+                    {
+                        // Our checkpoint was refused: logged, and not sent
+                        // again until the archive moves.
+                        warn!(code = %code, reason = %esc(&reason), "the relay refused this device's archive checkpoint");
+                        checkpoints.in_flight = false;
+                        checkpoints.confirmed = Some(inner.archive.len());
+                        let len = inner.archive.len();
+                        inner.update(|st| st.checkpointed = Some(len));
+                    } else if code == ErrorCode::BadRosterEntry && !inner.roster_submit_pending() {
                         // The answer to our fetch: this relay has no roster
                         // log although we pin a deployment.
                         failure = Some(ConnectError::UntrustedRoster(format!(
@@ -1041,7 +1122,7 @@ async fn process_frames(
                     } else if code == ErrorCode::Duplicate {
                         // An earlier attempt was accepted (its Accepted was lost).
                         if ours {
-                            if let Some(ev) = accepted(inner, msg_id, 0)
+                            if let Some(ev) = accepted(inner, msg_id, 0, None)
                                 .map_err(|e| ConnectError::Protocol(format!("archive: {e}")))?
                             {
                                 finished.push((msg_id, Ok(0)));
@@ -1191,6 +1272,14 @@ async fn process_frames(
             st.archived += archived;
             st.quarantined += quarantined;
         });
+        // Version 2: caught up and the archive moved: sign its head.
+        let caught_up = {
+            let st = inner.state.borrow();
+            st.delivered >= st.pending && st.roster_synced && inner.outbox.pending_len() == 0
+        };
+        if let Some(f) = evidence::next_frame(inner, caught_up, &mut checkpoints) {
+            let _ = wtx.send(f).await;
+        }
         if !retry.is_empty() {
             schedule_retry(inner.clone(), retry);
         }
@@ -1346,7 +1435,6 @@ fn receive(
     envelope: Vec<u8>,
     check: Option<Checked>,
 ) -> Result<Option<Event>, ArchiveError> {
-    let s = &inner.settings;
     let check = match check {
         Some(c) => c,
         None => match UntrustedEnvelope::decode(&envelope) {
@@ -1364,7 +1452,7 @@ fn receive(
             return quarantine(inner, seq, received_at_ms, envelope, claimed.as_ref(), e)
         }
     };
-    let opened = match open_with_any_key(s, &verified) {
+    let opened = match admit(inner, &verified) {
         Ok(o) => o,
         Err(e) => {
             return quarantine(
@@ -1391,6 +1479,43 @@ fn receive(
             }))
         }
         (Inserted::Duplicate(_), _) => Ok(None),
+    }
+}
+
+/// Opens a verified delivery for this device and checks its wraps: what
+/// every delivery passes before it is archived (first time, or released
+/// from the quarantine).
+fn admit(
+    inner: &Inner,
+    verified: &tallinn_common::envelope::VerifiedEnvelope,
+) -> Result<tallinn_common::envelope::Opened, EnvelopeError> {
+    let opened = open_with_any_key(&inner.settings, verified)?;
+    check_wraps(inner, verified, opened.content_key())?;
+    Ok(opened)
+}
+
+/// Version 2: recomputes the beneficiary's wraps (or every wrap, with
+/// `check_wraps = "all"`) from the content key, so a message archived as
+/// sent to Ukraine provably gave Ukraine the key to read it.
+fn check_wraps(
+    inner: &Inner,
+    verified: &tallinn_common::envelope::VerifiedEnvelope,
+    content_key: &[u8; 32],
+) -> Result<(), EnvelopeError> {
+    if verified.header().version < 2 {
+        return Ok(());
+    }
+    let roster = inner.roster();
+    let Some(log) = roster.log() else {
+        return Ok(());
+    };
+    let state = log.state_for(verified.header())?;
+    let beneficiary = state.beneficiary().map(|b| b.as_str().to_string());
+    match inner.settings.check_wraps {
+        crate::config::WrapCheck::All => verified.verify_wraps(content_key, state),
+        crate::config::WrapCheck::Beneficiary => verified
+            .verify_wraps_of(content_key, state, |p, _| Some(p) == beneficiary.as_deref())
+            .map(|_| ()),
     }
 }
 
@@ -1424,7 +1549,12 @@ fn quarantine(
 /// Handles our message's acceptance: archive the sent copy, drop it from the
 /// outbox (both made durable by the batch flush). `None` if it was not ours
 /// or already handled.
-fn accepted(inner: &Inner, msg_id: MsgId, seq: u64) -> Result<Option<Event>, ArchiveError> {
+fn accepted(
+    inner: &Inner,
+    msg_id: MsgId,
+    seq: u64,
+    receipt: Option<&tallinn_common::evidence::Receipt>,
+) -> Result<Option<Event>, ArchiveError> {
     let Some(entry) = inner.outbox.get(&msg_id)? else {
         return Ok(None);
     };
@@ -1433,7 +1563,10 @@ fn accepted(inner: &Inner, msg_id: MsgId, seq: u64) -> Result<Option<Event>, Arc
         .and_then(|v| v.open_with_content_key(&entry.content_key));
     match opened {
         Ok(o) => {
-            inner.archive.insert_sent(seq, now_ms(), &o)?;
+            let inserted = inner.archive.insert_sent(seq, now_ms(), &o)?;
+            if let (crate::archive::Inserted::New(index), Some(r)) = (inserted, receipt) {
+                evidence::keep_receipt(inner, index, &entry.envelope, r)?;
+            }
         }
         Err(e) => warn!(%msg_id, error = %e, "own sent message does not verify; not archived"),
     }

@@ -143,13 +143,20 @@ pub(super) fn apply_entries(
 /// later epoch). Returns the events for the new records.
 pub(super) fn reverify_quarantine(inner: &Inner) -> Result<Vec<Event>, ArchiveError> {
     let roster = inner.roster();
-    let s = &inner.settings;
     let mut events = Vec::new();
     for (n, q) in inner.archive.quarantined_numbered()? {
         let opened = UntrustedEnvelope::decode(&q.envelope)
             .and_then(|u| u.verify(roster.as_ref()))
-            .and_then(|v| super::open_with_any_key(s, &v));
-        let Ok(opened) = opened else { continue };
+            .and_then(|v| super::admit(inner, &v));
+        let opened = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                // Still refused: the reason may now be a better one (the
+                // roster explains the sender, but a wrap does not derive).
+                inner.archive.set_quarantine_reason(n, &e.to_string())?;
+                continue;
+            }
+        };
         let (inserted, record) =
             inner
                 .archive
@@ -261,6 +268,7 @@ mod tests {
             send_timeout: Duration::from_secs(1),
             max_backoff: Duration::from_secs(1),
             allow_classical_key_exchange: false,
+            check_wraps: Default::default(),
         };
         let client = Client::open(settings).unwrap();
         Fixture {

@@ -240,6 +240,22 @@ impl VerifiedEnvelope {
         content_key: &[u8; 32],
         state: &RosterState,
     ) -> Result<(), EnvelopeError> {
+        self.verify_wraps_of(content_key, state, |_, _| true)
+            .map(|_| ())
+    }
+
+    /// [`VerifiedEnvelope::verify_wraps`] for the wraps of the devices
+    /// `which(participant, device)` selects (a recipient checks the
+    /// beneficiary's); returns how many were checked.
+    ///
+    /// # Errors
+    /// As [`VerifiedEnvelope::verify_wraps`].
+    pub fn verify_wraps_of(
+        &self,
+        content_key: &[u8; 32],
+        state: &RosterState,
+        which: impl Fn(&str, &str) -> bool,
+    ) -> Result<usize, EnvelopeError> {
         let header = &self.inner.header;
         if header.version < 2 {
             return Err(EnvelopeError::UnsupportedVersion(header.version));
@@ -250,8 +266,13 @@ impl VerifiedEnvelope {
             return Err(EnvelopeError::CommitmentMismatch);
         }
         let header_bytes = self.header_bytes()?;
+        let mut checked = 0;
         for w in &self.inner.wraps {
             let device = w.device.as_deref().unwrap_or_default();
+            if !which(&w.participant, device) {
+                continue;
+            }
+            checked += 1;
             let mismatch = || EnvelopeError::WrapMismatch {
                 participant: w.participant.clone(),
                 device: device.into(),
@@ -272,7 +293,7 @@ impl VerifiedEnvelope {
                 return Err(mismatch());
             }
         }
-        Ok(())
+        Ok(checked)
     }
 
     fn header_bytes(&self) -> Result<&[u8], EnvelopeError> {

@@ -304,11 +304,13 @@ pub enum Incoming {
     RosterFetch(u64),
     /// Version 2: append this roster-log entry (`postcard(SignedEntry)`).
     RosterSubmit(Vec<u8>),
+    /// Version 2: keep this archive checkpoint as the device's latest.
+    Checkpoint(tallinn_common::evidence::SignedCheckpoint),
 }
 
 /// The admission rule for frames after `Welcome`: a client may send only
-/// `Send`, `Ack`, `Error`, `RosterFetch` and `RosterSubmit`; anything else
-/// closes with `malformed`.
+/// `Send`, `Ack`, `Error`, `RosterFetch`, `RosterSubmit` and `Checkpoint`;
+/// anything else closes with `malformed`.
 ///
 /// # Errors
 /// The `malformed` close, with a reason.
@@ -319,6 +321,7 @@ pub fn classify(frame: Frame) -> Result<Incoming, (ErrorCode, String)> {
         Frame::Error { code, reason } => Ok(Incoming::PeerError(code, reason)),
         Frame::RosterFetch { from } => Ok(Incoming::RosterFetch(from)),
         Frame::RosterSubmit { entry } => Ok(Incoming::RosterSubmit(entry.0)),
+        Frame::Checkpoint { checkpoint } => Ok(Incoming::Checkpoint(checkpoint)),
         other => Err((
             ErrorCode::Malformed,
             format!("unexpected {} frame from client", other.name()),

@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use quinn::{RecvStream, SendStream};
 use tallinn_common::envelope::VerifiedEnvelope;
+use tallinn_common::evidence::{self, ReceiptBody, SignedCheckpoint};
 use tallinn_common::message::MsgId;
 use tallinn_common::text::escape_line as esc;
 use tallinn_common::wire::{self, ErrorCode, Frame};
@@ -158,11 +159,26 @@ pub(super) async fn session(
                 let results = handle_sends(shared, &handle.participant, envelopes);
                 for (result, permit) in results.into_iter().zip(permits) {
                     match result {
-                        Ok((msg_id, waiter)) => {
+                        Ok(queued) => {
                             let out = out_tx.clone();
                             let metrics = shared.metrics.clone();
+                            let receipts = shared.receipts.clone();
                             waiters.spawn(async move {
-                                let frame = accept_frame(waiter.await, msg_id, &metrics, received);
+                                let Queued {
+                                    msg_id,
+                                    received_at_ms,
+                                    envelope_hash,
+                                    outcome,
+                                } = queued;
+                                let frame = accept_frame(
+                                    outcome.await,
+                                    msg_id,
+                                    &metrics,
+                                    received,
+                                    receipts
+                                        .as_deref()
+                                        .map(|k| (k, received_at_ms, envelope_hash)),
+                                );
                                 let _ = out.send(wire::encode_frame(&frame).into()).await;
                                 drop(permit);
                             });
@@ -221,6 +237,16 @@ pub(super) async fn session(
                 handle.roster_next.store(from, Ordering::SeqCst);
                 handle.roster_answer.store(true, Ordering::SeqCst);
                 handle.wake.notify_one();
+            }
+            Ok(Incoming::Checkpoint(checkpoint)) => {
+                let frame = store_checkpoint(shared, handle, checkpoint).await;
+                if out_tx
+                    .send(wire::encode_frame(&frame).into())
+                    .await
+                    .is_err()
+                {
+                    break Close::err(ErrorCode::Internal, "writer stopped");
+                }
             }
             Ok(Incoming::RosterSubmit(entry)) => {
                 let frame = submit_roster_entry(shared, &handle.participant, entry).await;
@@ -313,19 +339,88 @@ fn interrupted(shutdown: &watch::Receiver<bool>, handle: &ConnHandle) -> Close {
     Close::err(code, reason)
 }
 
-/// The frame answering a send once its commit resolved.
+/// Checks a device's archive checkpoint (its own participant and device,
+/// signed with the device's current `sign_key`) and keeps it durably as the
+/// device's latest; the answer is `CheckpointLatest` with it, or `Rejected`
+/// (msg_id all zero) saying why.
+async fn store_checkpoint(
+    shared: &Arc<Shared>,
+    handle: &ConnHandle,
+    checkpoint: SignedCheckpoint,
+) -> Frame {
+    let refuse = |code, reason: String| Frame::Rejected {
+        msg_id: MsgId([0; 16]),
+        code,
+        reason,
+    };
+    let roster = shared.roster();
+    let Some(rules) = roster.log() else {
+        return refuse(
+            ErrorCode::Malformed,
+            "this relay runs no roster log: checkpoints are a version-2 feature".into(),
+        );
+    };
+    let state = rules.log.current();
+    let Some(device) = state.device(&handle.participant, &handle.device) else {
+        return refuse(ErrorCode::Revoked, "the device is not in the roster".into());
+    };
+    let body = match checkpoint.verify(device.sign_key.as_bytes()) {
+        Ok(b) => b,
+        Err(e) => return refuse(ErrorCode::BadSignature, format!("checkpoint: {e}")),
+    };
+    if body.participant != handle.participant || body.device != handle.device {
+        return refuse(
+            ErrorCode::BadSignature,
+            "checkpoint: signed for another participant or device".into(),
+        );
+    }
+    let store = shared.store.clone();
+    let (p, d, bytes) = (
+        handle.participant.clone(),
+        handle.device.clone(),
+        checkpoint.to_bytes(),
+    );
+    match tokio::task::spawn_blocking(move || store.put_archive_checkpoint(&p, &d, &bytes)).await {
+        Ok(Ok(())) => {
+            debug!(index = body.index, "archive checkpoint stored");
+            Frame::CheckpointLatest {
+                checkpoint: Some(checkpoint),
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "storing an archive checkpoint failed");
+            refuse(ErrorCode::Internal, "storage failure; retry later".into())
+        }
+        Err(_) => refuse(ErrorCode::Internal, "storage failure; retry later".into()),
+    }
+}
+
+/// The frame answering a send once its commit resolved: `Receipt` in a
+/// version-2 deployment (`receipt`: the key, the receive time and the
+/// envelope's hash), `Accepted` otherwise.
 fn accept_frame(
     result: Result<crate::commit::AppendResult, tokio::sync::oneshot::error::RecvError>,
     msg_id: MsgId,
     metrics: &Metrics,
     received: Instant,
+    receipt: Option<(&crate::receipt_key::ReceiptKey, u64, [u8; 32])>,
 ) -> Frame {
     match result {
         Ok(Ok(Appended::New(seq))) => {
             metrics.sends_accepted.fetch_add(1, Ordering::Relaxed);
             metrics.send_to_accept_seconds.observe(received.elapsed());
             debug!(%msg_id, seq, "accepted");
-            Frame::Accepted { msg_id, seq }
+            match receipt {
+                Some((key, received_at_ms, envelope_hash)) => Frame::Receipt {
+                    receipt: key.sign(ReceiptBody {
+                        seq,
+                        msg_id,
+                        received_at_ms,
+                        envelope_hash,
+                    }),
+                },
+                None => Frame::Accepted { msg_id, seq },
+            }
         }
         Ok(Ok(Appended::Duplicate(seq))) => {
             metrics.sends_rejected.inc(ErrorCode::Duplicate);
@@ -355,11 +450,15 @@ fn accept_frame(
     }
 }
 
-/// A queued append: the msg_id and where its durable outcome arrives.
-type Queued = (
-    MsgId,
-    tokio::sync::oneshot::Receiver<crate::commit::AppendResult>,
-);
+/// A queued append: what its receipt will name, and where its durable
+/// outcome arrives.
+struct Queued {
+    msg_id: MsgId,
+    received_at_ms: u64,
+    /// SHA-256 of the envelope (version 2 only; zero otherwise).
+    envelope_hash: [u8; 32],
+    outcome: tokio::sync::oneshot::Receiver<crate::commit::AppendResult>,
+}
 
 /// Runs the synchronous send checks on sends that arrived together and
 /// queues the appends of those that pass, in order.
@@ -418,13 +517,23 @@ fn queue_append(
         }
     }
     let recipients = RosterRules::recipients(&verified);
+    let envelope_hash = if shared.receipts.is_some() {
+        evidence::envelope_hash(verified.as_bytes())
+    } else {
+        [0; 32]
+    };
     let entry = LogEntry {
         received_at_ms: now,
         sender: participant.to_string(),
         recipients,
         envelope: verified.into_bytes(),
     };
-    Ok((msg_id, shared.committer.append(msg_id, entry)))
+    Ok(Queued {
+        msg_id,
+        received_at_ms: now,
+        envelope_hash,
+        outcome: shared.committer.append(msg_id, entry),
+    })
 }
 
 /// An acknowledgement: the core clamps it to what was delivered; the cursor

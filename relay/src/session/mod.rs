@@ -32,6 +32,7 @@ use crate::rules::RosterRules;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use rand::Rng as _;
 use tallinn_common::defaults::{AUTH_EXPORTER_LABEL, AUTH_EXPORTER_LEN, SESSION_PREAMBLE};
+use tallinn_common::evidence::SignedCheckpoint;
 use tallinn_common::text::escape_line as esc;
 use tallinn_common::wire::{self, ErrorCode, Frame};
 use tokio::sync::{mpsc, watch};
@@ -78,6 +79,8 @@ pub(crate) struct Shared {
     pub admission: Mutex<Admitted>,
     /// Serialises roster-log submissions (check, append, put in force).
     pub roster_writer: tokio::sync::Mutex<()>,
+    /// Version 2: the key that signs every `Receipt` (none: `Accepted`).
+    pub receipts: Option<Arc<crate::receipt_key::ReceiptKey>>,
 }
 
 /// The admission state and how to evict each unauthenticated connection.
@@ -536,6 +539,27 @@ async fn authenticate(
     });
     if let Err(e) = send.write_all(&welcome).await {
         return Err((None, ErrorCode::Internal, format!("writing Welcome: {e}")));
+    }
+    // Version 2: the device's latest archive checkpoint, before any
+    // delivery, so the client checks its archive before it adds to it.
+    if shared.receipts.is_some() {
+        let store = shared.store.clone();
+        let (p2, d2) = (participant.clone(), device.clone());
+        let latest = tokio::task::spawn_blocking(move || store.archive_checkpoint(&p2, &d2)).await;
+        let checkpoint = match latest {
+            Ok(Ok(v)) => v.and_then(|b| SignedCheckpoint::from_bytes(&b).ok()),
+            _ => {
+                return Err((Some(send), ErrorCode::Internal, "storage failure".into()));
+            }
+        };
+        let frame = wire::encode_frame(&Frame::CheckpointLatest { checkpoint });
+        if let Err(e) = send.write_all(&frame).await {
+            return Err((
+                None,
+                ErrorCode::Internal,
+                format!("writing CheckpointLatest: {e}"),
+            ));
+        }
     }
     shared
         .metrics

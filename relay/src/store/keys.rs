@@ -66,6 +66,13 @@ pub(super) fn cursor_key(participant: &str, device: &str) -> Vec<u8> {
     k
 }
 
+/// `b'A' participant 0x00 device`: the device's latest archive checkpoint.
+pub(super) fn archive_checkpoint_key(participant: &str, device: &str) -> Vec<u8> {
+    let mut k = cursor_key(participant, device);
+    k[0] = b'A';
+    k
+}
+
 pub(super) fn seen_key(msg_id: &MsgId) -> [u8; 17] {
     let mut k = [0u8; 17];
     k[0] = b'S';

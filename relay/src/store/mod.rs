@@ -13,6 +13,7 @@
 //! | `b'S' msg_id:[u8;16]` | `seq:u64be received_at_ms:u64be` (dedupe window) |
 //! | `b'M' "next_seq"` | `u64be`: the next sequence number to assign |
 //! | `b'R' index:u64be` | `appended_at_ms:u64be` then postcard(`SignedEntry`): the roster log (version 2) |
+//! | `b'A' participant 0x00 device` | postcard(`SignedCheckpoint`): the device's latest archive checkpoint (version 2) |
 //!
 //! A device's inbox is the log entries after its cursor that list its
 //! participant (version 1) or the device itself (`participant/device`,
@@ -237,6 +238,28 @@ pub trait Store: Send + Sync + 'static {
         index: u64,
         entry: &SignedEntry,
         now_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// The latest archive checkpoint a device sent (`postcard(SignedCheckpoint)`).
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    fn archive_checkpoint(
+        &self,
+        participant: &str,
+        device: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Keeps a device's latest archive checkpoint durably (synced before it
+    /// returns). The caller has checked its signature.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure; a failed sync stops the store.
+    fn put_archive_checkpoint(
+        &self,
+        participant: &str,
+        device: &str,
+        checkpoint: &[u8],
     ) -> Result<(), StoreError>;
 
     /// Registers (or refreshes) a device and returns its acked cursor.

@@ -11,8 +11,8 @@ use tallinn_common::roster::SignedEntry;
 use super::checkpoint::checkpoint_loop;
 use super::index::{InboxIndex, Indexed};
 use super::keys::{
-    be_u64, cursor_key, encode_entry, log_head, log_key, log_seq, roster_key, seen_key,
-    write_message, NEXT_SEQ_KEY,
+    archive_checkpoint_key, be_u64, cursor_key, encode_entry, log_head, log_key, log_seq,
+    roster_key, seen_key, write_message, NEXT_SEQ_KEY,
 };
 use super::wal::Wal;
 use super::{
@@ -443,6 +443,36 @@ impl Store for SledStore {
         value.extend_from_slice(&entry.encode());
         let write = || -> Result<(), StoreError> {
             self.inner.tree.insert(roster_key(index), value)?;
+            self.inner.db.flush()?;
+            self.inner.log.sync()?;
+            Ok(())
+        };
+        write().map_err(|e| self.inner.fail(e))
+    }
+
+    fn archive_checkpoint(
+        &self,
+        participant: &str,
+        device: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .inner
+            .tree
+            .get(archive_checkpoint_key(participant, device))?
+            .map(|v| v.to_vec()))
+    }
+
+    fn put_archive_checkpoint(
+        &self,
+        participant: &str,
+        device: &str,
+        checkpoint: &[u8],
+    ) -> Result<(), StoreError> {
+        self.inner.check_failed()?;
+        let write = || -> Result<(), StoreError> {
+            self.inner
+                .tree
+                .insert(archive_checkpoint_key(participant, device), checkpoint)?;
             self.inner.db.flush()?;
             self.inner.log.sync()?;
             Ok(())

@@ -160,6 +160,7 @@ impl TestRelay {
             limits,
             retention: Duration::from_secs(30 * 86400),
             gc_interval: Duration::from_secs(3600),
+            receipt_key: dir.path().join("data").join("receipt.key"),
         }
     }
 
@@ -327,8 +328,11 @@ impl Raw {
             envelope: env.to_vec(),
         })
         .await;
-        self.expect("Accepted/Rejected", |f| {
-            matches!(f, Frame::Accepted { .. } | Frame::Rejected { .. })
+        self.expect("Accepted/Receipt/Rejected", |f| {
+            matches!(
+                f,
+                Frame::Accepted { .. } | Frame::Receipt { .. } | Frame::Rejected { .. }
+            )
         })
         .await
     }
