@@ -172,8 +172,11 @@ impl Report {
         ));
         for c in &self.checkpoints {
             out.push_str(&format!(
-                "  checkpoint ({}): {} records, head {}, signed at {} ms\n",
-                c.source, c.index, c.head_hash, c.time_ms
+                "  checkpoint ({}): {} records, head {}, signed {}\n",
+                c.source,
+                c.index,
+                c.head_hash,
+                utc(c.time_ms)
             ));
         }
         if self.checkpoints.is_empty() {
@@ -280,5 +283,38 @@ impl CrossReport {
             "unplaceable": self.unplaceable,
             "failure": self.failure.as_ref().map(Failure::json),
         })
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of unix milliseconds (proleptic Gregorian;
+/// Howard Hinnant's days-to-civil), so the report needs no time crate.
+pub fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_renders_known_instants() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(super::utc(1_796_327_136_842), "2026-12-03 19:45:36 UTC");
     }
 }

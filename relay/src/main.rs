@@ -108,6 +108,18 @@ enum Command {
         #[arg(long = "san", default_values_t = vec!["localhost".to_string()])]
         sans: Vec<String>,
     },
+    /// Create the relay's receipt key (version 2: it signs a receipt for
+    /// every accepted message) and print its public half, the roster's
+    /// `relay_key`. Never overwrites a key.
+    GenReceiptKey {
+        /// The relay configuration file: the key goes where its
+        /// `receipt_key` says (default `<data_dir>/receipt.key`).
+        #[arg(long, short, required_unless_present = "out")]
+        config: Option<PathBuf>,
+        /// Write the key here instead.
+        #[arg(long, conflicts_with = "config")]
+        out: Option<PathBuf>,
+    },
     /// Print the SPKI pin of an existing certificate.
     Pin {
         /// Certificate (PEM).
@@ -195,6 +207,30 @@ fn real_main(cli: Cli) -> Result<()> {
             println!("private key: {} (mode 0600)", key.display());
             println!("relay_pin = \"{}\"", id.spki_pin_hex());
             println!("Put the relay_pin line into every client.toml.");
+            Ok(())
+        }
+        Command::GenReceiptKey { config, out } => {
+            let path = match (out, config) {
+                (Some(p), _) => p,
+                (None, Some(c)) => {
+                    let file = FileConfig::read(&c)?;
+                    let cfg = file.check(&base_dir(&c))?;
+                    tallinn_host::durable::private_dir(&cfg.data_dir)
+                        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+                    cfg.receipt_key
+                }
+                (None, None) => bail!("give --config or --out"),
+            };
+            if path.exists() {
+                bail!(
+                    "{} already exists; a receipt key is never overwritten (its public half is in the roster)",
+                    path.display()
+                );
+            }
+            let key = tallinn_relay::receipt_key::ReceiptKey::create(&path)?;
+            println!("receipt key: {} (mode 0600)", path.display());
+            println!("relay_key = \"{}\"", hex::encode(key.public().as_bytes()));
+            println!("Name it as relay_key in the genesis (`roster init` does) or an amendment.");
             Ok(())
         }
         Command::Pin { cert } => {

@@ -563,11 +563,42 @@ async fn a_rolled_back_archive_is_refused_until_recovered_and_the_recovery_is_re
             .unwrap();
         let o = cli(&["sync"]);
         assert!(o.status.success(), "{}", stderr(&o));
+        // PL's own message: the relay's receipt is kept and shown.
+        let o = cli(&[
+            "send",
+            "--channel",
+            "back-office",
+            "--tlp",
+            "AMBER",
+            "--subject",
+            "receipted",
+            "--body",
+            "x",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = cli(&["inbox", "--mine", "--json"]);
+        let mine: Value = serde_json::from_str(&stdout(&o)).unwrap();
+        let id = mine[0]["msg_id"].as_str().unwrap().to_string();
+        let o = cli(&["show", &id, "--json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let shown: Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert!(
+            shown["receipt"]["status"]
+                .as_str()
+                .unwrap()
+                .starts_with("valid"),
+            "{shown}"
+        );
+        let o = cli(&["show", &id]);
+        assert!(stdout(&o).contains("Receipt   valid"), "{}", stdout(&o));
         let export_path = v2.env.dir.path().join("pl-after-recovery.jsonl");
         let o = cli(&["archive", "export", "--out", export_path.to_str().unwrap()]);
         assert!(o.status.success(), "{}", stderr(&o));
         let l = lines(&export_path);
         assert_eq!(l[0]["recoveries"].as_array().unwrap().len(), 1);
+        assert!(l
+            .iter()
+            .any(|r| r["subject"] == "receipted" && r["receipt_b64"].is_string()));
         assert_eq!(l[0]["recoveries"][0]["records"], 1);
         let (code, out) = audit(&export_path, &v2.deployment, &[]);
         assert_eq!(code, 0, "{out}");

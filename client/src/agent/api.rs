@@ -296,6 +296,23 @@ pub struct MessageDetail {
     pub sender_fingerprint: String,
     /// Version 2: the sender's device label.
     pub sender_device: Option<String>,
+    /// Version 2, sent messages: the relay's signed receipt, or why there
+    /// is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<ReceiptView>,
+}
+
+/// The relay's receipt of a sent message (`GET /v1/messages/{id}`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReceiptView {
+    /// `valid (signed by relay_key ...)`, `none (...)` or `INVALID: ...`.
+    pub status: String,
+    /// The relay's seq in the receipt.
+    pub seq: Option<u64>,
+    /// The relay's clock when it accepted the message, unix ms.
+    pub received_at_ms: Option<u64>,
+    /// SHA-256 of the envelope the relay accepted (hex).
+    pub envelope_sha256: Option<String>,
 }
 
 /// A message to compose (`POST /v1/messages`).

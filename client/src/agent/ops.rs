@@ -113,12 +113,61 @@ pub fn mark_read(client: &Client, given: &str) -> Result<String, ApiError> {
 pub fn show(client: &Client, given: &str) -> Result<MessageDetail, ApiError> {
     let r = resolve(client, given)?;
     let (signature, sender_fingerprint, sender_device) = verdict(&client.roster(), &r);
+    let receipt = receipt_view(client, &r)?;
     Ok(MessageDetail {
         message: view(client, &r)?,
         signature,
         sender_fingerprint,
         sender_device,
+        receipt,
     })
+}
+
+/// The relay's receipt of a sent record of a version-2 archive, checked
+/// against the relay_key of the envelope's epoch (or the next).
+fn receipt_view(client: &Client, r: &Record) -> Result<Option<ReceiptView>, ApiError> {
+    let roster = client.roster();
+    let Some(log) = roster.log() else {
+        return Ok(None);
+    };
+    if r.direction != crate::archive::Direction::Sent {
+        return Ok(None);
+    }
+    let Some(receipt) = client.archive().receipt(r.index)? else {
+        return Ok(Some(ReceiptView {
+            status: "none (accepted as a duplicate of an earlier attempt, or before receipts)"
+                .into(),
+            seq: None,
+            received_at_ms: None,
+            envelope_sha256: None,
+        }));
+    };
+    let epoch = UntrustedEnvelope::decode(&r.envelope)
+        .ok()
+        .and_then(|u| u.claimed_header().roster_epoch)
+        .unwrap_or(0);
+    let keys: Vec<[u8; 32]> = [log.state_at(epoch), log.state_at(epoch + 1)]
+        .into_iter()
+        .flatten()
+        .map(|s| s.relay_key().to_bytes())
+        .collect();
+    let check = keys
+        .iter()
+        .map(|k| receipt.verify_for(k, &r.msg_id, &r.envelope))
+        .find(Result::is_ok)
+        .unwrap_or_else(|| {
+            keys.first()
+                .map_or(Ok(()), |k| receipt.verify_for(k, &r.msg_id, &r.envelope))
+        });
+    Ok(Some(ReceiptView {
+        status: match check {
+            Ok(()) => "valid (signed with the roster's relay_key)".into(),
+            Err(e) => format!("INVALID: {e}"),
+        },
+        seq: Some(receipt.body.seq),
+        received_at_ms: Some(receipt.body.received_at_ms),
+        envelope_sha256: Some(hex::encode(receipt.body.envelope_hash)),
+    }))
 }
 
 /// `GET /v1/messages/{id}/thread`: the thread, in archive order.

@@ -265,6 +265,18 @@ pub(super) fn show(d: &MessageDetail, json: bool) -> Result<()> {
         writeln!(out, "Reply to  {}", esc(p))?;
     }
     writeln!(out, "Signature {}", esc(&d.signature))?;
+    if let Some(rc) = &d.receipt {
+        match (rc.seq, rc.received_at_ms) {
+            (Some(seq), Some(at)) => writeln!(
+                out,
+                "Receipt   {}: relay seq {seq}, accepted {}, envelope sha256 {}",
+                esc(&rc.status),
+                fmt_time_full(at),
+                esc(rc.envelope_sha256.as_deref().unwrap_or("-"))
+            )?,
+            _ => writeln!(out, "Receipt   {}", esc(&rc.status))?,
+        }
+    }
     writeln!(out, "Subject   {}", esc(&r.subject))?;
     writeln!(out)?;
     writeln!(out, "{}", escape_text(&r.body))?;

@@ -28,7 +28,11 @@ pub(crate) fn roster_command(cmd: RosterCommand) -> Result<()> {
             if out.exists() {
                 bail!("{} already exists; refusing to overwrite", out.display());
             }
-            let relay_key = genesis::receipt_key(&dir)?;
+            tallinn_host::durable::private_dir(&dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+            let relay_key =
+                tallinn_relay::receipt_key::ReceiptKey::load_or_create(&checked.receipt_key)?
+                    .public();
             let quorum = quorum.unwrap_or_else(|| genesis::default_quorum(&checked.roster));
             let entry = genesis::genesis_from_v1(&checked.roster, &chair, quorum, &relay_key);
             // Check the state rules now (approvals come later).
