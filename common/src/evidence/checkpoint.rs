@@ -153,4 +153,39 @@ mod tests {
         assert!(SignedCheckpoint::from_bytes(&huge.to_bytes()).is_err());
         assert!(huge.decode().is_err());
     }
+
+    /// The worked example of PROTOCOL.md §17.2, byte for byte (the same
+    /// values come out of Python's `cryptography` package).
+    #[test]
+    fn checkpoint_known_answer() {
+        let k = key(0x22);
+        let body = CheckpointBody {
+            participant: "PL".into(),
+            device: "front-office".into(),
+            roster_epoch: 3,
+            index: 10,
+            head_hash: [5; 32],
+            time_ms: 1_800_000_000_000,
+        };
+        let c = SignedCheckpoint::sign(&k, &body);
+        assert_eq!(
+            hex::encode(&c.body),
+            concat!(
+                "02504c0c66726f6e742d6f6666696365030a",
+                "0505050505050505050505050505050505050505050505050505050505050505",
+                "80a0f1c2b134"
+            )
+        );
+        assert_eq!(
+            hex::encode(c.signature),
+            concat!(
+                "9de2c9a4b650d6cf92f19dbf550a97d8c131fc105b897366fc514c916cbc7cb0",
+                "d924c86ca8d6df66a0a900b2ce24522a55c683ab4c93500bb9350558b40cfe0d"
+            )
+        );
+        let mut wire = vec![c.body.len() as u8];
+        wire.extend_from_slice(&c.body);
+        wire.extend_from_slice(&c.signature);
+        assert_eq!(c.to_bytes(), wire);
+    }
 }

@@ -143,3 +143,46 @@ mod tests {
         assert!(Receipt::from_bytes(&long).is_err());
     }
 }
+
+#[cfg(test)]
+mod vectors {
+    use super::*;
+
+    /// The worked example of PROTOCOL.md §17.1, byte for byte (the same
+    /// values come out of Python's `cryptography` package).
+    #[test]
+    fn receipt_known_answer() {
+        let key = SigningKey::from_bytes(&[0x11; 32]);
+        let body = ReceiptBody {
+            seq: 300,
+            msg_id: MsgId([0xab; 16]),
+            received_at_ms: 1_800_000_000_000,
+            envelope_hash: crate::evidence::envelope_hash(b"envelope"),
+        };
+        let r = Receipt::sign(&key, body);
+        assert_eq!(
+            hex::encode(key.verifying_key().as_bytes()),
+            "d04ab232742bb4ab3a1368bd4615e4e6d0224ab71a016baf8520a332c9778737"
+        );
+        assert_eq!(
+            hex::encode(r.body.encode()),
+            concat!(
+                "ac02",
+                "abababababababababababababababab",
+                "80a0f1c2b134",
+                "4c503ca67761e5c4aaecfe996244c25d8c0b40902d1085c85b4468bd567548c6"
+            )
+        );
+        assert_eq!(
+            hex::encode(r.signature),
+            concat!(
+                "7a7ea3f95929fab62d9e0cfbd97faa24026bfaa45c47f7f87ef23d996f66f673",
+                "ab9aaae8c8a654cfa3c129c375fa07233fd824846df8c93926161e8b4606b704"
+            )
+        );
+        // postcard(Receipt) = body fields, then the 64 signature bytes.
+        let mut wire = r.body.encode();
+        wire.extend_from_slice(&r.signature);
+        assert_eq!(r.to_bytes(), wire);
+    }
+}
