@@ -107,6 +107,13 @@ pub struct FileConfig {
     /// `"all"`.
     #[serde(default)]
     pub check_wraps: WrapCheck,
+    /// Redact records older than this many days (`tallinn sync` and
+    /// `tallinn archive retention` apply it; legal holds win). Default:
+    /// keep forever.
+    pub retention_days: Option<f64>,
+    /// Per-channel retention in days, instead of `retention_days`.
+    #[serde(default)]
+    pub retention_days_by_channel: std::collections::BTreeMap<String, f64>,
 }
 
 /// Which wraps a client recomputes at receipt (`check_wraps`).
@@ -168,6 +175,8 @@ pub struct ClientConfig {
     pub agent_socket: PathBuf,
     /// Which wraps are recomputed at receipt.
     pub check_wraps: WrapCheck,
+    /// How long records are kept before they are redacted.
+    pub retention: crate::archive::Retention,
 }
 
 fn days(field: &'static str, v: Option<f64>, d: f64) -> Result<f64, ConfigError> {
@@ -178,6 +187,21 @@ fn days(field: &'static str, v: Option<f64>, d: f64) -> Result<f64, ConfigError>
         Err(ConfigError::Invalid {
             field,
             reason: format!("{v} is not a number of days between 0 and 3650"),
+        })
+    }
+}
+
+/// A retention: more than 0 days (leave it out to keep forever), at most a
+/// century.
+fn retention_days(field: &'static str, v: f64) -> Result<f64, ConfigError> {
+    if v.is_finite() && v > 0.0 && v <= 36_500.0 {
+        Ok(v)
+    } else {
+        Err(ConfigError::Invalid {
+            field,
+            reason: format!(
+                "{v} is not a number of days above 0 and at most 36500 (leave it out to keep records forever)"
+            ),
         })
     }
 }
@@ -307,6 +331,17 @@ impl ClientConfig {
             )?,
             allow_classical_key_exchange: file.allow_classical_key_exchange,
             check_wraps: file.check_wraps,
+            retention: {
+                let days = file
+                    .retention_days
+                    .map(|d| retention_days("retention_days", d))
+                    .transpose()?;
+                let mut by_channel = std::collections::BTreeMap::new();
+                for (c, d) in &file.retention_days_by_channel {
+                    by_channel.insert(c.clone(), retention_days("retention_days_by_channel", *d)?);
+                }
+                crate::archive::Retention { days, by_channel }
+            },
             rotate_enc_key: {
                 let d = days(
                     "rotate_enc_key_days",

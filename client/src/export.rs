@@ -19,7 +19,67 @@ use serde_json::{json, Value};
 use tallinn_common::evidence::export::{self as line, Evidence, EXPORT_TYPE, EXPORT_VERSION};
 use tallinn_common::roster::Roster;
 
-use crate::archive::{Archive, ArchiveError, Record};
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use tallinn_common::message::MsgId;
+
+use crate::archive::{Archive, ArchiveError, Entry, Hold, HoldScope, Record};
+
+/// A selective export: records that do not match every given criterion are
+/// written redacted, so the subset still proves its place in the chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    /// Channel id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Sender id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// A message of the thread (32 hex digits): the whole thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
+    /// Received at or after, unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
+    /// Received before, unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
+}
+
+impl Selection {
+    /// Whether it selects everything.
+    pub fn is_everything(&self) -> bool {
+        *self == Selection::default()
+    }
+
+    fn matches(&self, r: &Record, thread: &HashSet<MsgId>) -> bool {
+        self.channel.as_ref().is_none_or(|c| *c == r.channel)
+            && self.from.as_ref().is_none_or(|f| *f == r.sender)
+            && (self.thread.is_none() || thread.contains(&r.msg_id))
+            && self.since_ms.is_none_or(|s| r.received_at_ms >= s)
+            && self.until_ms.is_none_or(|u| r.received_at_ms < u)
+    }
+}
+
+/// A hold as the export's line 1 lists it.
+pub fn hold_json(h: &Hold) -> Value {
+    let scope = match &h.scope {
+        HoldScope::Channel(c) => json!({"channel": c}),
+        HoldScope::From(p) => json!({"from": p}),
+        HoldScope::Thread(id) => json!({"thread": id.to_hex()}),
+        HoldScope::Period { since_ms, until_ms } => {
+            json!({"since_ms": since_ms, "until_ms": until_ms})
+        }
+    };
+    json!({
+        "id": h.id,
+        "created_at_ms": h.created_at_ms,
+        "reason": h.reason,
+        "scope": scope,
+        "released_at_ms": h.released_at_ms,
+    })
+}
 
 pub use tallinn_common::evidence::export::kind_json;
 
@@ -38,6 +98,8 @@ pub type RecoverKey<'a> = &'a dyn Fn(&Record) -> Option<[u8; 32]>;
 pub struct ExportOptions<'a> {
     /// See [`RecoverKey`]; without it such records export `content_key: null`.
     pub recover_key: Option<RecoverKey<'a>>,
+    /// Only these records in full, the others redacted.
+    pub selection: Selection,
 }
 
 /// Writes the export; returns the number of records written. Version 2
@@ -103,14 +165,18 @@ pub fn export_with(
             "deployment": hex::encode(first.hash()),
             "roster_log": log.iter().map(|e| B64.encode(e.encode())).collect::<Vec<_>>(),
             "checkpoint": archive.checkpoint()?.map(|c| line::checkpoint_b64(&c)),
-            "holds": Vec::<Value>::new(),
+            "holds": archive.holds()?.iter().map(hold_json).collect::<Vec<_>>(),
             "recoveries": archive.recoveries()?.iter().map(|r| json!({
                 "at_ms": r.at_ms,
                 "records": r.records,
                 "head_hash": hex::encode(r.head_hash),
                 "refused_checkpoint_b64": B64.encode(&r.refused),
             })).collect::<Vec<_>>(),
-            "selection": Value::Null,
+            "selection": if options.selection.is_everything() {
+                Value::Null
+            } else {
+                serde_json::to_value(&options.selection).unwrap_or(Value::Null)
+            },
         })
     } else {
         json!({
@@ -126,8 +192,39 @@ pub fn export_with(
         })
     };
     writeln!(out, "{header}")?;
+    let thread: HashSet<MsgId> = match &options.selection.thread {
+        Some(id) => {
+            let id = MsgId::from_hex(id)
+                .map_err(|e| ArchiveError::Unreadable(format!("--thread: {e}")))?;
+            archive.thread(&id)?.iter().map(|r| r.msg_id).collect()
+        }
+        None => HashSet::new(),
+    };
     let mut n = 0;
-    archive.for_each(|r| {
+    archive.for_each_entry(|entry| {
+        let r = match entry {
+            Entry::Redacted(x) => {
+                writeln!(
+                    out,
+                    "{}",
+                    line::redacted_line(x.index, &x.prev_hash, &x.record_hash)
+                )?;
+                n += 1;
+                progress(n);
+                return Ok(());
+            }
+            Entry::Record(r) if !options.selection.matches(&r, &thread) => {
+                writeln!(
+                    out,
+                    "{}",
+                    line::redacted_line(r.index, &r.prev_hash, &r.hash())
+                )?;
+                n += 1;
+                progress(n);
+                return Ok(());
+            }
+            Entry::Record(r) => r,
+        };
         let value = if v2 {
             let recovered = match (r.content_key, options.recover_key) {
                 (Some(k), _) => Some(k),

@@ -549,3 +549,57 @@ async fn receipts_are_signed_and_checkpoints_are_kept_per_device() {
     })
     .await
 }
+
+/// A resend that arrives while the original is still being committed is
+/// answered `duplicate` only after the original's `Receipt`: answers come
+/// in send order, so a client never archives its message without the
+/// receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_come_in_send_order_so_a_duplicate_never_overtakes_its_receipt() {
+    timed(async {
+        let v2 = V2::new();
+        let relay = v2.relay(limits()).await;
+        let (mut gb, _) = login(relay.addr(), relay.pin, v2.device("GB", "front"), "front").await;
+        assert!(matches!(
+            gb.read().await,
+            Some(Frame::CheckpointLatest { .. })
+        ));
+        let envs: Vec<Vec<u8>> = (0..100)
+            .map(|i| v2.seal("GB", "front", &format!("pipelined {i}")))
+            .collect();
+        for e in &envs {
+            for _ in 0..2 {
+                gb.write(&Frame::Send {
+                    envelope: e.clone(),
+                })
+                .await;
+            }
+        }
+        let mut order = Vec::new();
+        while order.len() < 2 * envs.len() {
+            match gb.read().await.expect("an answer") {
+                Frame::Receipt { receipt } => order.push((receipt.body.msg_id, true)),
+                Frame::Rejected {
+                    msg_id,
+                    code: ErrorCode::Duplicate,
+                    ..
+                } => order.push((msg_id, false)),
+                Frame::Deliver { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        for e in &envs {
+            let id = UntrustedEnvelope::decode(e)
+                .unwrap()
+                .claimed_header()
+                .msg_id;
+            let answers: Vec<bool> = order
+                .iter()
+                .filter(|(m, _)| *m == id)
+                .map(|(_, r)| *r)
+                .collect();
+            assert_eq!(answers, vec![true, false], "receipt first, then duplicate");
+        }
+    })
+    .await
+}

@@ -680,3 +680,109 @@ async fn a_message_withheld_from_one_recipient_is_found_by_cross_checking_export
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_redacts_what_no_hold_covers_and_the_chain_still_verifies() {
+    timed(async {
+        let v2 = V2::new(limits()).await;
+        let dir = v2.env.dir.path().to_path_buf();
+        let pdir = v2.env.dep.participant_dir("PL");
+        let config = pdir.join("client.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        let pin = format!("deployment = \"{}\"\n", hex::encode(v2.deployment));
+        std::fs::write(&config, format!("{text}{pin}")).unwrap();
+        let cli = |args: &[&str]| {
+            let o = v2.env.cli("PL", args);
+            assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+            stdout(&o)
+        };
+        let out = cli(&[
+            "archive",
+            "hold",
+            "add",
+            "--channel",
+            "plenary",
+            "--reason",
+            "case 7",
+        ]);
+        assert!(out.contains("legal hold 1 placed"), "{out}");
+        let o = v2
+            .env
+            .cli("PL", &["archive", "hold", "add", "--reason", "no scope"]);
+        assert_eq!(o.status.code(), Some(2), "a hold needs a scope");
+        let ee = v2.client("EE").await;
+        ee.send(
+            "back-office",
+            &Message::note(Tlp::Amber, "to the back office", "b"),
+        )
+        .await
+        .unwrap();
+        ee.send("plenary", &Message::note(Tlp::Green, "to the plenary", "p"))
+            .await
+            .unwrap();
+        cli(&["sync"]);
+
+        // A selective export: the other record redacted, the chain whole.
+        let sel = dir.join("plenary-only.jsonl");
+        cli(&[
+            "archive",
+            "export",
+            "--out",
+            sel.to_str().unwrap(),
+            "--channel",
+            "plenary",
+        ]);
+        let l = lines(&sel);
+        assert_eq!(l[0]["selection"]["channel"], "plenary");
+        assert_eq!(l.iter().filter(|x| x["redacted"] == true).count(), 1);
+        assert!(l.iter().any(|x| x["subject"] == "to the plenary"));
+        assert!(!l.iter().any(|x| x["subject"] == "to the back office"));
+        let (code, out) = audit(&sel, &v2.deployment, &[]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("(1 redacted)"), "{out}");
+
+        // Retention of a moment: everything has expired; the hold keeps
+        // the plenary message.
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, format!("{text}retention_days = 0.000000001\n")).unwrap();
+        let out = cli(&["archive", "retention", "--json"]);
+        let r: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(r["redacted"], 1, "{out}");
+        assert_eq!(r["held"], 1, "{out}");
+        cli(&["archive", "verify", "--deep"]);
+        let inbox: Value = serde_json::from_str(&cli(&["inbox", "--json"])).unwrap();
+        assert_eq!(inbox.as_array().unwrap().len(), 1, "{inbox}");
+        assert_eq!(inbox[0]["subject"], "to the plenary");
+        let full = dir.join("after-retention.jsonl");
+        cli(&["archive", "export", "--out", full.to_str().unwrap()]);
+        let l = lines(&full);
+        assert_eq!(l[0]["holds"].as_array().unwrap().len(), 1);
+        assert_eq!(l[0]["holds"][0]["reason"], "case 7");
+        assert_eq!(l[0]["holds"][0]["scope"]["channel"], "plenary");
+        let (code, out) = audit(&full, &v2.deployment, &[]);
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("(1 redacted)") && out.contains("legal holds: 1"),
+            "{out}"
+        );
+
+        // Released: the hold stays recorded, and retention goes on.
+        cli(&["archive", "hold", "release", "1"]);
+        let o = v2.env.cli("PL", &["archive", "hold", "release", "1"]);
+        assert!(!o.status.success(), "released twice");
+        let out = cli(&["archive", "retention", "--json"]);
+        let r: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(r["redacted"], 1, "{out}");
+        cli(&["archive", "verify"]);
+        let holds: Value =
+            serde_json::from_str(&cli(&["archive", "hold", "list", "--json"])).unwrap();
+        assert!(holds[0]["released_at_ms"].is_u64(), "{holds}");
+        let full = dir.join("all-redacted.jsonl");
+        cli(&["archive", "export", "--out", full.to_str().unwrap()]);
+        let (code, out) = audit(&full, &v2.deployment, &[]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("(2 redacted)"), "{out}");
+        ee.close().await;
+    })
+    .await;
+}

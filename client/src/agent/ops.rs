@@ -10,6 +10,7 @@ use tallinn_common::message::MsgId;
 use super::api::*;
 use crate::archive::Record;
 use crate::client::{Client, ClientError};
+use crate::export::Selection;
 use crate::roster::ClientRoster;
 
 /// The archived message a given id names ([`crate::ids`]'s rule).
@@ -387,20 +388,27 @@ pub fn archive_stats(client: &Client) -> Result<crate::archive::Stats, ApiError>
     Ok(client.archive().stats()?)
 }
 
-/// `GET /v1/archive/export`: the audit export (JSON Lines,
-/// [`crate::export`]) written to `out`; returns the records written.
-/// `roster_text` is the version-1 roster file's text (empty for a device
-/// enrolled under version 2, whose export carries the roster log).
+/// `GET` (everything) or `POST /v1/archive/export` (a [`Selection`]): the
+/// audit export (JSON Lines, [`crate::export`]) written to `out`; returns
+/// the records written. `roster_text` is the version-1 roster file's text
+/// (empty for a device enrolled under version 2, whose export carries the
+/// roster log).
 ///
 /// # Errors
-/// [`ApiError`], including a failed write to `out`.
+/// [`ApiError`], including a failed write to `out`; 400 for a thread id
+/// that is not one message of the archive.
 pub fn export(
     client: &Client,
     roster_text: &str,
     now_ms: u64,
+    selection: &Selection,
     out: impl std::io::Write,
     progress: impl FnMut(u64),
 ) -> Result<u64, ApiError> {
+    let mut selection = selection.clone();
+    if let Some(t) = &selection.thread {
+        selection.thread = Some(resolve(client, t)?.msg_id.to_hex());
+    }
     let s = client.settings();
     let roster = client.roster();
     // A record archived before records kept their content key: open it
@@ -414,6 +422,7 @@ pub fn export(
     };
     let options = crate::export::ExportOptions {
         recover_key: Some(&recover),
+        selection,
     };
     Ok(crate::export::export_with(
         client.archive(),

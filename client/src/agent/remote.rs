@@ -426,14 +426,28 @@ impl AgentClient {
     /// [`RemoteError`], or an I/O error of `out` (as [`RemoteError::Http`]).
     pub async fn archive_export(
         &self,
+        selection: &crate::export::Selection,
         out: &mut impl std::io::Write,
         mut progress: impl FnMut(u64),
     ) -> Result<(u64, String), RemoteError> {
-        let resp = self
-            .request(Method::GET, "/v1/archive/export", None)
-            .await?;
-        if !resp.status().is_success() {
-            return Err(self.http(format!("the export answered {}", resp.status())));
+        let resp = if selection.is_everything() {
+            self.request(Method::GET, "/v1/archive/export", None)
+                .await?
+        } else {
+            let body = serde_json::to_vec(selection)
+                .map_err(|e| self.http(format!("encoding the selection: {e}")))?;
+            self.request(Method::POST, "/v1/archive/export", Some(body))
+                .await?
+        };
+        let status = resp.status().as_u16();
+        if status >= 400 {
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| self.http(e))?
+                .to_bytes();
+            return Err(api_error(status, &bytes).into());
         }
         let mut body = resp.into_body();
         let mut header: Option<serde_json::Value> = None;

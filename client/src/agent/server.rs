@@ -12,6 +12,8 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
+
+use crate::export::Selection;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::broadcast;
 
@@ -378,7 +380,11 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
             }
             Err(e) => error(e),
         },
-        (Method::GET, ["archive", "export"]) => export(shared),
+        (Method::GET, ["archive", "export"]) => export(shared, Selection::default()),
+        (Method::POST, ["archive", "export"]) => match read_json::<Selection>(req).await {
+            Ok(sel) => export(shared, sel),
+            Err(e) => error(e),
+        },
         (
             _,
             ["status" | "search" | "messages" | "outbox" | "quarantine" | "events" | "archive", ..],
@@ -423,7 +429,7 @@ impl std::io::Write for ChunkWriter {
 /// `GET /v1/archive/export`: the JSON Lines export, streamed as it is
 /// written. Line 1 states the record count: a reader that gets fewer lines
 /// knows the export broke off.
-fn export(shared: &Arc<Shared>) -> Response<Body> {
+fn export(shared: &Arc<Shared>, selection: Selection) -> Response<Body> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let shared = shared.clone();
     let client = match shared.client() {
@@ -440,7 +446,14 @@ fn export(shared: &Arc<Shared>) -> Response<Body> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default(),
         );
-        if let Err(e) = ops::export(&client, &shared.roster_text, now, &mut w, |_| {}) {
+        if let Err(e) = ops::export(
+            &client,
+            &shared.roster_text,
+            now,
+            &selection,
+            &mut w,
+            |_| {},
+        ) {
             tracing::warn!(error = %e, "archive export through the agent broke off");
         }
     });

@@ -148,7 +148,10 @@ impl Archive {
         if index == self.len() {
             return Ok(Some(self.head_hash()));
         }
-        // The next record names it as its prev_hash.
-        Ok(self.record(index)?.map(|r| r.prev_hash))
+        // The next record names it as its prev_hash (redacted or not).
+        if let Some(r) = self.record(index)? {
+            return Ok(Some(r.prev_hash));
+        }
+        Ok(self.redacted(index)?.map(|x| x.prev_hash))
     }
 }

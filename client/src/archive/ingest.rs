@@ -100,31 +100,11 @@ impl Archive {
     /// Writes the index entries of a record (idempotent).
     pub(super) fn write_index(&self, r: &Record) -> Result<(), ArchiveError> {
         let ib = r.index.to_be_bytes();
-        let tb = r.received_at_ms.to_be_bytes();
         self.tree
             .insert(Self::key(b'm', &[&self.tok("msg", &r.msg_id.0)]), &ib[..])?;
-        self.tree.insert(
-            Self::key(
-                b'c',
-                &[&self.tok("channel", r.channel.as_bytes()), &tb, &ib],
-            ),
-            &[][..],
-        )?;
-        self.tree.insert(
-            Self::key(b's', &[&self.tok("sender", r.sender.as_bytes()), &tb, &ib]),
-            &[][..],
-        )?;
-        for p in [r.message.reply_to, r.message.kind.refers_to()]
-            .into_iter()
-            .flatten()
-        {
-            self.tree
-                .insert(Self::key(b'p', &[&self.tok("msg", &p.0), &ib]), &[][..])?;
+        for k in self.index_keys(r) {
+            self.tree.insert(k, &[][..])?;
         }
-        self.tree.insert(
-            Self::key(b'k', &[&[kind_code(&r.message.kind)], &tb, &ib]),
-            &[][..],
-        )?;
         Ok(())
     }
 

@@ -74,6 +74,7 @@ mod evidence;
 mod ingest;
 mod keys;
 mod records;
+mod retention;
 mod rosterlog;
 mod search;
 mod secret;
@@ -92,6 +93,7 @@ pub use self::records::{
     Quarantined, Record,
 };
 use self::records::{decode_sealed_record, kind_code, kind_from_name};
+pub use self::retention::{Entry, Hold, HoldScope, Redacted, Retention, RetentionReport};
 pub use self::secret::ArchiveSecret;
 
 /// Archive failures.

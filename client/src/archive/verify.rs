@@ -63,11 +63,31 @@ impl Archive {
             let Some(index) = key_u64(&k) else {
                 return fail(expected, "malformed record key".into());
             };
-            if index != expected {
-                return fail(
-                    expected,
-                    format!("record {expected} is missing (deleted); next present is {index}"),
-                );
+            // Redacted records between: their stubs keep the chain.
+            while expected < index {
+                match self.redacted(expected) {
+                    Ok(Some(x)) if x.prev_hash == running => {
+                        running = x.record_hash;
+                        expected += 1;
+                    }
+                    Ok(Some(_)) => {
+                        return fail(
+                            expected,
+                            format!(
+                                "redacted record {expected} does not chain to record {}",
+                                expected.wrapping_sub(1)
+                            ),
+                        )
+                    }
+                    _ => {
+                        return fail(
+                            expected,
+                            format!(
+                                "record {expected} is missing (deleted); next present is {index}"
+                            ),
+                        )
+                    }
+                }
             }
             let r = match self.decode_record(index, &v) {
                 Ok(r) => r,
@@ -144,6 +164,15 @@ impl Archive {
             running = r.hash();
             expected += 1;
             progress(expected);
+        }
+        while expected < count {
+            match self.redacted(expected) {
+                Ok(Some(x)) if x.prev_hash == running => {
+                    running = x.record_hash;
+                    expected += 1;
+                }
+                _ => break,
+            }
         }
         if expected != count || running != head_hash {
             return fail(

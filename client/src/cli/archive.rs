@@ -36,12 +36,52 @@ pub(super) async fn archive_cmd(cli: &Cli, command: &ArchiveCommand) -> Result<(
     if let ArchiveCommand::Checkpoint { out } = command {
         return checkpoint(cli, out.as_deref()).await;
     }
+    if let ArchiveCommand::Hold(h) = command {
+        return hold(cli, h).await;
+    }
+    if let ArchiveCommand::Retention { json } = command {
+        let _hold = front::hold_agent(cli).await?;
+        let ctx = Ctx::load(cli)?;
+        let client = ctx.open()?;
+        let r = apply_retention(&ctx, &client)?;
+        if *json {
+            return print_json(&json!({"redacted": r.redacted, "held": r.held}));
+        }
+        if ctx.config.retention.is_forever() {
+            println!(
+                "no retention configured (retention_days in client.toml): every record is kept"
+            );
+        } else {
+            println!(
+                "retention applied: {} records redacted, {} expired records kept under a legal hold",
+                r.redacted, r.held
+            );
+        }
+        return Ok(());
+    }
     let front = Front::local(cli).await?;
     match command {
         ArchiveCommand::Search { .. }
         | ArchiveCommand::Recover { .. }
+        | ArchiveCommand::Hold(_)
+        | ArchiveCommand::Retention { .. }
         | ArchiveCommand::Checkpoint { .. } => Ok(()),
-        ArchiveCommand::Export { out, force } => {
+        ArchiveCommand::Export {
+            out,
+            force,
+            channel,
+            from,
+            thread,
+            since,
+            until,
+        } => {
+            let selection = crate::export::Selection {
+                channel: channel.clone(),
+                from: from.clone(),
+                thread: thread.clone(),
+                since_ms: *since,
+                until_ms: *until,
+            };
             let mut file = crate::private_file::PrivateFile::create(out, *force)
                 .with_context(|| format!("creating {}", out.display()))?;
             let bar = if std::io::stderr().is_terminal() {
@@ -50,7 +90,7 @@ pub(super) async fn archive_cmd(cli: &Cli, command: &ArchiveCommand) -> Result<(
                 indicatif::ProgressBar::hidden()
             };
             let (n, head) = front
-                .archive_export(&mut file, |i| bar.set_position(i))
+                .archive_export(&selection, &mut file, |i| bar.set_position(i))
                 .await?;
             file.commit()
                 .with_context(|| format!("writing {}", out.display()))?;
@@ -175,5 +215,98 @@ async fn checkpoint(cli: &Cli, out: Option<&std::path::Path>) -> Result<()> {
             Ok(())
         }
         None => print_json(&value),
+    }
+}
+
+/// Applies the configured retention to the archive (also run by `sync`).
+pub(super) fn apply_retention(
+    ctx: &Ctx,
+    client: &crate::Client,
+) -> Result<crate::archive::RetentionReport> {
+    Ok(client
+        .archive()
+        .apply_retention(&ctx.config.retention, now_ms())?)
+}
+
+/// `tallinn archive hold add|list|release`.
+async fn hold(cli: &Cli, command: &HoldCommand) -> Result<()> {
+    use crate::archive::HoldScope;
+    let _hold = front::hold_agent(cli).await?;
+    let ctx = Ctx::load(cli)?;
+    let client = ctx.open()?;
+    let archive = client.archive();
+    match command {
+        HoldCommand::Add {
+            channel,
+            from,
+            thread,
+            since,
+            until,
+            reason,
+        } => {
+            if reason.trim().is_empty() {
+                bail!("a hold needs a reason (--reason, e.g. a case reference)");
+            }
+            let scope = match (channel, from, thread, since, until) {
+                (Some(c), ..) => HoldScope::Channel(c.clone()),
+                (_, Some(p), ..) => HoldScope::From(p.clone()),
+                (_, _, Some(t), ..) => {
+                    let r = crate::agent::ops::resolve(&client, t).map_err(|e| anyhow!("{e}"))?;
+                    HoldScope::Thread(r.msg_id)
+                }
+                (_, _, _, Some(s), Some(u)) if s < u => HoldScope::Period {
+                    since_ms: *s,
+                    until_ms: *u,
+                },
+                (_, _, _, Some(_), Some(_)) => bail!("--since must be before --until"),
+                _ => bail!("give one of --channel, --from, --thread, or --since with --until"),
+            };
+            let id = archive.add_hold(scope, reason, now_ms())?;
+            println!(
+                "legal hold {id} placed: what it covers is never redacted until it is released"
+            );
+            Ok(())
+        }
+        HoldCommand::List { json } => {
+            let holds = archive.holds()?;
+            if *json {
+                let v: Vec<_> = holds.iter().map(crate::export::hold_json).collect();
+                return print_json(&v);
+            }
+            if holds.is_empty() {
+                println!("no legal holds");
+            }
+            for h in holds {
+                let scope = match &h.scope {
+                    HoldScope::Channel(c) => format!("channel {}", esc(c)),
+                    HoldScope::From(p) => format!("from {}", esc(p)),
+                    HoldScope::Thread(id) => format!("thread {id}"),
+                    HoldScope::Period { since_ms, until_ms } => format!(
+                        "received {} to {}",
+                        fmt_time_full(*since_ms),
+                        fmt_time_full(*until_ms)
+                    ),
+                };
+                let state = match h.released_at_ms {
+                    Some(t) => format!("released {}", fmt_time_full(t)),
+                    None => "in force".to_string(),
+                };
+                println!(
+                    "{:>3}  {scope}  placed {}  {state}  reason: {}",
+                    h.id,
+                    fmt_time_full(h.created_at_ms),
+                    esc(&h.reason)
+                );
+            }
+            Ok(())
+        }
+        HoldCommand::Release { id } => {
+            if archive.release_hold(*id, now_ms())? {
+                println!("legal hold {id} released (it stays recorded)");
+                Ok(())
+            } else {
+                bail!("no legal hold {id} in force (`tallinn archive hold list`)")
+            }
+        }
     }
 }

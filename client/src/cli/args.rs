@@ -380,7 +380,10 @@ pub enum ArchiveCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Export every record as JSON Lines for an auditor.
+    /// Export the archive as JSON Lines for an auditor (`tallinn-audit`).
+    /// With criteria (combined with AND) only matching records are written
+    /// in full, the others redacted: the subset still proves its place in
+    /// the chain.
     Export {
         /// Output file, created with mode 0600 (it holds the plaintext).
         #[arg(long, value_name = "FILE")]
@@ -388,6 +391,21 @@ pub enum ArchiveCommand {
         /// Replace FILE if it exists (never follows a symlink there).
         #[arg(long)]
         force: bool,
+        /// Only this channel.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Only messages from this participant.
+        #[arg(long)]
+        from: Option<String>,
+        /// Only the thread of this message (id or unique prefix).
+        #[arg(long, value_name = "ID")]
+        thread: Option<String>,
+        /// Received on or after (YYYY-MM-DD, unix ms, or an age: 7d, 12h).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<u64>,
+        /// Received before (YYYY-MM-DD, unix ms, or an age: 7d, 12h).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<u64>,
     },
     /// Re-verify every signature, the hash chain and the authenticated head;
     /// exit 3 at the first broken record.
@@ -415,12 +433,62 @@ pub enum ArchiveCommand {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Legal holds: what they cover is never redacted by retention.
+    #[command(subcommand)]
+    Hold(HoldCommand),
+    /// Apply the retention of client.toml now (`retention_days`,
+    /// `retention_days_by_channel`): expired records not under a hold are
+    /// redacted, their place in the chain kept. `tallinn sync` does it too.
+    Retention {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// The latest checkpoint of this archive that the relay confirmed, as a
     /// file for an auditor (`tallinn-audit verify --checkpoint FILE`).
     Checkpoint {
         /// Write it to FILE (JSON) instead of printing it.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+    },
+}
+
+/// `tallinn archive hold`.
+#[derive(Debug, Subcommand)]
+pub enum HoldCommand {
+    /// Place a hold on a channel, a sender, a thread or a period (exactly
+    /// one) for a stated reason; recorded in the archive and every export.
+    #[command(group(clap::ArgGroup::new("scope").required(true).multiple(false)))]
+    Add {
+        /// Every record of this channel.
+        #[arg(long, group = "scope")]
+        channel: Option<String>,
+        /// Every record from this participant.
+        #[arg(long, group = "scope")]
+        from: Option<String>,
+        /// The thread of this message (id or unique prefix).
+        #[arg(long, value_name = "ID", group = "scope")]
+        thread: Option<String>,
+        /// From this time (with --until).
+        #[arg(long, value_parser = parse_time, requires = "until", group = "scope")]
+        since: Option<u64>,
+        /// Until this time (with --since).
+        #[arg(long, value_parser = parse_time, requires = "since")]
+        until: Option<u64>,
+        /// Why (a case or matter reference).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Every hold, in force or released.
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release a hold (it stays recorded, marked released).
+    Release {
+        /// The hold's number (`hold list`).
+        id: u64,
     },
 }
 

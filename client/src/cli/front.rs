@@ -222,13 +222,17 @@ impl Front {
     /// The audit export into `out`: records written and the head hash.
     pub(super) async fn archive_export(
         &self,
+        selection: &crate::export::Selection,
         out: &mut impl std::io::Write,
         progress: impl FnMut(u64),
     ) -> Result<(u64, String)> {
         match self {
-            Front::Agent(a) => a.archive_export(out, progress).await.map_err(remote),
+            Front::Agent(a) => a
+                .archive_export(selection, out, progress)
+                .await
+                .map_err(remote),
             Front::Direct { ctx, client, .. } => {
-                let n = ops::export(client, &ctx.roster_text, now_ms(), out, progress)?;
+                let n = ops::export(client, &ctx.roster_text, now_ms(), selection, out, progress)?;
                 Ok((n, hex::encode(client.archive().head_hash())))
             }
         }

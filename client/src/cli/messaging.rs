@@ -327,6 +327,14 @@ pub(super) async fn sync(cli: &Cli, timeout: Duration, json: bool) -> Result<()>
     let quarantined = client.state().borrow().quarantined;
     client.close().await;
     let state = state?;
+    // Retention: expired records not under a legal hold are redacted.
+    let retained = super::archive::apply_retention(&ctx, &client)?;
+    if retained.redacted > 0 && !json {
+        println!(
+            "retention: {} expired records redacted ({} kept under a legal hold)",
+            retained.redacted, retained.held
+        );
+    }
     // Version 2: the backlog is drained; retired encryption keys that can
     // no longer be needed are erased, and a due rotation happens now.
     let mut erased = 0;

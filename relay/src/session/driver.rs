@@ -24,7 +24,6 @@ use tallinn_common::message::MsgId;
 use tallinn_common::text::escape_line as esc;
 use tallinn_common::wire::{self, ErrorCode, Frame};
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::checks::{check_quota, check_sends, check_skew, Refusal};
@@ -100,7 +99,38 @@ pub(super) async fn session(
         core.clone(),
         stop.clone(),
     ));
-    let mut waiters = JoinSet::new();
+    // Answers to sends, one at a time in send order: commits resolve in
+    // order, so this adds no wait, and the `duplicate` of a resend never
+    // overtakes the `Receipt` of the original (a client would archive the
+    // message without its receipt).
+    let (answer_tx, mut answer_rx) =
+        mpsc::unbounded_channel::<(Queued, Instant, tokio::sync::OwnedSemaphorePermit)>();
+    let mut answers = {
+        let out = out_tx.clone();
+        let metrics = shared.metrics.clone();
+        let receipts = shared.receipts.clone();
+        tokio::spawn(async move {
+            while let Some((queued, received, permit)) = answer_rx.recv().await {
+                let Queued {
+                    msg_id,
+                    received_at_ms,
+                    envelope_hash,
+                    outcome,
+                } = queued;
+                let frame = accept_frame(
+                    outcome.await,
+                    msg_id,
+                    &metrics,
+                    received,
+                    receipts
+                        .as_deref()
+                        .map(|k| (k, received_at_ms, envelope_hash)),
+                );
+                let _ = out.send(wire::encode_frame(&frame).into()).await;
+                drop(permit);
+            }
+        })
+    };
     let sends = Arc::new(Semaphore::new(limits.max_inflight_sends));
     let mut shutdown = shared.shutdown.clone();
 
@@ -160,28 +190,8 @@ pub(super) async fn session(
                 for (result, permit) in results.into_iter().zip(permits) {
                     match result {
                         Ok(queued) => {
-                            let out = out_tx.clone();
-                            let metrics = shared.metrics.clone();
-                            let receipts = shared.receipts.clone();
-                            waiters.spawn(async move {
-                                let Queued {
-                                    msg_id,
-                                    received_at_ms,
-                                    envelope_hash,
-                                    outcome,
-                                } = queued;
-                                let frame = accept_frame(
-                                    outcome.await,
-                                    msg_id,
-                                    &metrics,
-                                    received,
-                                    receipts
-                                        .as_deref()
-                                        .map(|k| (k, received_at_ms, envelope_hash)),
-                                );
-                                let _ = out.send(wire::encode_frame(&frame).into()).await;
-                                drop(permit);
-                            });
+                            // The answer task ends only after this loop.
+                            let _ = answer_tx.send((queued, received, permit));
                         }
                         Err(r) => {
                             drop(permit);
@@ -214,8 +224,6 @@ pub(super) async fn session(
                         }
                     }
                 }
-                // Reap finished waiters so the set stays small.
-                while waiters.try_join_next().is_some() {}
             }
             Ok(Incoming::Ack(up_to)) => {
                 shared.metrics.acks.fetch_add(1, Ordering::Relaxed);
@@ -291,11 +299,13 @@ pub(super) async fn session(
         delivery.abort();
         let _ = delivery.await;
     }
-    let _ = tokio::time::timeout(shared.limits.drain_timeout, async {
-        while waiters.join_next().await.is_some() {}
-    })
-    .await;
-    waiters.abort_all();
+    drop(answer_tx);
+    if tokio::time::timeout(shared.limits.drain_timeout, &mut answers)
+        .await
+        .is_err()
+    {
+        answers.abort();
+    }
     drop(out_tx);
     let send = tokio::time::timeout(shared.limits.drain_timeout, writer)
         .await
