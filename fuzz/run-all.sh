@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-30}"
-targets=(frame_decoder envelope roster roster_log secret_key commit_log archive_record)
+targets=(frame_decoder envelope roster roster_log secret_key commit_log archive_record audit_export)
 cargo +nightly fuzz build -O -a -s none
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"

@@ -158,10 +158,17 @@ impl Report {
             "  roster log: {} entries from the pinned genesis\n",
             self.roster_entries
         ));
-        out.push_str(&format!(
-            "  records: {} ({} redacted), chain and hashes checked\n",
-            self.records, self.redacted
-        ));
+        if self.ok() {
+            out.push_str(&format!(
+                "  records: {} ({} redacted), chain and hashes checked\n",
+                self.records, self.redacted
+            ));
+        } else {
+            out.push_str(&format!(
+                "  records that held before the failure: {} ({} redacted)\n",
+                self.records, self.redacted
+            ));
+        }
         out.push_str(&format!(
             "  contents proven by content key: {}; wraps recomputed: {}; attachments: {}\n",
             self.contents, self.wraps, self.attachments

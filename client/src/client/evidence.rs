@@ -66,16 +66,16 @@ pub(super) fn check_latest(
     let problem = match at {
         None => Some(format!(
             "this archive holds {} records, but this device signed a checkpoint of {} records \
-             at {} ms (the relay keeps it): the archive was truncated or an older copy was put back",
+             at {} (the relay keeps it): the archive was truncated or an older copy was put back",
             archive.len(),
             body.index,
-            body.time_ms
+            when(body.time_ms)
         )),
         Some(h) if h != body.head_hash => Some(format!(
-            "record {} of this archive is not the one this device signed a checkpoint of at {} ms \
+            "record {} of this archive is not the one this device signed a checkpoint of at {} \
              (the relay keeps it): the archive was replaced or rewritten",
             body.index.saturating_sub(1),
-            body.time_ms
+            when(body.time_ms)
         )),
         Some(_) => None,
     };
@@ -224,6 +224,14 @@ fn verify_own(
         }
     }
     first
+}
+
+/// A checkpoint's signing time, RFC 3339 in UTC.
+fn when(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(|m| jiff::Timestamp::from_millisecond(m).ok())
+        .map_or_else(|| format!("{ms} ms"), |t| t.to_string())
 }
 
 fn archive_err(e: ArchiveError) -> ConnectError {
