@@ -15,7 +15,7 @@
 //! Relay seqs are global and a device receives its messages in seq order,
 //! so a message missing from B although B holds a later seq was withheld.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use tallinn_common::evidence::Direction;
 use tallinn_common::message::MsgId;
@@ -27,7 +27,8 @@ use crate::verify::{RecordSummary, Verified};
 struct Holder<'a> {
     participant: &'a str,
     device: &'a str,
-    ids: HashSet<MsgId>,
+    /// msg_id -> (seq, envelope hash) of its full records.
+    ids: HashMap<MsgId, (u64, [u8; 32])>,
     max_seq: u64,
     /// Seq ranges (exclusive bounds) that a redacted run may hide.
     redacted: Vec<(u64, u64)>,
@@ -36,7 +37,10 @@ struct Holder<'a> {
 impl<'a> Holder<'a> {
     fn new(v: &'a Verified) -> Self {
         let records = &v.records;
-        let ids = records.iter().filter_map(|r| r.msg_id).collect();
+        let ids = records
+            .iter()
+            .filter_map(|r| r.msg_id.map(|m| (m, (r.seq, r.envelope_hash))))
+            .collect();
         // Received records only: a device receives in seq order, but its own
         // sends may be accepted (with later seqs) before its backlog arrives.
         let max_seq = records
@@ -76,14 +80,17 @@ fn redacted_ranges(records: &[RecordSummary]) -> Vec<(u64, u64)> {
         while i < records.len() && records[i].msg_id.is_none() {
             i += 1;
         }
+        // Received records only: they arrive in seq order; a sent record's
+        // seq says nothing about where a delivery would sit.
+        let received = |r: &&RecordSummary| r.seq > 0 && r.direction == Some(Direction::Received);
         let before = records[..start]
             .iter()
             .rev()
-            .find(|r| r.seq > 0)
+            .find(received)
             .map_or(0, |r| r.seq);
         let after = records[i..]
             .iter()
-            .find(|r| r.seq > 0)
+            .find(received)
             .map_or(u64::MAX, |r| r.seq);
         out.push((before, after));
     }
@@ -111,7 +118,28 @@ pub fn cross(exports: Vec<Verified>) -> CrossReport {
                     continue;
                 }
                 report.checked += 1;
-                if hb.ids.contains(&id) {
+                if let Some(&(seq, hash)) = hb.ids.get(&id) {
+                    // The same message: the same bytes, under the same seq.
+                    if hash != m.envelope_hash || (seq != 0 && m.seq != 0 && seq != m.seq) {
+                        report.failure = Some(
+                            Failure::at(
+                                0,
+                                Some(m.index),
+                                "differs",
+                                format!(
+                                    "{} holds it as seq {} with envelope sha256 {}, but {} as seq {seq} with {}: \
+                                     the relay or the sender gave them different messages under one msg_id",
+                                    va.report.export,
+                                    m.seq,
+                                    hex::encode(m.envelope_hash),
+                                    exports[b].report.export,
+                                    hex::encode(hash)
+                                ),
+                            )
+                            .with_msg_id(id.to_hex()),
+                        );
+                        break 'outer;
+                    }
                     report.found += 1;
                 } else if m.seq == 0 {
                     report.unplaceable += 1;

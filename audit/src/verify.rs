@@ -35,6 +35,8 @@ pub struct RecordSummary {
     /// Who the envelope was sealed to: (participant, device) for version 2,
     /// (participant, None) for version 1.
     pub recipients: Vec<(String, Option<String>)>,
+    /// SHA-256 of the envelope bytes (zero when redacted).
+    pub envelope_hash: [u8; 32],
 }
 
 /// One verified (or failed) export.
@@ -283,6 +285,7 @@ impl Walk {
                 seq: 0,
                 direction: None,
                 recipients: Vec::new(),
+                envelope_hash: [0; 32],
             });
             return Ok(());
         }
@@ -523,6 +526,7 @@ impl Walk {
             seq,
             direction: Some(direction),
             recipients,
+            envelope_hash: tallinn_common::evidence::envelope_hash(&record.envelope),
         })
     }
 

@@ -768,7 +768,15 @@ async fn reader(
     while let Some(frame) = read(&mut recv).await {
         let now = shared.now_ns();
         match frame {
-            Frame::Accepted { msg_id, .. } => {
+            // Version 2 answers with a signed receipt instead.
+            Frame::Accepted { msg_id, .. }
+            | Frame::Receipt {
+                receipt:
+                    tallinn_common::evidence::Receipt {
+                        body: tallinn_common::evidence::ReceiptBody { msg_id, .. },
+                        ..
+                    },
+            } => {
                 if sender {
                     sem.add_permits(1);
                 }

@@ -150,6 +150,13 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000_000)]
         records: usize,
     },
+    /// A version-2 archive exported with content keys and verified by
+    /// `tallinn-audit` (signature, content, every wrap, record hash, chain).
+    Audit {
+        /// Records.
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+    },
     /// The relay's store alone: appends of 1 KiB messages to 14 recipients
     /// with one commit (fdatasync of the commit log) per batch, for several
     /// batch sizes.
@@ -475,6 +482,7 @@ async fn smoke() -> Result<()> {
     tallinn_bench::scenarios::backlog_with_devices(300, 4, 2).await?;
     tallinn_bench::scenarios::connections(&[50]).await?;
     tallinn_bench::scenarios::archive(500)?;
+    tallinn_bench::scenarios::audit(200)?;
     store_bench(200)
 }
 
@@ -499,6 +507,7 @@ async fn real_main(cli: Cli) -> Result<()> {
         } => tallinn_bench::scenarios::backlog_with_devices(messages, participants, devices).await,
         Cmd::Connections { count } => tallinn_bench::scenarios::connections(&count).await,
         Cmd::Archive { records } => tallinn_bench::scenarios::archive(records),
+        Cmd::Audit { records } => tallinn_bench::scenarios::audit(records),
         Cmd::Forwarder { listen, cert, key } => {
             let tls = tallinn_relay::TlsIdentity::from_pem_files(&cert, &key)?;
             tallinn_bench::forwarder::run(listen, &tls).await

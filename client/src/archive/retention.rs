@@ -9,8 +9,13 @@
 //! | `b'G' n:u64be` | sealed `postcard(Hold)`, aad `"tallinn/2 archive hold" ‖ n` |
 //!
 //! Redacting a record removes its value and its index entries (channel,
-//! sender, thread, kind, read mark) in one sled batch with the stub; the
-//! msg_id entry stays, so a redelivery is still a duplicate.
+//! sender, kind, read mark) in one sled batch with the stub; the msg_id and
+//! thread entries stay (a redelivery is still a duplicate, and a thread is
+//! still followed through the stub).
+//!
+//! A record's age is the later of the relay's `received_at_ms` and the
+//! sender's signed `sent_at_ms`: a relay cannot get a record redacted early
+//! by backdating its delivery.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -33,6 +38,9 @@ pub struct Redacted {
     pub prev_hash: [u8; 32],
     /// Its own hash (the next record's `prev_hash`).
     pub record_hash: [u8; 32],
+    /// Its msg_id, so a thread (a legal hold on it, `export --thread`) is
+    /// still followed through it.
+    pub msg_id: MsgId,
     /// When it was redacted, ms (device clock).
     pub redacted_at_ms: u64,
     /// Why (`retention: 30 days for channel plenary`).
@@ -188,6 +196,7 @@ impl Archive {
             index: r.index,
             prev_hash: r.prev_hash,
             record_hash: r.hash(),
+            msg_id: r.msg_id,
             redacted_at_ms: now_ms,
             reason: reason.to_string(),
         };
@@ -200,8 +209,12 @@ impl Archive {
             self.sealer.seal(&plain, &aad(REDACTED_AAD, r.index)),
         );
         batch.remove(Self::key(b'R', &[&ib]));
+        // The thread links (`p`) stay, so a thread is still followed
+        // through the stub; the channel, sender and kind entries go.
         for k in self.index_keys(r) {
-            batch.remove(k);
+            if k.first() != Some(&b'p') {
+                batch.remove(k);
+            }
         }
         batch.remove(Self::key(b'r', &[&self.tok("read", &r.msg_id.0)]));
         self.tree.apply_batch(batch)?;
@@ -331,6 +344,7 @@ impl Archive {
                 HoldScope::Thread(_) => threads.contains(&r.msg_id),
                 HoldScope::Period { since_ms, until_ms } => {
                     (*since_ms..*until_ms).contains(&r.received_at_ms)
+                        || (*since_ms..*until_ms).contains(&r.sent_at_ms)
                 }
             })
         };
@@ -338,7 +352,8 @@ impl Archive {
         self.for_each(|r| {
             if let Some(days) = policy.days_for(&r.channel) {
                 let keep_ms = (days * 86_400_000.0) as u64;
-                if r.received_at_ms.saturating_add(keep_ms) <= now_ms {
+                let at = r.received_at_ms.max(r.sent_at_ms);
+                if at.saturating_add(keep_ms) <= now_ms {
                     if held(&r) {
                         report.held += 1;
                     } else {

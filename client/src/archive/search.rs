@@ -280,6 +280,9 @@ impl Archive {
                 let index = u64::from_be_bytes(i.try_into().unwrap_or([0; 8]));
                 if let Some(r) = self.record(index)? {
                     queue.push(r.msg_id);
+                } else if let Some(x) = self.redacted(index)? {
+                    // Redacted: not returned, but its answers are.
+                    queue.push(x.msg_id);
                 }
             }
         }

@@ -598,3 +598,75 @@ fn an_archive_from_before_the_wrapped_secret_keeps_its_keys() {
         "the same keys as version 1"
     );
 }
+
+#[test]
+fn a_thread_is_followed_through_a_redacted_record_and_a_hold_on_it_keeps_the_rest() {
+    let (_w, _dir, a, ids) = filled();
+    let (r, n, s, t) = (ids[0], ids[1], ids[2], ids[3]);
+    // The middle of r -> s -> t is redacted first (an earlier retention).
+    let middle = a.get(&s).unwrap().unwrap();
+    a.redact(&middle, "test", 10_000).unwrap();
+    a.flush().unwrap();
+    let thread: Vec<MsgId> = a.thread(&r).unwrap().iter().map(|x| x.msg_id).collect();
+    assert_eq!(thread, vec![r, t], "the answer below the redacted record");
+    // A hold on the thread, then a retention of a day: everything here is
+    // from 1970, so all but the held thread goes.
+    a.add_hold(HoldScope::Thread(r), "case 9", 10_000).unwrap();
+    let policy = Retention {
+        days: Some(1.0),
+        by_channel: Default::default(),
+    };
+    let now = 100 * 86_400_000;
+    let report = a.apply_retention(&policy, now).unwrap();
+    assert_eq!(
+        report,
+        RetentionReport {
+            redacted: 1,
+            held: 2
+        }
+    );
+    assert!(
+        a.get(&n).unwrap().is_none(),
+        "the unrelated note is redacted"
+    );
+    assert!(a.get(&t).unwrap().is_some(), "the answer below is held");
+    assert!(a.redacted(1).unwrap().is_some());
+    let roster = _w.roster.clone();
+    let v = a.verify(&roster, &_w.ee, true, |_| {}).unwrap();
+    assert!(v.first_error.is_none(), "{v:?}");
+}
+
+#[test]
+fn a_relay_cannot_get_a_record_redacted_early_by_backdating_its_delivery() {
+    let w = world();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Archive::open(dir.path(), &w.ee).unwrap();
+    let now = 400 * 86_400_000;
+    let s = seal(
+        &w.ua,
+        &w.roster,
+        "plenary",
+        &Message::note(Tlp::Green, "fresh", "x"),
+        now,
+    )
+    .unwrap();
+    let opened = UntrustedEnvelope::decode(s.as_bytes())
+        .unwrap()
+        .verify(&w.roster)
+        .unwrap()
+        .open(&w.ee)
+        .unwrap();
+    // The relay claims it received it at the epoch.
+    a.insert_received(1, 0, &opened).unwrap();
+    a.flush().unwrap();
+    let policy = Retention {
+        days: Some(30.0),
+        by_channel: Default::default(),
+    };
+    let report = a.apply_retention(&policy, now + 1000).unwrap();
+    assert_eq!(
+        report.redacted, 0,
+        "the sender's signed time says it is fresh"
+    );
+    assert!(a.get(&s.msg_id()).unwrap().is_some());
+}

@@ -26,8 +26,8 @@ use crate::connection::ConnectError;
 pub(super) struct Checkpoints {
     /// The relay's latest checkpoint arrived and the archive was checked.
     pub checked: bool,
-    /// A checkpoint was sent and its confirmation is awaited.
-    pub in_flight: bool,
+    /// The checkpoint sent, whose confirmation is awaited.
+    pub in_flight: Option<SignedCheckpoint>,
     /// The archive length the relay holds a checkpoint of.
     pub confirmed: Option<u64>,
 }
@@ -46,8 +46,8 @@ pub(super) fn check_latest(
     latest: Option<SignedCheckpoint>,
     state: &mut Checkpoints,
 ) -> Result<(), ConnectError> {
-    state.checked = true;
     let Some(cp) = latest else {
+        state.checked = true;
         return Ok(());
     };
     let s = &inner.settings;
@@ -80,6 +80,7 @@ pub(super) fn check_latest(
         Some(_) => None,
     };
     let Some(problem) = problem else {
+        state.checked = true;
         if body.index == archive.len() {
             state.confirmed = Some(body.index);
             inner.update(|st| st.checkpointed = Some(body.index));
@@ -87,12 +88,18 @@ pub(super) fn check_latest(
         return Ok(());
     };
     let bytes = cp.to_bytes();
-    let recovered = archive
-        .recoveries()
-        .map_err(archive_err)?
-        .iter()
-        .any(|r| r.refused == bytes);
+    // A recovery accepted exactly this checkpoint for exactly the archive
+    // it recorded, which this one must still extend.
+    let mut recovered = false;
+    for r in archive.recoveries().map_err(archive_err)? {
+        if r.refused == bytes
+            && archive.hash_at(r.records).map_err(archive_err)? == Some(r.head_hash)
+        {
+            recovered = true;
+        }
+    }
     if recovered {
+        state.checked = true;
         return Ok(());
     }
     if inner.recover.load(Ordering::SeqCst) {
@@ -104,6 +111,7 @@ pub(super) fn check_latest(
         };
         archive.record_recovery(&r).map_err(archive_err)?;
         warn!(problem = %esc(&problem), "archive recovered: accepted as it is, and recorded");
+        state.checked = true;
         return Ok(());
     }
     Err(ConnectError::ArchiveBehind(problem))
@@ -118,7 +126,7 @@ pub(super) fn next_frame(
     state: &mut Checkpoints,
 ) -> Option<Vec<u8>> {
     let roster = inner.roster();
-    if !state.checked || state.in_flight || !caught_up || roster.log().is_none() {
+    if !state.checked || state.in_flight.is_some() || !caught_up || roster.log().is_none() {
         return None;
     }
     let archive = &inner.archive;
@@ -136,38 +144,47 @@ pub(super) fn next_frame(
         time_ms: now_ms(),
     };
     let cp = SignedCheckpoint::new(&body, |m| s.identity.sign(m));
-    state.in_flight = true;
+    state.in_flight = Some(cp.clone());
     Some(wire::encode_frame(&Frame::Checkpoint { checkpoint: cp }))
 }
 
-/// The relay confirmed a checkpoint: keep it in the archive (it goes into
-/// every export) and note what it covers.
+/// The relay confirmed a checkpoint: it must be exactly the one in flight;
+/// keep it in the archive (it goes into every export) and note what it
+/// covers.
 ///
 /// # Errors
-/// [`ConnectError::Protocol`] for a checkpoint we did not send, or an
+/// [`ConnectError::Protocol`] for a confirmation of anything else, or an
 /// archive failure.
 pub(super) fn confirmed(
     inner: &Inner,
     cp: Option<SignedCheckpoint>,
     state: &mut Checkpoints,
 ) -> Result<u64, ConnectError> {
-    state.in_flight = false;
-    let body = verify_own(
-        inner,
-        cp.as_ref()
-            .ok_or_else(|| ConnectError::Protocol("the relay confirmed no checkpoint".into()))?,
-    )
-    .map_err(|e| {
-        ConnectError::Protocol(format!(
-            "the relay confirmed a checkpoint we did not sign ({e})"
-        ))
-    })?;
-    if let Some(cp) = &cp {
-        inner.archive.store_checkpoint(cp).map_err(archive_err)?;
-    }
+    let sent = state.in_flight.take();
+    let cp = match (cp, sent) {
+        (Some(c), Some(s)) if c == s => c,
+        _ => {
+            return Err(ConnectError::Protocol(
+                "the relay confirmed a checkpoint this device did not just send".into(),
+            ))
+        }
+    };
+    let body = cp
+        .decode()
+        .map_err(|e| ConnectError::Protocol(format!("our own checkpoint: {e}")))?;
+    inner.archive.store_checkpoint(&cp).map_err(archive_err)?;
     state.confirmed = Some(body.index);
     info!(index = body.index, "archive checkpoint kept by the relay");
     Ok(body.index)
+}
+
+/// The relay refused the checkpoint in flight: logged; the archive length
+/// it covered counts as settled (not sent again until the archive moves).
+pub(super) fn refused(state: &mut Checkpoints) -> Option<u64> {
+    let sent = state.in_flight.take()?;
+    let index = sent.decode().ok()?.index;
+    state.confirmed = Some(index);
+    Some(index)
 }
 
 /// Checks the relay's receipt for our message and keeps it with the sent
@@ -188,8 +205,27 @@ pub(super) fn keep_receipt(
         warn!(msg_id = %receipt.body.msg_id, "a receipt without a roster log to check it against; not kept");
         return Ok(());
     };
-    let key = log.current().relay_key().to_bytes();
-    match receipt.verify_for(&key, &receipt.body.msg_id, envelope) {
+    // relay_key of the envelope's epoch, the next one (accepted in the grace
+    // period after an amendment), or the one in force now.
+    let epoch = tallinn_common::envelope::UntrustedEnvelope::decode(envelope)
+        .ok()
+        .and_then(|u| u.claimed_header().roster_epoch)
+        .unwrap_or(0);
+    let keys: Vec<[u8; 32]> = [
+        log.state_at(epoch),
+        log.state_at(epoch + 1),
+        Some(log.current()),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|s| s.relay_key().to_bytes())
+    .collect();
+    let check = keys
+        .iter()
+        .map(|k| receipt.verify_for(k, &receipt.body.msg_id, envelope))
+        .find(Result::is_ok)
+        .unwrap_or_else(|| receipt.verify_for(&keys[0], &receipt.body.msg_id, envelope));
+    match check {
         Ok(()) => inner.archive.store_receipt(index, receipt),
         Err(e) => {
             warn!(msg_id = %receipt.body.msg_id, error = %e, "the relay's receipt does not verify against relay_key; not kept");

@@ -196,6 +196,9 @@ pub struct State {
 }
 
 type Waiter = oneshot::Sender<Result<u64, ClientError>>;
+
+/// The msg_id of a `Rejected` that refuses a `Checkpoint` (PROTOCOL.md §17.2).
+const CHECKPOINT_REFUSED: MsgId = tallinn_common::evidence::CHECKPOINT_REFUSED;
 mod evidence;
 mod roster_sync;
 
@@ -1096,18 +1099,13 @@ async fn process_frames(
                         .get(&msg_id)
                         .map_err(|e| ConnectError::Protocol(format!("outbox: {e}")))?
                         .is_some();
-                    if !ours
-                        && msg_id == MsgId([0; 16])
-                        && checkpoints.in_flight
-                        && !inner.roster_submit_pending()
-                    {
+                    if msg_id == CHECKPOINT_REFUSED && checkpoints.in_flight.is_some() {
                         // Our checkpoint was refused: logged, and not sent
                         // again until the archive moves.
                         warn!(code = %code, reason = %esc(&reason), "the relay refused this device's archive checkpoint");
-                        checkpoints.in_flight = false;
-                        checkpoints.confirmed = Some(inner.archive.len());
-                        let len = inner.archive.len();
-                        inner.update(|st| st.checkpointed = Some(len));
+                        if let Some(index) = evidence::refused(&mut checkpoints) {
+                            inner.update(|st| st.checkpointed = Some(index));
+                        }
                     } else if code == ErrorCode::BadRosterEntry && !inner.roster_submit_pending() {
                         // The answer to our fetch: this relay has no roster
                         // log although we pin a deployment.
@@ -1277,8 +1275,10 @@ async fn process_frames(
             let st = inner.state.borrow();
             st.delivered >= st.pending && st.roster_synced && inner.outbox.pending_len() == 0
         };
-        if let Some(f) = evidence::next_frame(inner, caught_up, &mut checkpoints) {
-            let _ = wtx.send(f).await;
+        if failure.is_none() {
+            if let Some(f) = evidence::next_frame(inner, caught_up, &mut checkpoints) {
+                let _ = wtx.send(f).await;
+            }
         }
         if !retry.is_empty() {
             schedule_retry(inner.clone(), retry);

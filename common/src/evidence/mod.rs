@@ -36,6 +36,10 @@ pub const RECEIPT_CONTEXT: &[u8] = b"tallinn/2 receipt";
 /// `Ed25519(device sign_key, CHECKPOINT_CONTEXT || body)`.
 pub const CHECKPOINT_CONTEXT: &[u8] = b"tallinn/2 checkpoint";
 
+/// The `msg_id` of the `Rejected` that refuses a `Checkpoint` frame (all
+/// 0xff), so a client tells it from a refused roster entry (all zero).
+pub const CHECKPOINT_REFUSED: crate::message::MsgId = crate::message::MsgId([0xff; 16]);
+
 /// Largest encoded checkpoint body a relay or client accepts (two ids of at
 /// most 64 bytes each and four numbers; generous).
 pub const MAX_CHECKPOINT_BODY: usize = 512;

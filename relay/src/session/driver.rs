@@ -359,10 +359,17 @@ async fn store_checkpoint(
     checkpoint: SignedCheckpoint,
 ) -> Frame {
     let refuse = |code, reason: String| Frame::Rejected {
-        msg_id: MsgId([0; 16]),
+        msg_id: evidence::CHECKPOINT_REFUSED,
         code,
         reason,
     };
+    // Each checkpoint costs a synced write: it spends send tokens.
+    if !shared.take_token(&handle.participant, checkpoint.body.len() + 64) {
+        return refuse(
+            ErrorCode::RateLimited,
+            "checkpoints too often; retry later".into(),
+        );
+    }
     let roster = shared.roster();
     let Some(rules) = roster.log() else {
         return refuse(
@@ -390,7 +397,12 @@ async fn store_checkpoint(
         handle.device.clone(),
         checkpoint.to_bytes(),
     );
-    match tokio::task::spawn_blocking(move || store.put_archive_checkpoint(&p, &d, &bytes)).await {
+    // The same checkpoint again: answered, not written again.
+    let write = move || match store.archive_checkpoint(&p, &d)? {
+        Some(stored) if stored == bytes => Ok(()),
+        _ => store.put_archive_checkpoint(&p, &d, &bytes),
+    };
+    match tokio::task::spawn_blocking(write).await {
         Ok(Ok(())) => {
             debug!(index = body.index, "archive checkpoint stored");
             Frame::CheckpointLatest {
@@ -796,6 +808,16 @@ async fn submit_roster_entry(shared: &Arc<Shared>, participant: &str, bytes: Vec
         .roster_reloads
         .fetch_add(1, Ordering::Relaxed);
     info!(index, %participant, sessions_closed = closed, "roster entry appended");
+    if let (Some(key), Some(rules)) = (&shared.receipts, shared.roster().log()) {
+        let wanted = rules.log.current().relay_key().to_bytes();
+        if key.public().to_bytes() != wanted {
+            tracing::error!(
+                relay_key = %hex::encode(wanted),
+                signing_with = %hex::encode(key.public().to_bytes()),
+                "the roster's relay_key changed: receipts are signed with the old key until the relay restarts with the new receipt_key file"
+            );
+        }
+    }
     Frame::RosterAccepted { index, hash }
 }
 

@@ -546,8 +546,17 @@ async fn authenticate(
         let store = shared.store.clone();
         let (p2, d2) = (participant.clone(), device.clone());
         let latest = tokio::task::spawn_blocking(move || store.archive_checkpoint(&p2, &d2)).await;
+        // A stored checkpoint that does not decode is a storage fault:
+        // answering `None` would skip the client's rollback check.
         let checkpoint = match latest {
-            Ok(Ok(v)) => v.and_then(|b| SignedCheckpoint::from_bytes(&b).ok()),
+            Ok(Ok(None)) => None,
+            Ok(Ok(Some(b))) => match SignedCheckpoint::from_bytes(&b) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, %participant, %device, "stored archive checkpoint is corrupt");
+                    return Err((Some(send), ErrorCode::Internal, "storage failure".into()));
+                }
+            },
             _ => {
                 return Err((Some(send), ErrorCode::Internal, "storage failure".into()));
             }
