@@ -163,8 +163,10 @@ impl Setup {
         // The relay signs a receipt for every accepted message with this key.
         let relay_key =
             tallinn_relay::receipt_key::ReceiptKey::load_or_create(&dir.join("receipt.key"))?;
+        // Like the Tallinn deployment, a beneficiary in every channel (the
+        // last participant): every client recomputes its wraps at receipt.
         let state = StateRecord {
-            beneficiary: None,
+            beneficiary: members.last().cloned(),
             chair: members[0].clone(),
             quorum: 1,
             relay_key: relay_key.public().to_bytes(),
@@ -183,10 +185,15 @@ impl Setup {
             prev_hash: [0; 32],
             kind: EntryKind::Genesis(state),
         });
-        genesis.add_approval(Approval {
-            participant: identities[0].id().to_string(),
-            signature: identities[0].sign(&approval_message(&genesis.body)),
-        });
+        // The chair and the beneficiary approve the genesis.
+        let mut approvers = vec![&identities[0]];
+        approvers.extend(identities.last().filter(|_| identities.len() > 1));
+        for who in approvers {
+            genesis.add_approval(Approval {
+                participant: who.id().to_string(),
+                signature: who.sign(&approval_message(&genesis.body)),
+            });
+        }
         let log = RosterLog::from_genesis(genesis, None).map_err(|e| anyhow!("{e}"))?;
         // An empty version-1 roster file: the relay runs the log.
         std::fs::write(dir.join("roster.toml"), "")?;

@@ -302,3 +302,55 @@ async fn metrics_name_the_build_and_roster_and_a_bind_error_names_its_key() {
     })
     .await;
 }
+
+/// `tallinn-relay gen-receipt-key`: a private key file, its public half
+/// printed as `relay_key`, never overwritten; and a relay running a roster
+/// log refuses to start with a receipt key that is not the roster's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receipt_key_is_made_once_and_a_relay_refuses_a_key_not_in_its_roster() {
+    use std::os::unix::fs::PermissionsExt;
+    timed(async {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("receipt.key");
+        let o = run_bin(
+            "tallinn-relay",
+            &["gen-receipt-key", "--out", key.to_str().unwrap()],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = stdout(&o);
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("relay_key = \""))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert_eq!(line.len(), "relay_key = \"\"".len() + 64, "{line}");
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let before = std::fs::read(&key).unwrap();
+        let o = run_bin(
+            "tallinn-relay",
+            &["gen-receipt-key", "--out", key.to_str().unwrap()],
+        );
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains("never overwritten"), "{}", stderr(&o));
+        assert_eq!(std::fs::read(&key).unwrap(), before);
+
+        // A version-2 relay whose receipt key file is replaced by another.
+        let mut v2 = crate::roster::v2::V2::new(limits()).await;
+        v2.env.stop_relay().await;
+        let data = v2.env.dep.dir.join("relay-data");
+        std::fs::remove_file(data.join("receipt.key")).unwrap();
+        std::fs::copy(&key, data.join("receipt.key")).unwrap();
+        let err = v2
+            .env
+            .dep
+            .start_relay_with(None, limits())
+            .await
+            .err()
+            .expect("the relay refuses to start");
+        let text = format!("{err:#}");
+        assert!(text.contains("relay_key"), "{text}");
+    })
+    .await;
+}
