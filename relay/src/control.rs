@@ -5,6 +5,9 @@
 //!
 //! - `{"op": "backup", "out": "/abs/path"}` → `{"ok": true, "report": {...}}`
 //!   (a [`BackupReport`]) or `{"ok": false, "error": "..."}`.
+//! - `{"op": "checkpoint", "participant": P, "device": D}` → `{"ok": true,
+//!   "checkpoint_b64": "..." or absent}`: the device's latest archive
+//!   checkpoint, for an auditor (PROTOCOL.md §17.2).
 //!
 //! `tallinn-relay backup` uses it when the relay runs, and opens the
 //! store itself when it does not.
@@ -34,6 +37,13 @@ pub enum Request {
         /// Target folder.
         out: PathBuf,
     },
+    /// A device's latest archive checkpoint.
+    Checkpoint {
+        /// Participant id.
+        participant: String,
+        /// Device label.
+        device: String,
+    },
 }
 
 /// An answer.
@@ -44,6 +54,9 @@ pub struct Answer {
     /// The backup's report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<BackupReport>,
+    /// The checkpoint asked for: base64 of `postcard(SignedCheckpoint)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_b64: Option<String>,
     /// Why not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -92,6 +105,7 @@ pub async fn serve(listener: UnixListener, store: Arc<dyn Store>) {
                     &Answer {
                         ok: false,
                         report: None,
+                        checkpoint_b64: None,
                         error: Some("forbidden: only the relay's user or root".into()),
                     },
                 )
@@ -128,6 +142,7 @@ async fn handle(stream: UnixStream, store: Arc<dyn Store>) -> std::io::Result<()
     let fail = |e: String| Answer {
         ok: false,
         report: None,
+        checkpoint_b64: None,
         error: Some(e),
     };
     let req = match read {
@@ -139,6 +154,28 @@ async fn handle(stream: UnixStream, store: Arc<dyn Store>) -> std::io::Result<()
         Err(e) => fail(format!("malformed request: {e}")),
         Ok(Request::Backup { out }) if !out.is_absolute() => {
             fail("the backup folder must be an absolute path".into())
+        }
+        Ok(Request::Checkpoint {
+            participant,
+            device,
+        }) => {
+            match tokio::task::spawn_blocking(move || {
+                store.archive_checkpoint(&participant, &device)
+            })
+            .await
+            {
+                Ok(Ok(c)) => Answer {
+                    ok: true,
+                    report: None,
+                    checkpoint_b64: c.map(|b| {
+                        use base64::Engine as _;
+                        base64::engine::general_purpose::STANDARD.encode(b)
+                    }),
+                    error: None,
+                },
+                Ok(Err(e)) => fail(format!("reading the checkpoint: {e}")),
+                Err(e) => fail(format!("reading the checkpoint: {e}")),
+            }
         }
         Ok(Request::Backup { out }) => {
             tracing::info!(out = %out.display(), "backup requested");
@@ -155,6 +192,7 @@ async fn handle(stream: UnixStream, store: Arc<dyn Store>) -> std::io::Result<()
                     Answer {
                         ok: true,
                         report: Some(report),
+                        checkpoint_b64: None,
                         error: None,
                     }
                 }
@@ -206,6 +244,56 @@ pub async fn request_backup(data_dir: &Path, out: &Path) -> Result<Option<Backup
         (true, Some(r), _) => Ok(Some(r)),
         (_, _, Some(e)) => Err(e),
         _ => Err("the relay gave no report".into()),
+    }
+}
+
+/// Asks a running relay for a device's latest archive checkpoint (base64
+/// of `postcard(SignedCheckpoint)`, `None` if it holds none). `Ok(None)`
+/// also when no relay answers on the socket: the caller opens the store
+/// itself (`Err` says why a running relay refused).
+///
+/// # Errors
+/// The relay's refusal or an I/O error on the socket.
+pub async fn request_checkpoint(
+    data_dir: &Path,
+    participant: &str,
+    device: &str,
+) -> Result<Option<Option<String>>, String> {
+    let path = data_dir.join(SOCKET);
+    let mut stream = match UnixStream::connect(&path).await {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut line = serde_json::to_vec(&Request::Checkpoint {
+        participant: participant.to_string(),
+        device: device.to_string(),
+    })
+    .map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut answer = Vec::new();
+    BufReader::new(stream)
+        .take(1 << 20)
+        .read_to_end(&mut answer)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let a: Answer = serde_json::from_slice(&answer)
+        .map_err(|e| format!("the relay's answer on {}: {e}", path.display()))?;
+    match (a.ok, a.error) {
+        (true, _) => Ok(Some(a.checkpoint_b64)),
+        (false, Some(e)) => Err(e),
+        (false, None) => Err("the relay refused without a reason".into()),
     }
 }
 

@@ -90,6 +90,24 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// A device's latest archive checkpoint as the relay keeps it (version
+    /// 2), as a file for an auditor (`tallinn-audit verify --checkpoint
+    /// FILE`): from the running relay through its control socket, or from
+    /// the stopped relay's store.
+    Checkpoint {
+        /// The relay configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Participant id.
+        #[arg(long)]
+        participant: String,
+        /// Device label.
+        #[arg(long, default_value = "default")]
+        device: String,
+        /// Write it here (JSON; refused if the file exists) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Validate the configuration and roster and print a summary.
     CheckConfig {
         /// The relay configuration file.
@@ -193,6 +211,12 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Command::Backup { config, out } => cmd::service::backup(&config, &out),
         Command::CheckConfig { config } => cmd::service::check_config(&config),
+        Command::Checkpoint {
+            config,
+            participant,
+            device,
+            out,
+        } => cmd::service::checkpoint(&config, &participant, &device, out.as_deref()),
         Command::GenCert { cert, key, sans } => {
             if cert.exists() || key.exists() {
                 bail!(

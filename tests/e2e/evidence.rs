@@ -303,13 +303,46 @@ async fn the_auditor_proves_an_export_alone_and_names_each_tampering() {
                 l[0]["checkpoint"] = pl_lines[0]["checkpoint"].clone();
             },
         );
-        // The checkpoint handed over independently must agree as well.
+        // The checkpoint handed over independently must agree as well: the
+        // relay operator writes the one the relay keeps (the running relay
+        // answers on its control socket).
         let cp_path = dir.join("cp.json");
-        std::fs::write(
-            &cp_path,
-            serde_json::json!({"checkpoint_b64": base[0]["checkpoint"]}).to_string(),
-        )
-        .unwrap();
+        let relay_toml = v2.env.dep.dir.join("relay.toml");
+        let o = run_bin(
+            "tallinn-relay",
+            &[
+                "checkpoint",
+                "--config",
+                relay_toml.to_str().unwrap(),
+                "--participant",
+                "UA",
+                "--out",
+                cp_path.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains("checkpoint of 3 records"),
+            "{}",
+            stdout(&o)
+        );
+        let from_relay: Value =
+            serde_json::from_str(&std::fs::read_to_string(&cp_path).unwrap()).unwrap();
+        assert_eq!(from_relay["checkpoint_b64"], base[0]["checkpoint"]);
+        let o = run_bin(
+            "tallinn-relay",
+            &[
+                "checkpoint",
+                "--config",
+                relay_toml.to_str().unwrap(),
+                "--participant",
+                "NL",
+            ],
+        );
+        assert!(
+            !o.status.success(),
+            "no checkpoint of a device that never synced"
+        );
         let (code, out) = audit(
             &path,
             &v2.deployment,

@@ -50,6 +50,89 @@ pub(crate) fn backup(config: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `tallinn-relay checkpoint`: a device's latest archive checkpoint, as the
+/// JSON file `tallinn-audit verify --checkpoint` reads (the same shape
+/// `tallinn archive checkpoint` writes).
+pub(crate) fn checkpoint(
+    config: &Path,
+    participant: &str,
+    device: &str,
+    out: Option<&Path>,
+) -> Result<()> {
+    use base64::Engine as _;
+    let file = FileConfig::read(config)?;
+    let cfg = file.check(&base_dir(config))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let b64 = match rt
+        .block_on(tallinn_relay::control::request_checkpoint(
+            &cfg.data_dir,
+            participant,
+            device,
+        ))
+        .map_err(|e| anyhow::anyhow!("the running relay refused: {e}"))?
+    {
+        Some(c) => c,
+        None => {
+            use tallinn_relay::store::Store as _;
+            let store =
+                tallinn_relay::store::SledStore::open(&cfg.data_dir).with_context(|| {
+                    format!(
+                        "opening the store in {} (no relay answered on its control socket)",
+                        cfg.data_dir.display()
+                    )
+                })?;
+            store
+                .archive_checkpoint(participant, device)?
+                .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+        }
+    };
+    let Some(b64) = b64 else {
+        anyhow::bail!(
+            "the relay holds no checkpoint of {} ({}): the device has not synced with a version-2 relay",
+            tallinn_common::text::escape_line(participant),
+            tallinn_common::text::escape_line(device)
+        );
+    };
+    let c = tallinn_common::evidence::export::checkpoint_from_b64(&b64)
+        .map_err(|e| anyhow::anyhow!("the stored checkpoint: {e}"))?;
+    let body = c.decode()?;
+    let value = serde_json::json!({
+        "type": "tallinn-checkpoint",
+        "source": "relay",
+        "participant": body.participant,
+        "device": body.device,
+        "roster_epoch": body.roster_epoch,
+        "index": body.index,
+        "head_hash": hex::encode(body.head_hash),
+        "time_ms": body.time_ms,
+        "checkpoint_b64": b64,
+    });
+    match out {
+        Some(path) => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            use std::io::Write as _;
+            writeln!(f, "{value}").with_context(|| format!("writing {}", path.display()))?;
+            f.sync_all()
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "checkpoint of {} records (head {}) written to {}",
+                body.index,
+                hex::encode(body.head_hash),
+                path.display()
+            );
+        }
+        None => println!("{value}"),
+    }
+    Ok(())
+}
+
 /// Tells systemd (`Type=notify`), if it started us.
 fn notify(state: &str) {
     if let Err(e) = tallinn_host::systemd::notify(state) {
