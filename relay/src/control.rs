@@ -204,12 +204,13 @@ async fn handle(stream: UnixStream, store: Arc<dyn Store>) -> std::io::Result<()
     reply(stream, &answer).await
 }
 
-/// Asks the relay running on `data_dir` for a backup into `out`; `None`
-/// when no relay listens there.
+/// Sends one request to a running relay's control socket and reads its
+/// answer; `Ok(None)` when no relay answers there (the caller opens the
+/// store itself).
 ///
 /// # Errors
-/// The relay's refusal or an I/O error on the socket.
-pub async fn request_backup(data_dir: &Path, out: &Path) -> Result<Option<BackupReport>, String> {
+/// An I/O error on the socket, or an answer that is not one.
+async fn ask(data_dir: &Path, request: &Request) -> Result<Option<Answer>, String> {
     let path = data_dir.join(SOCKET);
     let mut stream = match UnixStream::connect(&path).await {
         Ok(s) => s,
@@ -223,10 +224,7 @@ pub async fn request_backup(data_dir: &Path, out: &Path) -> Result<Option<Backup
         }
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let mut line = serde_json::to_vec(&Request::Backup {
-        out: out.to_path_buf(),
-    })
-    .map_err(|e| e.to_string())?;
+    let mut line = serde_json::to_vec(request).map_err(|e| e.to_string())?;
     line.push(b'\n');
     stream
         .write_all(&line)
@@ -238,8 +236,23 @@ pub async fn request_backup(data_dir: &Path, out: &Path) -> Result<Option<Backup
         .read_to_end(&mut answer)
         .await
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let a: Answer = serde_json::from_slice(&answer)
-        .map_err(|e| format!("the relay's answer on {}: {e}", path.display()))?;
+    serde_json::from_slice(&answer)
+        .map(Some)
+        .map_err(|e| format!("the relay's answer on {}: {e}", path.display()))
+}
+
+/// Asks a running relay for a backup into `out`: `Ok(None)` when no relay
+/// answers on the control socket (the caller opens the store itself).
+///
+/// # Errors
+/// The relay's refusal or an I/O error on the socket.
+pub async fn request_backup(data_dir: &Path, out: &Path) -> Result<Option<BackupReport>, String> {
+    let request = Request::Backup {
+        out: out.to_path_buf(),
+    };
+    let Some(a) = ask(data_dir, &request).await? else {
+        return Ok(None);
+    };
     match (a.ok, a.report, a.error) {
         (true, Some(r), _) => Ok(Some(r)),
         (_, _, Some(e)) => Err(e),
@@ -250,7 +263,7 @@ pub async fn request_backup(data_dir: &Path, out: &Path) -> Result<Option<Backup
 /// Asks a running relay for a device's latest archive checkpoint (base64
 /// of `postcard(SignedCheckpoint)`, `None` if it holds none). `Ok(None)`
 /// also when no relay answers on the socket: the caller opens the store
-/// itself (`Err` says why a running relay refused).
+/// itself.
 ///
 /// # Errors
 /// The relay's refusal or an I/O error on the socket.
@@ -259,37 +272,13 @@ pub async fn request_checkpoint(
     participant: &str,
     device: &str,
 ) -> Result<Option<Option<String>>, String> {
-    let path = data_dir.join(SOCKET);
-    let mut stream = match UnixStream::connect(&path).await {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    let mut line = serde_json::to_vec(&Request::Checkpoint {
+    let request = Request::Checkpoint {
         participant: participant.to_string(),
         device: device.to_string(),
-    })
-    .map_err(|e| e.to_string())?;
-    line.push(b'\n');
-    stream
-        .write_all(&line)
-        .await
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut answer = Vec::new();
-    BufReader::new(stream)
-        .take(1 << 20)
-        .read_to_end(&mut answer)
-        .await
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let a: Answer = serde_json::from_slice(&answer)
-        .map_err(|e| format!("the relay's answer on {}: {e}", path.display()))?;
+    };
+    let Some(a) = ask(data_dir, &request).await? else {
+        return Ok(None);
+    };
     match (a.ok, a.error) {
         (true, _) => Ok(Some(a.checkpoint_b64)),
         (false, Some(e)) => Err(e),

@@ -138,6 +138,28 @@ impl AgentClient {
         sender.send_request(req).await.map_err(|e| self.http(e))
     }
 
+    /// The whole body of an answer, or the error a 4xx/5xx answer carries.
+    async fn body_of(&self, resp: Response<Incoming>) -> Result<Bytes, RemoteError> {
+        let status = resp.status().as_u16();
+        if status >= 400 {
+            return Err(self.failure(status, resp.into_body()).await);
+        }
+        Ok(resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.http(e))?
+            .to_bytes())
+    }
+
+    /// The error a 4xx/5xx answer's body carries ([`api_error`]).
+    async fn failure(&self, status: u16, body: Incoming) -> RemoteError {
+        match body.collect().await {
+            Ok(b) => api_error(status, &b.to_bytes()).into(),
+            Err(e) => self.http(e),
+        }
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -149,16 +171,7 @@ impl AgentClient {
             None => None,
         };
         let resp = self.request(method, uri, body).await?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.http(e))?
-            .to_bytes();
-        if status >= 400 {
-            return Err(api_error(status, &bytes).into());
-        }
+        let bytes = self.body_of(resp).await?;
         serde_json::from_slice(&bytes).map_err(|e| self.http(format!("its answer: {e}")))
     }
 
@@ -299,17 +312,7 @@ impl AgentClient {
                 None,
             )
             .await?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.http(e))?
-            .to_bytes();
-        if status >= 400 {
-            return Err(api_error(status, &bytes).into());
-        }
-        Ok(bytes.to_vec())
+        Ok(self.body_of(resp).await?.to_vec())
     }
 
     /// `POST /v1/quarantine/retry`.
@@ -382,8 +385,7 @@ impl AgentClient {
         let status = resp.status().as_u16();
         let mut body = resp.into_body();
         if status >= 400 {
-            let bytes = body.collect().await.map_err(|e| self.http(e))?.to_bytes();
-            return Err(api_error(status, &bytes).into());
+            return Err(self.failure(status, body).await);
         }
         match body.frame().await {
             Some(Ok(f)) if f.data_ref().is_some_and(|d| d.starts_with(b"held")) => {}
@@ -441,13 +443,7 @@ impl AgentClient {
         };
         let status = resp.status().as_u16();
         if status >= 400 {
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| self.http(e))?
-                .to_bytes();
-            return Err(api_error(status, &bytes).into());
+            return Err(self.failure(status, resp.into_body()).await);
         }
         let mut body = resp.into_body();
         let mut header: Option<serde_json::Value> = None;
