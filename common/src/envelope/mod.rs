@@ -180,6 +180,14 @@ pub enum EnvelopeError {
         /// The chair at the envelope's epoch.
         chair: String,
     },
+    /// A direct conversation breaks the roster's addressing rule.
+    #[error("direct conversation {conversation}: {reason}")]
+    Conversation {
+        /// The conversation's name (`@A+B`).
+        conversation: String,
+        /// What breaks the rule.
+        reason: String,
+    },
     /// The envelope names a roster epoch this party does not have (yet).
     #[error("sealed against roster epoch {epoch}, but only epochs up to {known} are known here")]
     UnknownEpoch {
@@ -218,9 +226,9 @@ impl EnvelopeError {
                 ErrorCode::UnknownParticipant
             }
             EnvelopeError::BadSignature => ErrorCode::BadSignature,
-            EnvelopeError::UnknownChannel(_) | EnvelopeError::NotAMember { .. } => {
-                ErrorCode::NotAMember
-            }
+            EnvelopeError::UnknownChannel(_)
+            | EnvelopeError::NotAMember { .. }
+            | EnvelopeError::Conversation { .. } => ErrorCode::NotAMember,
             EnvelopeError::ReadOnly(_) | EnvelopeError::ChairOnly { .. } => ErrorCode::ReadOnly,
             EnvelopeError::RecipientsMismatch { .. } => ErrorCode::RecipientsMismatch,
             EnvelopeError::NotARecipient
@@ -256,6 +264,13 @@ impl From<PostError> for EnvelopeError {
                 device,
             },
             PostError::ChairOnly { channel, chair } => EnvelopeError::ChairOnly { channel, chair },
+            PostError::Conversation {
+                conversation,
+                reason,
+            } => EnvelopeError::Conversation {
+                conversation,
+                reason,
+            },
         }
     }
 }
@@ -415,7 +430,11 @@ impl UntrustedEnvelope {
                 return Err(EnvelopeError::Malformed("sender device"));
             }
         }
-        if crate::roster::ChannelId::new(header.channel.as_str()).is_err() {
+        // A channel id, or (version 2) a direct conversation's canonical name.
+        let channel_ok = crate::roster::ChannelId::new(header.channel.as_str()).is_ok()
+            || (header.version >= 2
+                && crate::roster::DirectSet::parse(header.channel.as_str()).is_ok());
+        if !channel_ok {
             return Err(EnvelopeError::Malformed("channel id"));
         }
         if wraps.len() > defaults::MAX_RECIPIENTS {

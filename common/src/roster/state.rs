@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
+use super::direct::{is_direct, DirectSet, DIRECT_RULE};
 use super::v1::{ChannelId, PostError, Role, RosterError};
 use crate::defaults;
 use crate::identity::{DeviceId, Fingerprint, ParticipantId};
@@ -526,6 +527,9 @@ impl RosterState {
     }
 
     /// Checks that `sender` may post in `channel` under its posting policy.
+    /// `channel` is a roster channel or a direct conversation (`@A+B`,
+    /// [`DirectSet`]); for a direct conversation the answer is the `direct`
+    /// rule channel, whose `max_tlp` applies.
     ///
     /// # Errors
     /// [`PostError`] saying why not.
@@ -533,32 +537,123 @@ impl RosterState {
         let p = self
             .participant(sender)
             .ok_or_else(|| PostError::UnknownParticipant(sender.into()))?;
+        if is_direct(channel) {
+            let set = DirectSet::parse(channel).map_err(|e| PostError::Conversation {
+                conversation: e.name,
+                reason: e.reason.into(),
+            })?;
+            return self.check_direct(p, &set);
+        }
         let c = self
             .channel(channel)
             .ok_or_else(|| PostError::UnknownChannel(channel.into()))?;
+        if c.id.as_str() == DIRECT_RULE {
+            return Err(PostError::Conversation {
+                conversation: channel.into(),
+                reason: "`direct` holds the rule for direct conversations; address one by its participants (`@PL+UA`, `--to PL,UA`)".into(),
+            });
+        }
+        self.check_post_in(p, c)?;
+        Ok(c)
+    }
+
+    /// Role, membership and posting policy of `p` in `c`.
+    fn check_post_in(&self, p: &RosterParticipant, c: &RosterChannel) -> Result<(), PostError> {
         if p.role == Role::Observer {
             return Err(PostError::ReadOnly {
-                participant: sender.into(),
+                participant: p.id.to_string(),
             });
         }
         if !c.members.contains(&p.id) {
             return Err(PostError::NotAMember {
-                participant: sender.into(),
-                channel: channel.into(),
+                participant: p.id.to_string(),
+                channel: c.id.to_string(),
             });
         }
         if c.post == PostPolicy::Chair && p.id != self.chair {
             return Err(PostError::ChairOnly {
-                channel: channel.into(),
+                channel: c.id.to_string(),
                 chair: self.chair.to_string(),
             });
         }
-        Ok(c)
+        Ok(())
+    }
+
+    /// The addressing rule of a direct conversation (`PROTOCOL.md` §18.2):
+    /// the deployment has a `direct` rule channel whose policy lets the
+    /// sender post; the sender and the beneficiary are in the set; every
+    /// other participant exists and is a member of the rule or one of its
+    /// observers (observers are only ever there because the sender named them).
+    fn check_direct(
+        &self,
+        sender: &RosterParticipant,
+        set: &DirectSet,
+    ) -> Result<&RosterChannel, PostError> {
+        let conversation = set.name();
+        let refuse = |reason: String| PostError::Conversation {
+            conversation: conversation.clone(),
+            reason,
+        };
+        let rule = self.channel(DIRECT_RULE).ok_or_else(|| {
+            refuse(
+                "this deployment has no direct conversations (no `direct` channel in its roster)"
+                    .into(),
+            )
+        })?;
+        self.check_post_in(sender, rule)?;
+        if !set.contains(sender.id.as_str()) {
+            return Err(refuse(format!("the sender {} is not in it", sender.id)));
+        }
+        if let Some(b) = &self.beneficiary {
+            if !set.contains(b.as_str()) {
+                return Err(refuse(format!(
+                    "the beneficiary {b} is in every direct conversation (Nothing about Ukraine without Ukraine)"
+                )));
+            }
+        }
+        for id in set.ids() {
+            if !self.participants.contains_key(id) {
+                return Err(refuse(format!("{id} is not in the roster")));
+            }
+            if !rule.members.contains(id) && !rule.observers.contains(id) {
+                return Err(refuse(format!(
+                    "{id} may not take part in direct conversations (not in the roster's `direct` rule)"
+                )));
+            }
+        }
+        Ok(rule)
+    }
+
+    /// The participants who read `channel` (members and observers of a
+    /// roster channel, or a direct conversation's set), if it exists.
+    pub fn readers(&self, channel: &str) -> Option<BTreeSet<&ParticipantId>> {
+        if is_direct(channel) {
+            let set = DirectSet::parse(channel).ok()?;
+            return Some(
+                set.ids()
+                    .filter_map(|id| self.participants.get_key_value(id).map(|(k, _)| k))
+                    .collect(),
+            );
+        }
+        let c = self.channel(channel)?;
+        Some(c.members.iter().chain(c.observers.iter()).collect())
+    }
+
+    /// The TLP ceiling of `channel` (for a direct conversation, the `direct`
+    /// rule's), if the channel exists.
+    pub fn max_tlp(&self, channel: &str) -> Option<Tlp> {
+        let id = if is_direct(channel) {
+            DIRECT_RULE
+        } else {
+            channel
+        };
+        self.channel(id).map(|c| c.max_tlp)
     }
 
     /// The devices a message from `sender`'s device `sender_device` into
     /// `channel` is wrapped to: every device of every member and observer of
-    /// the channel and the sender's own other devices, except the sending
+    /// the channel (of every participant of a direct conversation) and the
+    /// sender's own other devices, except the sending
     /// device; sorted by (participant, device) in byte order.
     ///
     /// # Errors
@@ -569,14 +664,17 @@ impl RosterState {
         sender_device: &str,
         channel: &str,
     ) -> Result<Vec<(&RosterParticipant, &RosterDevice)>, PostError> {
-        let c = self.check_post(sender, channel)?;
+        self.check_post(sender, channel)?;
         if self.device(sender, sender_device).is_none() {
             return Err(PostError::UnknownDevice {
                 participant: sender.into(),
                 device: sender_device.into(),
             });
         }
-        let ids: BTreeSet<&ParticipantId> = c.members.iter().chain(c.observers.iter()).collect();
+        // invariant: check_post found the channel (or the conversation's set).
+        let ids = self
+            .readers(channel)
+            .ok_or_else(|| PostError::UnknownChannel(channel.into()))?;
         let mut out = Vec::new();
         for p in ids.into_iter().filter_map(|id| self.participants.get(id)) {
             for d in p.devices.values() {

@@ -522,6 +522,95 @@ fn chair_only_channels_accept_the_chair_alone() {
     ));
 }
 
+/// The world with a `direct` rule channel (every member, NATO as a
+/// nameable observer, RED allowed) and plenary capped at AMBER+STRICT.
+fn world_with_direct() -> RosterState {
+    let w = world();
+    let mut r = w.record();
+    r.channels[0].max_tlp = 3;
+    let mut members: Vec<String> = ["EE", "GB", "PL", "UA"].map(String::from).to_vec();
+    members.sort();
+    r.channels.insert(
+        0,
+        ChannelRecord {
+            id: "direct".into(),
+            description: "direct conversations".into(),
+            members,
+            observers: vec!["NATO".into()],
+            post: 0,
+            max_tlp: 4,
+        },
+    );
+    let e = w.amend(r, &["EE", "PL", "UA"]);
+    w.log.check_next(&e).unwrap()
+}
+
+#[test]
+fn direct_conversations_follow_the_addressing_rule() {
+    use crate::message::Tlp;
+    let s = world_with_direct();
+    // PL and UA, the beneficiary: every device of both but PL's sending one.
+    let to: Vec<String> = s
+        .recipient_devices("PL", "dev0", "@PL+UA")
+        .unwrap()
+        .iter()
+        .map(|(p, d)| format!("{}/{}", p.id, d.device))
+        .collect();
+    assert_eq!(to, ["UA/dev0"]);
+    // An observer when named.
+    let to = s.recipient_devices("PL", "dev0", "@NATO+PL+UA").unwrap();
+    assert_eq!(to.len(), 2);
+    assert_eq!(s.max_tlp("@PL+UA"), Some(Tlp::Red));
+    assert_eq!(s.max_tlp("plenary"), Some(Tlp::AmberStrict));
+    let refused = |sender: &str, conv: &str| match s.check_post(sender, conv) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("{sender} may post in {conv}"),
+    };
+    assert!(refused("PL", "@GB+PL").contains("beneficiary UA"));
+    assert!(refused("PL", "@GB+UA").contains("sender PL is not in it"));
+    assert!(refused("PL", "@LT+PL+UA").contains("LT is not in the roster"));
+    assert!(refused("PL", "@UA+PL").contains("sorted"));
+    assert!(refused("PL", "direct").contains("rule for direct conversations"));
+    assert!(matches!(
+        s.check_post("NATO", "@NATO+UA"),
+        Err(PostError::ReadOnly { .. })
+    ));
+    // Without a `direct` rule there are no direct conversations.
+    let plain = world();
+    assert!(plain
+        .log
+        .current()
+        .check_post("PL", "@PL+UA")
+        .unwrap_err()
+        .to_string()
+        .contains("no direct conversations"));
+}
+
+#[test]
+fn an_observer_not_in_the_direct_rule_cannot_be_named() {
+    let w = World::new(&["UA", "EE", "GB", "PL"], &["EU", "NATO"], 1, 3);
+    let mut r = w.record();
+    r.channels.insert(
+        0,
+        ChannelRecord {
+            id: "direct".into(),
+            description: String::new(),
+            members: r.channels[0].members.clone(),
+            observers: vec!["NATO".into()],
+            post: 0,
+            max_tlp: 4,
+        },
+    );
+    let e = w.amend(r, &["EE", "PL", "UA"]);
+    let s = w.log.check_next(&e).unwrap();
+    s.check_post("PL", "@NATO+PL+UA").unwrap();
+    assert!(s
+        .check_post("PL", "@EU+PL+UA")
+        .unwrap_err()
+        .to_string()
+        .contains("EU may not take part"));
+}
+
 /// One step of a random roster history.
 #[derive(Debug, Clone)]
 enum Op {

@@ -39,6 +39,7 @@ use sha2::{Digest, Sha256};
 
 use crate::defaults;
 use crate::identity::{Fingerprint, ParticipantId, PublicIdentity};
+use crate::message::Tlp;
 
 /// Why a roster was refused. Each message names the culprit.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -312,6 +313,10 @@ pub struct Channel {
     pub observers: BTreeSet<ParticipantId>,
     /// Whether the file wrote `members = ["*"]`.
     pub all_members: bool,
+    /// Posting policy (`post = "chair"` in the file).
+    pub post: crate::roster::PostPolicy,
+    /// TLP ceiling (`max_tlp` in the file; RED if absent).
+    pub max_tlp: crate::message::Tlp,
 }
 
 /// Why a participant may not post in a channel.
@@ -353,6 +358,16 @@ pub enum PostError {
         channel: String,
         /// The current chair.
         chair: String,
+    },
+    /// A direct conversation breaks the roster's addressing rule (no
+    /// beneficiary, a participant the rule does not admit, the sender not in
+    /// it, no direct conversations in this deployment).
+    #[error("direct conversation {conversation}: {reason}")]
+    Conversation {
+        /// The conversation's name (`@A+B`).
+        conversation: String,
+        /// What breaks the rule.
+        reason: String,
     },
 }
 
@@ -410,6 +425,13 @@ pub struct ChannelEntry {
     /// Observer ids.
     #[serde(default)]
     pub observers: Vec<String>,
+    /// Who may post: `"members"` (default) or `"chair"` (the chair of the
+    /// roster log; a version-1 deployment has none, so nobody).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post: Option<String>,
+    /// The highest TLP label allowed (`"CLEAR"` .. `"RED"`, default RED).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tlp: Option<String>,
 }
 
 /// Canonical roster encoding hashed into the fingerprint (see `PROTOCOL.md`).
@@ -597,6 +619,21 @@ impl Roster {
             if members.is_empty() {
                 return Err(RosterError::EmptyChannel(name));
             }
+            let post = match c.post.as_deref().map(str::trim) {
+                None | Some("members") => crate::roster::PostPolicy::Members,
+                Some("chair") => crate::roster::PostPolicy::Chair,
+                Some(other) => {
+                    return Err(RosterError::Syntax(format!(
+                        "channel {name}: post = {other:?}: expected \"members\" or \"chair\""
+                    )))
+                }
+            };
+            let max_tlp = match c.max_tlp.as_deref() {
+                None => Tlp::Red,
+                Some(label) => label
+                    .parse::<Tlp>()
+                    .map_err(|e| RosterError::Syntax(format!("channel {name}: max_tlp: {e}")))?,
+            };
             if members.len() + observers.len() > defaults::MAX_RECIPIENTS {
                 return Err(RosterError::TooManyParticipants(name));
             }
@@ -616,6 +653,8 @@ impl Roster {
                     members,
                     observers,
                     all_members: wildcard,
+                    post,
+                    max_tlp,
                 },
             );
         }
@@ -689,7 +728,20 @@ impl Roster {
                 channel: channel.into(),
             });
         }
+        if c.post == crate::roster::PostPolicy::Chair {
+            // Version 1 has no chair: a chair-only channel is closed until the
+            // deployment moves to the roster log.
+            return Err(PostError::ChairOnly {
+                channel: channel.into(),
+                chair: "nobody: a version-1 roster has no chair".into(),
+            });
+        }
         Ok(c)
+    }
+
+    /// The TLP ceiling of `channel`, if it exists.
+    pub fn max_tlp(&self, channel: &str) -> Option<Tlp> {
+        self.channel(channel).map(|c| c.max_tlp)
     }
 
     /// Whether `sender` may post in `channel`.
@@ -748,11 +800,28 @@ impl Roster {
         };
         // invariant: plain structs of strings, integers and arrays always encode.
         let bytes = postcard::to_allocvec(&canonical).expect("invariant: canonical roster encodes");
-        Sha256::new()
+        // Channel policies (PROTOCOL.md §6.5): appended only when a channel
+        // departs from the defaults, so older rosters keep their fingerprint.
+        let policies: Vec<(&str, u8, u8)> = self
+            .channels
+            .values()
+            .filter(|c| c.post != crate::roster::PostPolicy::Members || c.max_tlp != Tlp::Red)
+            .map(|c| {
+                (
+                    c.id.as_str(),
+                    u8::from(c.post == crate::roster::PostPolicy::Chair),
+                    crate::roster::state::tlp_code(c.max_tlp),
+                )
+            })
+            .collect();
+        let mut h = Sha256::new()
             .chain_update(defaults::ROSTER_FINGERPRINT_CONTEXT)
-            .chain_update(bytes)
-            .finalize()
-            .into()
+            .chain_update(bytes);
+        if !policies.is_empty() {
+            // invariant: a vector of strings and bytes always encodes.
+            h.update(postcard::to_allocvec(&policies).expect("invariant: policies encode"));
+        }
+        h.finalize().into()
     }
 
     /// The roster fingerprint as 64 lower-case hex digits.
@@ -787,6 +856,8 @@ impl Roster {
                         c.members.iter().map(|m| m.to_string()).collect()
                     },
                     observers: c.observers.iter().map(|m| m.to_string()).collect(),
+                    post: (c.post == crate::roster::PostPolicy::Chair).then(|| "chair".into()),
+                    max_tlp: (c.max_tlp != Tlp::Red).then(|| c.max_tlp.label().into()),
                 })
                 .collect(),
         }
@@ -798,8 +869,8 @@ impl Roster {
     /// roster's meaning. Each participant's version-1 key pair becomes both
     /// its identity key and its single device [`defaults::V1_DEVICE`]
     /// (`default`), so archives written under version 1 keep verifying;
-    /// channels keep their members (with `"*"` expanded), post policy
-    /// `members` and no TLP ceiling below RED. The caller picks the chair, the
+    /// channels keep their members (with `"*"` expanded), their posting
+    /// policy and their TLP ceiling (`post`, `max_tlp`; default members, RED). The caller picks the chair, the
     /// quorum and the relay's receipt key; [`crate::roster::check_entry`]
     /// validates the result.
     pub fn to_state_record(
@@ -841,8 +912,11 @@ impl Roster {
                     description: c.description.clone(),
                     members: c.members.iter().map(|m| m.to_string()).collect(),
                     observers: c.observers.iter().map(|m| m.to_string()).collect(),
-                    post: 0,
-                    max_tlp: crate::roster::state::tlp_code(crate::message::Tlp::Red),
+                    post: match c.post {
+                        crate::roster::PostPolicy::Members => 0,
+                        crate::roster::PostPolicy::Chair => 1,
+                    },
+                    max_tlp: crate::roster::state::tlp_code(c.max_tlp),
                 })
                 .collect(),
         }
@@ -1128,6 +1202,40 @@ pub(crate) mod tests {
         #[test]
         fn parse_never_panics_on_bytes(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
             let _ = Roster::parse(&String::from_utf8_lossy(&b));
+        }
+    }
+
+    #[test]
+    fn channel_policies_parse_and_change_the_fingerprint_only_when_set() {
+        let base = roster_toml(PEOPLE, "");
+        let with = |extra: &str| {
+            Roster::parse(&format!(
+                "{base}[[channel]]\nid = \"plenary\"\nmembers = [\"*\"]\nobservers = [\"NATO\"]\n{extra}\n"
+            ))
+        };
+        let plain = with("").unwrap();
+        let same = with("post = \"members\"\nmax_tlp = \"RED\"").unwrap();
+        assert_eq!(plain.fingerprint(), same.fingerprint());
+        let capped = with("max_tlp = \"TLP:AMBER+STRICT\"").unwrap();
+        assert_ne!(plain.fingerprint(), capped.fingerprint());
+        assert_eq!(capped.max_tlp("plenary"), Some(Tlp::AmberStrict));
+        let chair = with("post = \"chair\"").unwrap();
+        // Version 1 has no chair: the channel is closed to posts.
+        assert!(matches!(
+            chair.check_post("UA", "plenary"),
+            Err(PostError::ChairOnly { .. })
+        ));
+        let rec = chair.to_state_record("UA", 1, [0; 32]);
+        assert_eq!(rec.channels[0].post, 1);
+        assert_eq!(
+            capped.to_state_record("UA", 1, [0; 32]).channels[0].max_tlp,
+            3
+        );
+        // The file form keeps the policy.
+        let again = Roster::from_file(capped.to_file()).unwrap();
+        assert_eq!(again.fingerprint(), capped.fingerprint());
+        for bad in ["post = \"everyone\"", "max_tlp = \"PURPLE\""] {
+            assert!(with(bad).is_err(), "{bad}");
         }
     }
 }
