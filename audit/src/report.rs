@@ -127,6 +127,12 @@ pub struct Report {
     pub attachments: u64,
     /// Checkpoints checked against the chain.
     pub checkpoints: Vec<CheckpointSeen>,
+    /// Records shared with this archive (history for a late joiner) whose
+    /// `Share` was checked to carry exactly that envelope and content key.
+    pub shared: u64,
+    /// Records left out of the export for their TLP label (redacted lines
+    /// that keep their marking).
+    pub withheld_tlp: u64,
     /// Legal holds the export declares.
     pub holds: u64,
     /// Archive recoveries the export declares.
@@ -177,6 +183,12 @@ impl Report {
             "  sent: {}, with a valid relay receipt: {}, without: {}\n",
             self.sent, self.receipts, self.sent_without_receipt
         ));
+        if self.shared > 0 || self.withheld_tlp > 0 {
+            out.push_str(&format!(
+                "  shared history: {} records, each carried by the Share before it; left out for their TLP label: {}\n",
+                self.shared, self.withheld_tlp
+            ));
+        }
         for c in &self.checkpoints {
             out.push_str(&format!(
                 "  checkpoint ({}): {} records, head {}, signed {}\n",

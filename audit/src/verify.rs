@@ -67,6 +67,7 @@ pub fn verify(
         hashes: Vec::new(),
         log: None,
         line: 0,
+        last_share: None,
     };
     if let Err(f) = w.run(input, deployment, checkpoint) {
         w.report.failure = Some(f);
@@ -84,6 +85,9 @@ struct Walk {
     hashes: Vec<[u8; 32]>,
     log: Option<RosterLog>,
     line: u64,
+    /// The `Share` the last full record carried: its index, the original
+    /// envelope and content key (a `shared` record must follow it).
+    last_share: Option<(u64, Vec<u8>, [u8; 32])>,
 }
 
 /// The header fields the walk keeps.
@@ -276,6 +280,20 @@ impl Walk {
         let record_hash = self.hash(obj, "record_hash", Some(index))?;
         if obj.get("redacted") == Some(&Value::Bool(true)) {
             self.unknown_members(obj, REDACTED_FIELDS, Some(index))?;
+            match obj.get("withheld") {
+                None => {}
+                Some(Value::String(w)) if w == "tlp" => {
+                    if obj.get("tlp").and_then(Value::as_str).is_none() {
+                        return Err(self.fail(
+                            Some(index),
+                            "format",
+                            "a record withheld for its TLP label carries no label",
+                        ));
+                    }
+                    self.report.withheld_tlp += 1;
+                }
+                Some(_) => return Err(self.fail(Some(index), "format", "unknown withheld reason")),
+            }
             self.report.records += 1;
             self.report.redacted += 1;
             self.hashes.push(record_hash);
@@ -313,6 +331,7 @@ impl Walk {
         let direction = match self.string(obj, "direction", r)?.as_str() {
             "received" => Direction::Received,
             "sent" => Direction::Sent,
+            "shared" => Direction::Shared,
             other => {
                 return Err(self.fail(r, "format", format!("unknown direction {other:?}")));
             }
@@ -375,6 +394,9 @@ impl Walk {
                     ));
                 }
             }
+            // Not addressed to this archive: carried by the Share before it
+            // (checked below, once the content key is known).
+            Direction::Shared => {}
             Direction::Received => {
                 let addressed = recipients
                     .iter()
@@ -413,6 +435,8 @@ impl Walk {
                 format!("the content key does not open the envelope: {e}"),
             )
         })?;
+        let shared_proven = direction == Direction::Shared
+            && self.check_shared(r, index, &envelope, &content_key)?;
         let rendered = message_fields(opened.message(), true);
         for field in CONTENT_FIELDS {
             if obj.get(*field) != rendered.get(*field) {
@@ -425,6 +449,16 @@ impl Walk {
         }
         self.report.contents += 1;
         self.report.attachments += opened.message().attachments.len() as u64;
+        if shared_proven {
+            self.report.shared += 1;
+        }
+        if let tallinn_common::message::Kind::Share {
+            envelope: original,
+            content_key: original_key,
+        } = &opened.message().kind
+        {
+            self.last_share = Some((index, original.clone(), *original_key));
+        }
 
         // Every wrap recomputed from the content key: each listed device,
         // the beneficiary's included, was given this same key.
@@ -528,6 +562,40 @@ impl Walk {
             recipients,
             envelope_hash: tallinn_common::evidence::envelope_hash(&record.envelope),
         })
+    }
+
+    /// A `shared` record: the record right before it is the `Share` that
+    /// carried exactly this envelope and content key. If that record is
+    /// redacted (retention), the provenance cannot be shown and the record
+    /// counts as received history only; anything else is a failure.
+    fn check_shared(
+        &self,
+        r: Option<u64>,
+        index: u64,
+        envelope: &[u8],
+        content_key: &[u8; 32],
+    ) -> Result<bool, Failure> {
+        let previous_redacted = index > 0
+            && self
+                .records
+                .get((index - 1) as usize)
+                .is_some_and(|s| s.msg_id.is_none());
+        if previous_redacted {
+            return Ok(false);
+        }
+        match &self.last_share {
+            Some((i, e, k)) if *i + 1 == index && e == envelope && k == content_key => Ok(true),
+            Some((i, ..)) if *i + 1 == index => Err(self.fail(
+                r,
+                "share",
+                "the Share before this shared record carries another envelope or content key",
+            )),
+            _ => Err(self.fail(
+                r,
+                "share",
+                "a shared record must follow the Share that carried it",
+            )),
+        }
     }
 
     /// A checkpoint: signed by the exported device with its key of the

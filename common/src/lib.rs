@@ -27,6 +27,8 @@
 //!   `UntrustedEnvelope -> VerifiedEnvelope -> Opened`.
 //! - [`wire`]: session frames, the length-prefixed codec, error codes, the
 //!   exporter-bound authentication transcript.
+//! - [`tracker`]: the request tracker's rules (cases of requests, offers
+//!   and status updates, and their state).
 //! - [`text`]: escaping strings from the network before a terminal shows them.
 //! - [`defaults`]: protocol labels and default limits, each with its reason.
 //!
@@ -48,6 +50,7 @@ pub mod identity;
 pub mod message;
 pub mod roster;
 pub mod text;
+pub mod tracker;
 pub mod wire;
 
 /// Milliseconds since the Unix epoch as a `u64` from a `SystemTime`-like

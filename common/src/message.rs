@@ -204,6 +204,18 @@ pub enum Kind {
         #[serde(with = "serde_big_array::BigArray")]
         signature: [u8; 64],
     },
+    /// History for a late joiner: an earlier message re-shared, carrying
+    /// the original envelope exactly as the relay delivered it and its
+    /// content key. The recipient verifies the original's signature against
+    /// the roster of its own epoch and its content against its key
+    /// commitment (`PROTOCOL.md` §18.4). Index 6.
+    Share {
+        /// The original envelope bytes.
+        #[serde(with = "serde_bytes")]
+        envelope: Vec<u8>,
+        /// The original's content key.
+        content_key: [u8; 32],
+    },
 }
 
 impl Kind {
@@ -216,6 +228,7 @@ impl Kind {
             Kind::Status { .. } => "status",
             Kind::Proposal { .. } => "proposal",
             Kind::Approval { .. } => "approval",
+            Kind::Share { .. } => "share",
         }
     }
 
@@ -225,9 +238,11 @@ impl Kind {
         match self {
             Kind::Offer { request } => Some(*request),
             Kind::Status { about, .. } => Some(*about),
-            Kind::Note | Kind::Request { .. } | Kind::Proposal { .. } | Kind::Approval { .. } => {
-                None
-            }
+            Kind::Note
+            | Kind::Request { .. }
+            | Kind::Proposal { .. }
+            | Kind::Approval { .. }
+            | Kind::Share { .. } => None,
         }
     }
 }

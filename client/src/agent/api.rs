@@ -84,6 +84,12 @@ pub enum KindView {
         /// The approved entry's hash, hex.
         entry_hash: String,
     },
+    /// History for a late joiner: an earlier message re-shared (the
+    /// original is archived as its own record, direction `shared`).
+    Share {
+        /// The original's id, hex (if its envelope decodes).
+        msg_id: Option<String>,
+    },
 }
 
 impl KindView {
@@ -127,6 +133,11 @@ impl KindView {
             },
             Kind::Approval { entry_hash, .. } => KindView::Approval {
                 entry_hash: hex::encode(entry_hash),
+            },
+            Kind::Share { envelope, .. } => KindView::Share {
+                msg_id: tallinn_common::envelope::UntrustedEnvelope::decode(envelope)
+                    .ok()
+                    .map(|e| e.claimed_header().msg_id.to_hex()),
             },
         }
     }
@@ -178,6 +189,11 @@ impl KindView {
             KindView::Proposal { .. } | KindView::Approval { .. } => {
                 return Err(ApiError::bad_request(
                     "proposals and approvals are made with `tallinn roster`, not composed",
+                ))
+            }
+            KindView::Share { .. } => {
+                return Err(ApiError::bad_request(
+                    "shares are made with `tallinn share`, not composed",
                 ))
             }
         })
@@ -239,6 +255,7 @@ pub struct MessageView {
 pub enum DirectionView {
     Received,
     Sent,
+    Shared,
 }
 
 impl MessageView {
@@ -250,6 +267,7 @@ impl MessageView {
             direction: match r.direction {
                 Direction::Received => DirectionView::Received,
                 Direction::Sent => DirectionView::Sent,
+                Direction::Shared => DirectionView::Shared,
             },
             seq: r.seq,
             received_at_ms: r.received_at_ms,
@@ -489,6 +507,7 @@ impl SearchRequest {
                 direction: self.direction.map(|d| match d {
                     DirectionView::Received => Direction::Received,
                     DirectionView::Sent => Direction::Sent,
+                    DirectionView::Shared => Direction::Shared,
                 }),
                 unread_only: self.unread_only,
             },

@@ -175,6 +175,13 @@ pub struct Stats {
     pub received: u64,
     /// Sent records.
     pub sent: u64,
+    /// Records shared with us by another participant (history).
+    #[serde(default)]
+    pub shared: u64,
+    /// Received messages whose TLP label is above their channel's
+    /// `max_tlp` at the envelope's epoch (flagged, kept).
+    #[serde(default)]
+    pub tlp_violations: u64,
     /// Quarantined envelopes.
     pub quarantined: u64,
     /// Quarantined envelopes evicted (oldest first) to keep the quarantine

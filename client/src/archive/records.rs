@@ -111,6 +111,7 @@ pub(super) fn kind_code(k: &Kind) -> u8 {
         Kind::Status { .. } => 3,
         Kind::Proposal { .. } => 4,
         Kind::Approval { .. } => 5,
+        Kind::Share { .. } => 6,
     }
 }
 
@@ -122,6 +123,7 @@ pub(super) fn kind_from_name(s: &str) -> Option<u8> {
         "status" => Some(3),
         "proposal" => Some(4),
         "approval" => Some(5),
+        "share" => Some(6),
         _ => None,
     }
 }

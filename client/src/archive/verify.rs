@@ -198,6 +198,7 @@ impl Archive {
             match r.direction {
                 Direction::Received => s.received += 1,
                 Direction::Sent => s.sent += 1,
+                Direction::Shared => s.shared += 1,
             }
             *s.by_channel.entry(r.channel.clone()).or_default() += 1;
             *s.by_kind

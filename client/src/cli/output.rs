@@ -121,6 +121,7 @@ fn kind_short(k: &KindView) -> &'static str {
         KindView::Status { .. } => "status",
         KindView::Proposal { .. } => "prop",
         KindView::Approval { .. } => "appr",
+        KindView::Share { .. } => "share",
     }
 }
 

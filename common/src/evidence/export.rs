@@ -65,8 +65,18 @@ pub const RECORD_FIELDS: &[&str] = &[
     "receipt_b64",
 ];
 
-/// Every member a redacted record line has (and no other).
-pub const REDACTED_FIELDS: &[&str] = &["type", "index", "prev_hash", "record_hash", "redacted"];
+/// Every member a redacted record line may have (and no other): a record
+/// left out of an export for its TLP label (`withheld: "tlp"`) keeps its
+/// marking (`tlp`), so every exported item carries one.
+pub const REDACTED_FIELDS: &[&str] = &[
+    "type",
+    "index",
+    "prev_hash",
+    "record_hash",
+    "redacted",
+    "withheld",
+    "tlp",
+];
 
 fn loe(l: Loe) -> &'static str {
     match l {
@@ -122,6 +132,13 @@ pub fn kind_json(k: &Kind) -> Value {
             "name": "approval",
             "entry_hash": hex::encode(entry_hash),
             "signature": hex::encode(signature),
+        }),
+        Kind::Share { envelope, .. } => json!({
+            "name": "share",
+            "msg_id": crate::envelope::UntrustedEnvelope::decode(envelope)
+                .ok()
+                .map(|e| e.claimed_header().msg_id.to_hex()),
+            "envelope_sha256": hex::encode(Sha256::digest(envelope)),
         }),
     }
 }
@@ -205,6 +222,20 @@ pub fn redacted_line(index: u64, prev_hash: &[u8; 32], record_hash: &[u8; 32]) -
         "record_hash": hex::encode(record_hash),
         "redacted": true,
     })
+}
+
+/// A record left out of an export for its TLP label (TLP:RED unless the
+/// exporter asked for it): redacted, with its marking.
+pub fn withheld_line(
+    index: u64,
+    prev_hash: &[u8; 32],
+    record_hash: &[u8; 32],
+    tlp: crate::message::Tlp,
+) -> Value {
+    let mut v = redacted_line(index, prev_hash, record_hash);
+    v["withheld"] = json!("tlp");
+    v["tlp"] = json!(tlp.label());
+    v
 }
 
 /// A checkpoint as exports and checkpoint files carry it: base64 of

@@ -18,6 +18,10 @@ pub enum Direction {
     Received,
     /// Sent by us and accepted by the relay.
     Sent,
+    /// An earlier message another participant re-shared with us (history
+    /// for a late joiner): the record right before it is the `Share` that
+    /// carried it; `seq` and `received_at_ms` are the share's.
+    Shared,
 }
 
 impl Direction {
@@ -26,6 +30,7 @@ impl Direction {
         match self {
             Direction::Received => "received",
             Direction::Sent => "sent",
+            Direction::Shared => "shared",
         }
     }
 }
