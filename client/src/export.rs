@@ -22,7 +22,7 @@ use tallinn_common::roster::Roster;
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
-use tallinn_common::message::MsgId;
+use tallinn_common::message::{MsgId, Tlp};
 
 use crate::archive::{Archive, ArchiveError, Entry, Hold, HoldScope, Record};
 
@@ -45,6 +45,11 @@ pub struct Selection {
     /// Received before, unix ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until_ms: Option<u64>,
+    /// Include TLP:RED messages in full (`--include-tlp-red`); without it
+    /// they are written as withheld lines that keep only their place in the
+    /// chain and their marking.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_tlp_red: bool,
 }
 
 impl Selection {
@@ -208,6 +213,16 @@ pub fn export_with(
                     out,
                     "{}",
                     line::redacted_line(x.index, &x.prev_hash, &x.record_hash)
+                )?;
+                n += 1;
+                progress(n);
+                return Ok(());
+            }
+            Entry::Record(r) if r.message.tlp == Tlp::Red && !options.selection.include_tlp_red => {
+                writeln!(
+                    out,
+                    "{}",
+                    line::withheld_line(r.index, &r.prev_hash, &r.hash(), r.message.tlp)
                 )?;
                 n += 1;
                 progress(n);

@@ -11,7 +11,7 @@
 use ed25519_dalek::VerifyingKey;
 use tallinn_common::envelope::{seal, seal_v2, EnvelopeError, Header, Policy, SealedEnvelope};
 use tallinn_common::identity::Identity;
-use tallinn_common::message::Message;
+use tallinn_common::message::{Message, Tlp};
 use tallinn_common::roster::{PostError, Roster, RosterLog};
 
 /// The roster in force at the client.
@@ -93,6 +93,29 @@ impl ClientRoster {
             ClientRoster::V2 { log: None, .. } => {
                 Err(EnvelopeError::UnknownEpoch { epoch: 0, known: 0 })
             }
+        }
+    }
+}
+
+impl ClientRoster {
+    /// The TLP ceiling of the channel a message was sealed into, in the
+    /// roster of its own epoch (version 2) or the roster file (version 1).
+    pub fn max_tlp_for(&self, header: &Header) -> Option<Tlp> {
+        match self {
+            ClientRoster::V1(r) => r.max_tlp(&header.channel),
+            ClientRoster::V2 { log: Some(log), .. } => {
+                log.state_for(header).ok()?.max_tlp(&header.channel)
+            }
+            ClientRoster::V2 { log: None, .. } => None,
+        }
+    }
+
+    /// The TLP ceiling of `channel` now (what a new message may carry).
+    pub fn max_tlp(&self, channel: &str) -> Option<Tlp> {
+        match self {
+            ClientRoster::V1(r) => r.max_tlp(channel),
+            ClientRoster::V2 { log: Some(log), .. } => log.current().max_tlp(channel),
+            ClientRoster::V2 { log: None, .. } => None,
         }
     }
 }

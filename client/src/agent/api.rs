@@ -11,6 +11,11 @@ use tallinn_common::message::{Attachment, Kind, Loe, Message, MsgId, Priority, S
 
 use crate::archive::{Direction, Filter, Record};
 
+pub use super::cases::{
+    CaseDetail, CaseEventView, CaseList, CaseListRequest, CaseSummary, OfferSummary, ShareItem,
+    ShareOutcome, ShareRequest,
+};
+
 /// The version in every path (`/v1/...`).
 pub const API_VERSION: u32 = 1;
 
@@ -33,6 +38,29 @@ pub enum PriorityView {
     Normal,
     High,
     Critical,
+}
+
+impl LoeView {
+    /// The protocol's line of effort.
+    pub fn to_loe(self) -> Loe {
+        match self {
+            LoeView::Immediate => Loe::Immediate,
+            LoeView::Capability => Loe::Capability,
+            LoeView::Sustainability => Loe::Sustainability,
+        }
+    }
+}
+
+impl PriorityView {
+    /// The protocol's priority.
+    pub fn to_priority(self) -> Priority {
+        match self {
+            PriorityView::Low => Priority::Low,
+            PriorityView::Normal => Priority::Normal,
+            PriorityView::High => Priority::High,
+            PriorityView::Critical => Priority::Critical,
+        }
+    }
 }
 
 /// A status update's state.
@@ -160,18 +188,9 @@ impl KindView {
                 category,
                 priority,
             } => Kind::Request {
-                loe: match loe {
-                    LoeView::Immediate => Loe::Immediate,
-                    LoeView::Capability => Loe::Capability,
-                    LoeView::Sustainability => Loe::Sustainability,
-                },
+                loe: loe.to_loe(),
                 category: category.clone(),
-                priority: match priority {
-                    PriorityView::Low => Priority::Low,
-                    PriorityView::Normal => Priority::Normal,
-                    PriorityView::High => Priority::High,
-                    PriorityView::Critical => Priority::Critical,
-                },
+                priority: priority.to_priority(),
             },
             KindView::Offer { request } => Kind::Offer {
                 request: id(request, "kind.request")?,
@@ -246,6 +265,13 @@ pub struct MessageView {
     pub attachments: Vec<AttachmentView>,
     /// Shown before (sent messages count as read).
     pub read: bool,
+    /// The channel's TLP ceiling this message's label exceeds (at the
+    /// envelope's epoch): flagged when it arrived, kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tlp_above: Option<String>,
+    /// Who shared it with this archive (direction `shared`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_by: Option<String>,
 }
 
 /// Received or sent.
@@ -291,6 +317,8 @@ impl MessageView {
                 })
                 .collect(),
             read,
+            tlp_above: None,
+            shared_by: None,
         }
     }
 
@@ -336,8 +364,13 @@ pub struct ReceiptView {
 /// A message to compose (`POST /v1/messages`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ComposeRequest {
-    /// Channel to post in.
+    /// Channel to post in (empty when `to` names a direct conversation).
+    #[serde(default)]
     pub channel: String,
+    /// A direct conversation instead of a channel: the participants to
+    /// address (the sender is in it; the beneficiary is added if missing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
     /// Kind.
     pub kind: KindView,
     /// TLP label (`AMBER`, `TLP:RED`, ...).
@@ -371,6 +404,7 @@ impl ComposeRequest {
     pub fn of(channel: &str, m: &Message) -> ComposeRequest {
         ComposeRequest {
             channel: channel.to_string(),
+            to: Vec::new(),
             kind: KindView::of(&m.kind),
             tlp: m.tlp.label().to_string(),
             reply_to: m.reply_to.map(|r| r.to_hex()),
@@ -442,6 +476,12 @@ pub enum SendOutcome {
         msg_id: String,
         /// Relay sequence number.
         seq: u64,
+        /// Where it went: the channel, or the direct conversation (`@A+B`).
+        #[serde(default)]
+        channel: String,
+        /// Participants the direct-conversation rule added (the beneficiary).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        added: Vec<String>,
     },
     /// Durable in the outbox, not yet accepted: the relay is unreachable
     /// or did not answer in time; it is sent on the next connection.
@@ -450,6 +490,12 @@ pub enum SendOutcome {
         msg_id: String,
         /// Why it is not yet accepted.
         reason: String,
+        /// Where it goes.
+        #[serde(default)]
+        channel: String,
+        /// Participants the direct-conversation rule added.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        added: Vec<String>,
     },
 }
 
@@ -523,6 +569,9 @@ pub struct MessagePage {
     pub messages: Vec<MessageView>,
     /// More messages match than the limit let through.
     pub more: bool,
+    /// Version 2: the chair in the roster in force (who posts announcements).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chair: Option<String>,
 }
 
 /// One outbox entry.
@@ -770,7 +819,7 @@ impl From<crate::client::ClientError> for ApiError {
     fn from(e: crate::client::ClientError) -> ApiError {
         use crate::client::ClientError as E;
         let (status, code) = match &e {
-            E::NotAllowed(_) | E::Seal(_) => (403, "not_allowed"),
+            E::NotAllowed(_) | E::Seal(_) | E::AboveTlp { .. } => (403, "not_allowed"),
             E::TooLarge { .. } => (413, "too_large"),
             E::Rejected { .. } => (422, "rejected"),
             _ => (500, "internal"),

@@ -53,6 +53,7 @@ use sha2::{Digest, Sha256};
 use crate::client::Client;
 
 pub mod api;
+pub mod cases;
 mod hold;
 pub mod ops;
 pub mod remote;

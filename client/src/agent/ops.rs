@@ -45,7 +45,16 @@ pub fn resolve(client: &Client, given: &str) -> Result<Record, ApiError> {
 }
 
 fn view(client: &Client, r: &Record) -> Result<MessageView, ApiError> {
-    Ok(MessageView::of(r, client.archive().is_read(r)?))
+    let archive = client.archive();
+    let mut v = MessageView::of(r, archive.is_read(r)?);
+    v.tlp_above = archive
+        .tlp_violation(r.index)?
+        .map(|(_, max)| max.label().to_string());
+    if r.direction == crate::archive::Direction::Shared && r.index > 0 {
+        // The Share that carried it is the record before (PROTOCOL.md §18.4).
+        v.shared_by = archive.record(r.index - 1)?.map(|s| s.sender.clone());
+    }
+    Ok(v)
 }
 
 /// `POST /v1/search`: matching messages, newest first.
@@ -67,7 +76,15 @@ pub fn search(client: &Client, req: &SearchRequest) -> Result<MessagePage, ApiEr
         .iter()
         .map(|r| view(client, r))
         .collect::<Result<_, _>>()?;
-    Ok(MessagePage { messages, more })
+    let chair = client
+        .roster()
+        .log()
+        .map(|l| l.current().chair().to_string());
+    Ok(MessagePage {
+        messages,
+        more,
+        chair,
+    })
 }
 
 /// The signature verdict and sender fingerprint of a record, against the
@@ -199,11 +216,21 @@ pub async fn compose(
     connect: Duration,
 ) -> Result<SendOutcome, ApiError> {
     let message = req.to_message()?;
+    let (channel, added) = if req.to.is_empty() {
+        (req.channel.clone(), Vec::new())
+    } else {
+        if !req.channel.is_empty() {
+            return Err(ApiError::bad_request(
+                "give either a channel or `to` (a direct conversation), not both",
+            ));
+        }
+        client.direct_conversation(&req.to)?
+    };
     let up = client.wait_connected(connect).await;
     let result = match up {
-        Ok(()) => client.send(&req.channel, &message).await,
+        Ok(()) => client.send(&channel, &message).await,
         Err(e) => {
-            let msg_id = client.queue(&req.channel, &message)?;
+            let msg_id = client.queue(&channel, &message)?;
             Err(ClientError::Queued {
                 msg_id,
                 why: format!(
@@ -217,10 +244,14 @@ pub async fn compose(
         Ok((msg_id, seq)) => Ok(SendOutcome::Sent {
             msg_id: msg_id.to_hex(),
             seq,
+            channel,
+            added,
         }),
         Err(ClientError::Queued { msg_id, why }) => Ok(SendOutcome::Queued {
             msg_id: msg_id.to_hex(),
             reason: why,
+            channel,
+            added,
         }),
         Err(e) => Err(e.into()),
     }

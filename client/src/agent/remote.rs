@@ -232,6 +232,35 @@ impl AgentClient {
         .await
     }
 
+    /// `POST /v1/requests`.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn requests(&self, q: &CaseListRequest) -> Result<CaseList, RemoteError> {
+        self.call(Method::POST, "/v1/requests", Some(q)).await
+    }
+
+    /// `GET /v1/requests/{id}`.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn request_show(&self, id: &str) -> Result<CaseDetail, RemoteError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/requests/{}", path_id(id)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `POST /v1/share`.
+    ///
+    /// # Errors
+    /// [`RemoteError`].
+    pub async fn share(&self, q: &ShareRequest) -> Result<ShareOutcome, RemoteError> {
+        self.call(Method::POST, "/v1/share", Some(q)).await
+    }
+
     /// `POST /v1/messages`.
     ///
     /// # Errors

@@ -334,6 +334,15 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
             Err(e) => error(e),
         },
         (Method::GET, ["messages", id]) => answer(ops::show(client, id)),
+        (Method::POST, ["requests"]) => match read_json::<CaseListRequest>(req).await {
+            Ok(q) => answer(super::cases::requests(client, &q)),
+            Err(e) => error(e),
+        },
+        (Method::GET, ["requests", id]) => answer(super::cases::request_show(client, id)),
+        (Method::POST, ["share"]) => match read_json::<ShareRequest>(req).await {
+            Ok(q) => answer(super::cases::share(client, &q)),
+            Err(e) => error(e),
+        },
         (Method::GET, ["messages", id, "thread"]) => answer(ops::thread(client, id)),
         (Method::POST, ["messages", id, "read"]) => {
             answer(ops::mark_read(client, id).map(|id| serde_json::json!({ "read": id })))

@@ -46,6 +46,51 @@ impl Archive {
             .map(|(i, _)| i)
     }
 
+    /// Archives an original another participant shared with us (direction
+    /// `shared`; `seq` and the time are the share's), right after the share.
+    ///
+    /// # Errors
+    /// [`ArchiveError`].
+    pub fn insert_shared(
+        &self,
+        seq: u64,
+        received_at_ms: u64,
+        opened: &Opened,
+    ) -> Result<Inserted, ArchiveError> {
+        self.insert(Direction::Shared, seq, received_at_ms, opened, false)
+            .map(|(i, _)| i)
+    }
+
+    /// Flags record `index` as above its channel's TLP ceiling.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`].
+    pub fn flag_tlp(&self, index: u64, tlp: Tlp, max: Tlp) -> Result<(), ArchiveError> {
+        use tallinn_common::roster::state::tlp_code;
+        self.tree.insert(
+            Self::key(b'Y', &[&index.to_be_bytes()]),
+            &[tlp_code(tlp), tlp_code(max)][..],
+        )?;
+        Ok(())
+    }
+
+    /// The TLP violation flagged on record `index`: (label, ceiling).
+    ///
+    /// # Errors
+    /// [`ArchiveError::Db`].
+    pub fn tlp_violation(&self, index: u64) -> Result<Option<(Tlp, Tlp)>, ArchiveError> {
+        Ok(self
+            .tree
+            .get(Self::key(b'Y', &[&index.to_be_bytes()]))?
+            .and_then(|v| match v.as_ref() {
+                [a, b] => Some((
+                    *Tlp::ALL.get(usize::from(*a))?,
+                    *Tlp::ALL.get(usize::from(*b))?,
+                )),
+                _ => None,
+            }))
+    }
+
     /// Appends a record of `opened`: its exact envelope bytes, header and
     /// message, and for a sent message its content key.
     pub(super) fn insert(
@@ -94,6 +139,7 @@ impl Archive {
         self.write_head(index + 1, &hash)?;
         head.next_index = index + 1;
         head.hash = hash;
+        self.track(&record)?;
         Ok((Inserted::New(index), want_record.then_some(record)))
     }
 
@@ -149,6 +195,7 @@ impl Archive {
                 break;
             }
             self.write_index(&r)?;
+            self.track(&r)?;
             let hash = r.hash();
             self.write_head(r.index + 1, &hash)?;
             head.next_index = r.index + 1;

@@ -16,6 +16,8 @@
 //! | `b'q'` | next quarantine number |
 //! | `b'z'` | quarantine totals: `entries:u64be ‖ bytes:u64be ‖ evicted:u64be` |
 //! | `b'r' tok(msg_id)` | empty: the message was shown (read marks; outside the chain, a person's state, not evidence) |
+//! | `b'C'`, `b'O'`, `b'T'`, `b't'` | the request tracker (module `tracker`) |
+//! | `b'Y' index:u64be` | `[tlp, max_tlp]`: a received message above its channel's TLP ceiling (flagged, kept) |
 //!
 //! `time` is the relay's receive time in ms. `tok(x)` is the first 16 bytes of
 //! HMAC-SHA256(k_idx, label ‖ 0x00 ‖ x): index keys reveal neither channel
@@ -43,6 +45,7 @@
 //! - `db`: [`ArchiveDb`], sled with an `fdatasync` barrier;
 //! - `ingest`: inserting records, head repair, the bounded quarantine;
 //! - `search`: lookups, filtered search, threads;
+//! - `tracker`: the request tracker's cases and their index;
 //! - `verify`: the chain and signature check, statistics.
 //!
 //! # Hash chain
@@ -80,6 +83,7 @@ mod search;
 mod secret;
 #[cfg(test)]
 mod tests;
+mod tracker;
 mod verify;
 
 pub use self::crypto::check_head_value;
@@ -95,6 +99,7 @@ pub use self::records::{
 use self::records::{decode_sealed_record, kind_code, kind_from_name};
 pub use self::retention::{Entry, Hold, HoldScope, Redacted, Retention, RetentionReport};
 pub use self::secret::ArchiveSecret;
+pub use self::tracker::{loe_code, priority_code, Case, CaseQuery, CaseScope};
 
 /// Archive failures.
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +215,8 @@ pub struct Archive {
     head_problem: Option<String>,
     /// Quarantine bounds: entries, bytes.
     quarantine_limits: (u64, u64),
+    /// This archive's participant (whose cases are "mine").
+    me: String,
 }
 
 impl Archive {
@@ -267,9 +274,12 @@ impl Archive {
                 crate::defaults::QUARANTINE_MAX_ENTRIES,
                 crate::defaults::QUARANTINE_MAX_BYTES,
             ),
+            me: identity.id().to_string(),
         };
         if fresh {
-            // The genesis head, durable before any record can exist.
+            // The genesis head, durable before any record can exist; the
+            // tracker index is complete from the first record on.
+            archive.mark_tracker_built()?;
             archive.write_head(0, &[0; 32])?;
             archive.flush()?;
         }

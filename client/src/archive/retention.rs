@@ -217,8 +217,9 @@ impl Archive {
             }
         }
         batch.remove(Self::key(b'r', &[&self.tok("read", &r.msg_id.0)]));
+        batch.remove(Self::key(b'Y', &[&ib]));
         self.tree.apply_batch(batch)?;
-        Ok(())
+        self.untrack(r)
     }
 
     /// The index keys of a record other than its msg_id entry.

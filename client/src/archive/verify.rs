@@ -207,6 +207,7 @@ impl Archive {
             Ok(())
         })?;
         s.quarantined = self.tree.scan_prefix(b"Q").count() as u64;
+        s.tlp_violations = self.tree.scan_prefix(b"Y").count() as u64;
         s.quarantine_evicted = self.quarantine_totals()?.evicted;
         s.disk_bytes = self.db.size_on_disk()?;
         s.head_hash = hex::encode(self.head_hash());

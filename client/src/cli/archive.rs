@@ -74,6 +74,7 @@ pub(super) async fn archive_cmd(cli: &Cli, command: &ArchiveCommand) -> Result<(
             thread,
             since,
             until,
+            include_tlp_red,
         } => {
             let selection = crate::export::Selection {
                 channel: channel.clone(),
@@ -81,6 +82,7 @@ pub(super) async fn archive_cmd(cli: &Cli, command: &ArchiveCommand) -> Result<(
                 thread: thread.clone(),
                 since_ms: *since,
                 until_ms: *until,
+                include_tlp_red: *include_tlp_red,
             };
             let mut file = crate::private_file::PrivateFile::create(out, *force)
                 .with_context(|| format!("creating {}", out.display()))?;

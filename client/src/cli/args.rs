@@ -151,6 +151,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The request tracker: requests with their offers and status
+    /// updates as cases (open, pledged, in progress, fulfilled, declined,
+    /// closed); by default the active ones, highest priority first.
+    Requests(RequestsArgs),
+    /// Share earlier messages with a participant who joined later (or an
+    /// observer admitted later): each goes as a `Share` carrying the
+    /// original, which the recipient verifies against the roster of its
+    /// time. TLP:RED and TLP:AMBER+STRICT are never shared.
+    Share(ShareArgs),
     /// Messages waiting in the outbox for the relay's acceptance, and
     /// those it refused (with code and reason) until resent or dropped.
     Outbox {
@@ -406,6 +415,11 @@ pub enum ArchiveCommand {
         /// Received before (YYYY-MM-DD, unix ms, or an age: 7d, 12h).
         #[arg(long, value_parser = parse_time)]
         until: Option<u64>,
+        /// Include TLP:RED messages in full. Without it they are left out
+        /// (each line keeps its place in the chain and its marking), so an
+        /// export handed on never carries RED by accident.
+        #[arg(long)]
+        include_tlp_red: bool,
     },
     /// Re-verify every signature, the hash chain and the authenticated head;
     /// exit 3 at the first broken record.
@@ -691,20 +705,51 @@ pub struct Common {
 /// `send`.
 #[derive(Args, Debug)]
 pub struct NoteArgs {
-    /// Channel.
-    #[arg(long)]
-    pub channel: String,
+    /// Where it goes: a channel, or a direct conversation.
+    #[command(flatten)]
+    pub target: Target,
     /// Message fields.
     #[command(flatten)]
     pub common: Common,
 }
 
+/// Where a message goes: `--channel C`, or `--to PL,UA` for a direct
+/// conversation.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Target {
+    /// Channel.
+    #[arg(long, required_unless_present = "to", conflicts_with = "to")]
+    pub channel: Option<String>,
+    /// A direct conversation with these participants (comma-separated, e.g.
+    /// `PL,UA`) instead of a channel: you are in it, the beneficiary is
+    /// added if you leave it out, observers only when you name them.
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    pub to: Vec<String>,
+}
+
+impl Target {
+    /// `channel`, unless `to` names a direct conversation.
+    pub fn of(channel: String, to: &[String]) -> Target {
+        if to.is_empty() {
+            Target {
+                channel: Some(channel),
+                to: Vec::new(),
+            }
+        } else {
+            Target {
+                channel: None,
+                to: to.to_vec(),
+            }
+        }
+    }
+}
+
 /// `request`.
 #[derive(Args, Debug)]
 pub struct RequestArgs {
-    /// Channel.
-    #[arg(long)]
-    pub channel: String,
+    /// Where it goes: a channel, or a direct conversation.
+    #[command(flatten)]
+    pub target: Target,
     /// Line of effort.
     #[arg(long, value_enum)]
     pub loe: LoeArg,
@@ -726,8 +771,11 @@ pub struct OfferArgs {
     #[arg(long, value_parser = parse_msg_id)]
     pub request: String,
     /// Channel [default: the request's channel].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "to")]
     pub channel: Option<String>,
+    /// A direct conversation with these participants instead (see `send --to`).
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    pub to: Vec<String>,
     /// Message fields.
     #[command(flatten)]
     pub common: Common,
@@ -743,9 +791,83 @@ pub struct StatusArgs {
     #[arg(long, value_enum)]
     pub state: StateArg,
     /// Channel [default: the referenced message's channel].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "to")]
     pub channel: Option<String>,
+    /// A direct conversation with these participants instead (see `send --to`).
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    pub to: Vec<String>,
     /// Message fields.
     #[command(flatten)]
     pub common: Common,
+}
+
+/// `requests`.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RequestsArgs {
+    /// One case in full.
+    #[command(subcommand)]
+    pub command: Option<RequestsCommand>,
+    /// Only these states (comma-separated): open, pledged, in-progress,
+    /// fulfilled, declined, closed, or all [default: open, pledged, in-progress].
+    #[arg(long, value_delimiter = ',', value_name = "STATES")]
+    pub state: Vec<String>,
+    /// Only this line of effort.
+    #[arg(long, value_enum)]
+    pub loe: Option<LoeArg>,
+    /// Only this priority.
+    #[arg(long, value_enum)]
+    pub priority: Option<PriorityArg>,
+    /// Only cases you requested or pledged to.
+    #[arg(long)]
+    pub mine: bool,
+    /// Only cases waiting on you (an offer to accept or decline, a
+    /// fulfilled request to close, an accepted offer to deliver).
+    #[arg(long, conflicts_with = "mine")]
+    pub waiting_on_me: bool,
+    /// Only needs nobody has offered for.
+    #[arg(long)]
+    pub unanswered: bool,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `requests show`.
+#[derive(Subcommand, Debug)]
+pub enum RequestsCommand {
+    /// A case's full history: the request, every offer and status update
+    /// in the senders' order, and what each did.
+    Show {
+        /// The request (or an offer or status in its case): the full 32 hex
+        /// digits, or a unique prefix of at least 6.
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `share`.
+#[derive(Args, Debug)]
+pub struct ShareArgs {
+    /// Who to share with (comma-separated): a direct conversation with
+    /// them (the beneficiary is added if left out).
+    #[arg(long, value_delimiter = ',', value_name = "IDS", required = true)]
+    pub to: Vec<String>,
+    /// Every message of this channel (with --since).
+    #[arg(long, requires = "since", conflicts_with = "ids")]
+    pub channel: Option<String>,
+    /// Received on or after (YYYY-MM-DD, unix ms, or an age: 30d).
+    #[arg(long, value_parser = parse_time, requires = "channel")]
+    pub since: Option<u64>,
+    /// Or these messages (ids or unique prefixes).
+    #[arg(required_unless_present = "channel")]
+    pub ids: Vec<String>,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
 }

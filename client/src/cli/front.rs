@@ -145,6 +145,27 @@ impl Front {
         }
     }
 
+    pub(super) async fn requests(&self, q: &CaseListRequest) -> Result<CaseList> {
+        match self {
+            Front::Agent(a) => a.requests(q).await.map_err(remote),
+            Front::Direct { client, .. } => Ok(crate::agent::cases::requests(client, q)?),
+        }
+    }
+
+    pub(super) async fn request_show(&self, id: &str) -> Result<CaseDetail> {
+        match self {
+            Front::Agent(a) => a.request_show(id).await.map_err(remote),
+            Front::Direct { client, .. } => Ok(crate::agent::cases::request_show(client, id)?),
+        }
+    }
+
+    pub(super) async fn share(&self, q: &ShareRequest) -> Result<ShareOutcome> {
+        match self {
+            Front::Agent(a) => a.share(q).await.map_err(remote),
+            Front::Direct { client, .. } => Ok(crate::agent::cases::share(client, q)?),
+        }
+    }
+
     pub(super) async fn thread(&self, id: &str) -> Result<Vec<MessageView>> {
         match self {
             Front::Agent(a) => a.thread(id).await.map_err(remote),

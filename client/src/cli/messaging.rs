@@ -184,6 +184,7 @@ pub(super) async fn resolve_ref(
     cli: &Cli,
     id: &str,
     channel: Option<&str>,
+    to: &[String],
 ) -> Result<(MsgId, String)> {
     let front = Front::local(cli).await?;
     let found = match MsgId::from_hex(id) {
@@ -199,26 +200,50 @@ pub(super) async fn resolve_ref(
     let channel = match (channel, &found) {
         (Some(c), _) => c.to_string(),
         (None, Some(d)) => d.message.channel.clone(),
-        (None, None) => bail!("message {id} is not in the archive: give --channel"),
+        // A direct conversation (`--to`) needs no channel.
+        (None, None) if !to.is_empty() => String::new(),
+        (None, None) => bail!("message {id} is not in the archive: give --channel or --to"),
     };
     Ok((msg_id, channel))
 }
 
-pub(super) async fn send(cli: &Cli, channel: &str, message: Message) -> Result<()> {
+pub(super) async fn send(cli: &Cli, target: &Target, message: Message) -> Result<()> {
     let front = Front::online(cli).await?;
     let spinner = connecting_spinner(&front);
-    let outcome = front.compose(&ComposeRequest::of(channel, &message)).await;
+    let mut req = ComposeRequest::of(target.channel.as_deref().unwrap_or(""), &message);
+    req.to = target.to.clone();
+    let outcome = front.compose(&req).await;
     if let Some(s) = spinner {
         s.finish_and_clear();
     }
     front.close().await;
+    let added_note = |added: &[String]| {
+        if !added.is_empty() {
+            eprintln!(
+                "note: {} added: the beneficiary is in every direct conversation (\"Nothing about Ukraine without Ukraine\")",
+                esc(&added.join(", "))
+            );
+        }
+    };
     match outcome? {
-        SendOutcome::Sent { msg_id, seq } => {
+        SendOutcome::Sent {
+            msg_id,
+            seq,
+            channel,
+            added,
+        } => {
+            added_note(&added);
             println!("{msg_id}");
-            eprintln!("accepted by the relay (seq {seq}) in {}", esc(channel));
+            eprintln!("accepted by the relay (seq {seq}) in {}", esc(&channel));
             Ok(())
         }
-        SendOutcome::Queued { msg_id, reason } => {
+        SendOutcome::Queued {
+            msg_id,
+            reason,
+            added,
+            ..
+        } => {
+            added_note(&added);
             println!("{msg_id}");
             Err(Queued(format!(
                 "message {msg_id} is queued in the outbox, not yet accepted: {}; it is sent on the next connection (`tallinn sync`, or the agent by itself)",

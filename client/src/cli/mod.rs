@@ -33,6 +33,7 @@ use crate::config::ClientConfig;
 mod agent_cmd;
 mod archive;
 mod args;
+mod coordination;
 mod front;
 mod governance;
 mod identity;
@@ -374,7 +375,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Agent { socket } => agent_cmd::agent(&cli, socket.as_deref()).await,
         Command::Send(a) => {
             let m = build_message(&cli, Kind::Note, &a.common).await?;
-            send(&cli, &a.channel, m).await
+            send(&cli, &a.target, m).await
         }
         Command::Request(a) => {
             let kind = Kind::Request {
@@ -392,15 +393,16 @@ pub async fn run(cli: Cli) -> Result<()> {
                 },
             };
             let m = build_message(&cli, kind, &a.common).await?;
-            send(&cli, &a.channel, m).await
+            send(&cli, &a.target, m).await
         }
         Command::Offer(a) => {
-            let (request, channel) = resolve_ref(&cli, &a.request, a.channel.as_deref()).await?;
+            let (request, channel) =
+                resolve_ref(&cli, &a.request, a.channel.as_deref(), &a.to).await?;
             let m = build_message(&cli, Kind::Offer { request }, &a.common).await?;
-            send(&cli, &channel, m).await
+            send(&cli, &Target::of(channel, &a.to), m).await
         }
         Command::Status(a) => {
-            let (about, channel) = resolve_ref(&cli, &a.about, a.channel.as_deref()).await?;
+            let (about, channel) = resolve_ref(&cli, &a.about, a.channel.as_deref(), &a.to).await?;
             let state = match a.state {
                 StateArg::Acknowledged => State::Acknowledged,
                 StateArg::InProgress => State::InProgress,
@@ -409,7 +411,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 StateArg::Closed => State::Closed,
             };
             let m = build_message(&cli, Kind::Status { about, state }, &a.common).await?;
-            send(&cli, &channel, m).await
+            send(&cli, &Target::of(channel, &a.to), m).await
         }
         Command::Sync { timeout, json } => sync(&cli, Duration::from_secs(*timeout), *json).await,
         Command::Listen { count, json } => listen(&cli, *count, *json).await,
@@ -436,6 +438,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 ..Default::default()
             };
             let page = front.search(&q).await?;
+            if let (Some(chair), false) = (&page.chair, *json) {
+                println!("{}", console::style(format!("chair: {}", esc(chair))).dim());
+            }
             print_messages(&page.messages, page.more, *json)
         }
         Command::Show { id, json } => {
@@ -449,6 +454,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             let rows = front.thread(id).await?;
             print_messages(&rows, false, *json)
         }
+        Command::Requests(a) => coordination::requests(&cli, a).await,
+        Command::Share(a) => coordination::share(&cli, a).await,
         Command::Outbox { json, action } => {
             if let Some(action) = action {
                 return outbox_action(&cli, action).await;

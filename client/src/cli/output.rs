@@ -150,6 +150,12 @@ pub(super) fn message_lines(rows: &[MessageView], width: usize) -> Vec<String> {
                 esc(&r.sender)
             };
             let mut subject = esc(&r.subject).into_owned();
+            if r.tlp_above.is_some() {
+                subject = format!("[TLP VIOLATION] {subject}");
+            }
+            if let Some(by) = &r.shared_by {
+                subject = format!("{subject} (shared by {})", esc(by));
+            }
             if !r.attachments.is_empty() {
                 subject = format!("{subject} [{} att]", r.attachments.len());
             }
@@ -251,6 +257,23 @@ pub(super) fn show(d: &MessageDetail, json: bool) -> Result<()> {
     writeln!(out, "Channel   {}", esc(&r.channel))?;
     writeln!(out, "Kind      {}", esc(&kind_text(&r.kind)))?;
     writeln!(out, "TLP       TLP:{}", tlp_styled(r.tlp(), 0))?;
+    if let Some(max) = &r.tlp_above {
+        writeln!(
+            out,
+            "          {} above the ceiling of {} (TLP:{}): the sender broke the deployment's TLP policy",
+            style("VIOLATION").red().bold(),
+            esc(&r.channel),
+            esc(max)
+        )?;
+    }
+    if let Some(by) = &r.shared_by {
+        writeln!(
+            out,
+            "Shared    by {} on {} (history for a late joiner; signature and content verified against the original)",
+            esc(by),
+            fmt_time_full(r.received_at_ms)
+        )?;
+    }
     writeln!(
         out,
         "Sent      {} (sender clock)",

@@ -93,11 +93,23 @@ pub(super) fn describe_state(s: &RosterState) {
     for c in s.channels() {
         let members: Vec<&str> = c.members.iter().map(|m| m.as_str()).collect();
         let observers: Vec<&str> = c.observers.iter().map(|m| m.as_str()).collect();
+        let post = match c.post {
+            tallinn_common::roster::PostPolicy::Members => String::new(),
+            tallinn_common::roster::PostPolicy::Chair => {
+                format!(", posts by the chair ({}) only", s.chair())
+            }
+        };
+        let rule = if c.id.as_str() == tallinn_common::roster::DIRECT_RULE {
+            " (the rule for direct conversations: who may take part)"
+        } else {
+            ""
+        };
         println!(
-            "  channel {:<16} members [{}] observers [{}]",
+            "  channel {:<18} members [{}] observers [{}], up to {}{post}{rule}",
             c.id.as_str(),
             members.join(", "),
-            observers.join(", ")
+            observers.join(", "),
+            c.max_tlp
         );
     }
 }

@@ -50,6 +50,8 @@ fn list_lines_fit_any_width_and_keep_the_tlp_whole() {
         body: String::new(),
         attachments: vec![],
         read: false,
+        tlp_above: None,
+        shared_by: Some("EE\u{1b}[2J".into()),
     };
     for width in [20, 40, 50, 69, 70, 80, 120, 300] {
         for line in message_lines(std::slice::from_ref(&v), width) {

@@ -75,7 +75,7 @@ fn on_two_cores<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> V
 pub(super) fn admit_batch(
     inner: &Inner,
     checked: &[Option<Checked>],
-) -> Vec<Option<Result<tallinn_common::envelope::Opened, EnvelopeError>>> {
+) -> Vec<Option<Result<Admitted, EnvelopeError>>> {
     let jobs: Vec<(usize, &VerifiedEnvelope)> = checked
         .iter()
         .enumerate()
@@ -121,7 +121,7 @@ pub(super) fn receive(
     received_at_ms: u64,
     envelope: Vec<u8>,
     check: Option<Checked>,
-    opened: Option<Result<tallinn_common::envelope::Opened, EnvelopeError>>,
+    opened: Option<Result<Admitted, EnvelopeError>>,
 ) -> Result<Option<Event>, ArchiveError> {
     let check = match check {
         Some(c) => c,
@@ -140,7 +140,7 @@ pub(super) fn receive(
             return quarantine(inner, seq, received_at_ms, envelope, claimed.as_ref(), e)
         }
     };
-    let opened = match opened.unwrap_or_else(|| admit(inner, &verified)) {
+    let admitted = match opened.unwrap_or_else(|| admit(inner, &verified)) {
         Ok(o) => o,
         Err(e) => {
             return quarantine(
@@ -154,12 +154,9 @@ pub(super) fn receive(
         }
     };
     let want = inner.subscribed.load(std::sync::atomic::Ordering::Relaxed);
-    match inner
-        .archive
-        .insert_received_record(seq, received_at_ms, &opened)?
-    {
+    match archive_admitted(inner, seq, received_at_ms, &admitted)? {
         (Inserted::New(i), record) => {
-            debug!(seq, index = i, msg_id = %opened.msg_id(), "archived");
+            debug!(seq, index = i, msg_id = %admitted.opened.msg_id(), "archived");
             Ok(Some(match record.filter(|_| want) {
                 Some(r) => Event::Message(Box::new(r)),
                 // Nobody listens: count it without keeping a copy.
@@ -170,16 +167,82 @@ pub(super) fn receive(
     }
 }
 
-/// Opens a verified delivery for this device and checks its wraps: what
-/// every delivery passes before it is archived (first time, or released
-/// from the quarantine).
+/// A delivery that passed every check: the message, and for a `Share` the
+/// original it carries, verified (`tallinn_common::envelope::share`).
+pub(crate) struct Admitted {
+    /// The delivered message.
+    pub opened: tallinn_common::envelope::Opened,
+    /// The shared original, for a `Share`.
+    pub shared: Option<tallinn_common::envelope::Opened>,
+}
+
+/// Opens a verified delivery for this device, checks its wraps and, for a
+/// `Share`, the original it carries: what every delivery passes before it
+/// is archived (first time, or released from the quarantine).
 pub(super) fn admit(
     inner: &Inner,
     verified: &tallinn_common::envelope::VerifiedEnvelope,
-) -> Result<tallinn_common::envelope::Opened, EnvelopeError> {
+) -> Result<Admitted, EnvelopeError> {
     let opened = open_with_any_key(&inner.settings, verified)?;
     check_wraps(inner, verified, opened.content_key())?;
-    Ok(opened)
+    let shared = if matches!(
+        opened.message().kind,
+        tallinn_common::message::Kind::Share { .. }
+    ) {
+        let roster = inner.roster();
+        let log = roster.log().ok_or_else(|| {
+            EnvelopeError::SharedOriginal("shared history needs the roster log (version 2)".into())
+        })?;
+        tallinn_common::envelope::share::open_shared(&opened, log)?
+    } else {
+        None
+    };
+    Ok(Admitted { opened, shared })
+}
+
+/// Archives an admitted delivery (not flushed): the message, flagged if its
+/// TLP label is above its channel's ceiling at the envelope's epoch, and
+/// right after a new `Share` the original it carries (direction `shared`,
+/// unless this archive already holds it).
+pub(super) fn archive_admitted(
+    inner: &Inner,
+    seq: u64,
+    received_at_ms: u64,
+    admitted: &Admitted,
+) -> Result<(Inserted, Option<Record>), ArchiveError> {
+    let roster = inner.roster();
+    let (inserted, record) =
+        inner
+            .archive
+            .insert_received_record(seq, received_at_ms, &admitted.opened)?;
+    let Inserted::New(index) = inserted else {
+        return Ok((inserted, record));
+    };
+    flag_tlp(inner, &roster, index, &admitted.opened)?;
+    if let Some(original) = &admitted.shared {
+        if let Inserted::New(i) = inner.archive.insert_shared(seq, received_at_ms, original)? {
+            info!(index = i, msg_id = %original.msg_id(), shared_by = %esc(&admitted.opened.header().sender), "shared message archived");
+            flag_tlp(inner, &roster, i, original)?;
+        }
+    }
+    Ok((inserted, record))
+}
+
+/// Flags a message above its channel's TLP ceiling (kept, shown, counted).
+fn flag_tlp(
+    inner: &Inner,
+    roster: &ClientRoster,
+    index: u64,
+    opened: &tallinn_common::envelope::Opened,
+) -> Result<(), ArchiveError> {
+    let tlp = opened.message().tlp;
+    if let Some(max) = roster.max_tlp_for(opened.header()) {
+        if tlp > max {
+            warn!(index, msg_id = %opened.msg_id(), channel = %esc(&opened.header().channel), %tlp, %max, "TLP label above the channel's ceiling; flagged");
+            inner.archive.flag_tlp(index, tlp, max)?;
+        }
+    }
+    Ok(())
 }
 
 /// Version 2: recomputes the beneficiary's wraps (or every wrap, with

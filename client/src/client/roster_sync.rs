@@ -148,7 +148,7 @@ pub(super) fn reverify_quarantine(inner: &Inner) -> Result<Vec<Event>, ArchiveEr
         let opened = UntrustedEnvelope::decode(&q.envelope)
             .and_then(|u| u.verify(roster.as_ref()))
             .and_then(|v| super::admit(inner, &v));
-        let opened = match opened {
+        let admitted = match opened {
             Ok(o) => o,
             Err(e) => {
                 // Still refused: the reason may now be a better one (the
@@ -158,12 +158,10 @@ pub(super) fn reverify_quarantine(inner: &Inner) -> Result<Vec<Event>, ArchiveEr
             }
         };
         let (inserted, record) =
-            inner
-                .archive
-                .insert_received_record(q.seq, q.received_at_ms, &opened)?;
+            super::delivery::archive_admitted(inner, q.seq, q.received_at_ms, &admitted)?;
         inner.archive.release_quarantined(n)?;
         if let Inserted::New(i) = inserted {
-            info!(seq = q.seq, index = i, msg_id = %opened.msg_id(), "quarantined delivery verifies under the new roster; archived");
+            info!(seq = q.seq, index = i, msg_id = %admitted.opened.msg_id(), "quarantined delivery verifies under the new roster; archived");
             events.push(match record {
                 Some(r) => Event::Message(Box::new(r)),
                 None => Event::Archived,

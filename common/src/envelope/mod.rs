@@ -42,6 +42,7 @@
 //! [`EnvelopeError::DecryptFailed`]).
 
 mod open;
+pub mod share;
 pub mod v1;
 pub mod v2;
 mod verify;
@@ -188,6 +189,11 @@ pub enum EnvelopeError {
         /// What breaks the rule.
         reason: String,
     },
+    /// A `Share` carries an original that does not hold: its signature
+    /// under the roster of its own epoch, its content against its key
+    /// commitment, the sharer's part in it, its TLP label, or who may read it.
+    #[error("shared message refused: {0}")]
+    SharedOriginal(String),
     /// The envelope names a roster epoch this party does not have (yet).
     #[error("sealed against roster epoch {epoch}, but only epochs up to {known} are known here")]
     UnknownEpoch {
@@ -238,7 +244,8 @@ impl EnvelopeError {
             | EnvelopeError::BadRecipientKey(_)
             | EnvelopeError::UnknownEpoch { .. }
             | EnvelopeError::EpochMismatch { .. }
-            | EnvelopeError::WrapMismatch { .. } => ErrorCode::Internal,
+            | EnvelopeError::WrapMismatch { .. }
+            | EnvelopeError::SharedOriginal(_) => ErrorCode::Internal,
         }
     }
 }
