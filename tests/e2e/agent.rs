@@ -188,7 +188,7 @@ async fn with_the_agent_every_command_works_beside_listen_and_without_it_directl
         let (theirs, _) = ua
             .send(
                 "front-office",
-                &Message::note(Tlp::Red, "live to the agent", "hello EE"),
+                &Message::note(Tlp::AmberStrict, "live to the agent", "hello EE"),
             )
             .await
             .unwrap();

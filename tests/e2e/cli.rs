@@ -489,7 +489,7 @@ async fn tampering_is_detected_and_files_hold_no_plaintext() {
         for i in 0..5 {
             ua.send(
                 "front-office",
-                &Message::note(Tlp::Red, format!("SECRET-SUBJECT-{i}"), "x"),
+                &Message::note(Tlp::AmberStrict, format!("SECRET-SUBJECT-{i}"), "x"),
             )
             .await
             .unwrap();

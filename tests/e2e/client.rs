@@ -51,7 +51,7 @@ async fn full_path_every_kind_indexes_thread_and_independent_export_check() {
                 about: off,
                 state: State::InProgress,
             },
-            ..Message::note(Tlp::Red, "Accepted PL offer", "Coordinating logistics")
+            ..Message::note(Tlp::AmberStrict, "Accepted PL offer", "Coordinating logistics")
         };
         let (st, _) = ua.send("loe-immediate", &status).await.unwrap();
         let (note, _) = ua
@@ -111,7 +111,7 @@ async fn full_path_every_kind_indexes_thread_and_independent_export_check() {
         let by_tlp = a
             .search(
                 &Filter {
-                    tlp: Some(Tlp::Red),
+                    tlp: Some(Tlp::AmberStrict),
                     ..Default::default()
                 },
                 10,

@@ -40,34 +40,59 @@ id = "plenary"
 description = "All members and both observers: coordination of the Mechanism as a whole"
 members = ["*"]
 observers = ["NATO", "EU"]
+max_tlp = "AMBER+STRICT"
+
+[[channel]]
+id = "announcements"
+description = "The chair's announcements: read by every member and observer, posted by the chair alone"
+members = ["*"]
+observers = ["NATO", "EU"]
+post = "chair"
+max_tlp = "AMBER+STRICT"
 
 [[channel]]
 id = "loe-immediate"
 description = "Line of Effort 1: immediate support"
 members = ["*"]
 observers = ["NATO", "EU"]
+max_tlp = "AMBER+STRICT"
 
 [[channel]]
 id = "loe-capability"
 description = "Line of Effort 2: medium-term capability"
 members = ["*"]
 observers = ["NATO", "EU"]
+max_tlp = "AMBER+STRICT"
 
 [[channel]]
 id = "loe-sustainability"
 description = "Line of Effort 3: long-term sustainability"
 members = ["*"]
 observers = ["NATO", "EU"]
+max_tlp = "AMBER+STRICT"
 
 [[channel]]
 id = "front-office"
 description = "Ukraine and the chair's front office"
 members = ["UA", "EE"]
+max_tlp = "AMBER+STRICT"
 
 [[channel]]
 id = "back-office"
 description = "Chair back office: EE, PL and UA"
 members = ["EE", "PL", "UA"]
+max_tlp = "AMBER+STRICT"
+
+# Not a channel: the rule for direct conversations (`tallinn send --to PL,UA`).
+# A direct conversation is addressed to the members its sender chooses;
+# Ukraine is always in it, an observer only when named. TLP:RED goes here
+# and nowhere else (TLP 2.0: RED reaches only the people present).
+[[channel]]
+id = "direct"
+description = "Direct conversations: any members the sender names, always with UA; observers only when named"
+members = ["*"]
+observers = ["NATO", "EU"]
+max_tlp = "RED"
 "#;
 
 /// Builds the roster text for the given identities (all 14 participants).

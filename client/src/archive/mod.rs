@@ -84,6 +84,8 @@ mod secret;
 #[cfg(test)]
 mod tests;
 mod tracker;
+#[cfg(test)]
+mod tracker_tests;
 mod verify;
 
 pub use self::crypto::check_head_value;

@@ -717,6 +717,12 @@ impl Roster {
         let c = self
             .channel(channel)
             .ok_or_else(|| PostError::UnknownChannel(channel.into()))?;
+        if c.id.as_str() == crate::roster::DIRECT_RULE {
+            return Err(PostError::Conversation {
+                conversation: channel.into(),
+                reason: "`direct` holds the rule for direct conversations, which need the roster log (version 2)".into(),
+            });
+        }
         if p.role == Role::Observer {
             return Err(PostError::ReadOnly {
                 participant: sender.into(),
