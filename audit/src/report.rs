@@ -236,6 +236,8 @@ impl Report {
                 "head_hash": c.head_hash,
                 "time_ms": c.time_ms,
             })).collect::<Vec<_>>(),
+            "shared": self.shared,
+            "withheld_tlp": self.withheld_tlp,
             "holds": self.holds,
             "recoveries": self.recoveries,
             "failure": self.failure.as_ref().map(Failure::json),

@@ -280,7 +280,7 @@ impl CaseFacts {
     /// Derives the view (the rules in the module documentation).
     pub fn view(&self) -> CaseView {
         let mut events: Vec<&CaseEvent> = self.events.iter().collect();
-        events.sort_by(|a, b| (a.sent_at_ms, a.msg_id.0).cmp(&(b.sent_at_ms, b.msg_id.0)));
+        events.sort_by_key(|e| (e.sent_at_ms, e.msg_id.0));
         let mut offers: Vec<OfferView> = Vec::new();
         let mut said: Option<State> = None;
         let mut state = CaseState::Open;

@@ -51,7 +51,11 @@ async fn full_path_every_kind_indexes_thread_and_independent_export_check() {
                 about: off,
                 state: State::InProgress,
             },
-            ..Message::note(Tlp::AmberStrict, "Accepted PL offer", "Coordinating logistics")
+            ..Message::note(
+                Tlp::AmberStrict,
+                "Accepted PL offer",
+                "Coordinating logistics",
+            )
         };
         let (st, _) = ua.send("loe-immediate", &status).await.unwrap();
         let (note, _) = ua

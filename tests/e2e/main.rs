@@ -5,6 +5,7 @@
 mod agent;
 mod cli;
 mod client;
+mod coordination;
 mod daily;
 mod evidence;
 mod operator;
