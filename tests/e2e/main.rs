@@ -6,6 +6,7 @@ mod agent;
 mod cli;
 mod client;
 mod coordination;
+mod coordination_cli;
 mod daily;
 mod evidence;
 mod operator;

@@ -56,6 +56,25 @@ pub(super) async fn requests(cli: &Cli, a: &RequestsArgs) -> Result<()> {
     print_cases(&list)
 }
 
+fn short_priority(p: &crate::agent::api::PriorityView) -> &'static str {
+    use crate::agent::api::PriorityView;
+    match p {
+        PriorityView::Critical => "crit",
+        PriorityView::High => "high",
+        PriorityView::Normal => "norm",
+        PriorityView::Low => "low",
+    }
+}
+
+fn short_loe(l: &crate::agent::api::LoeView) -> &'static str {
+    use crate::agent::api::LoeView;
+    match l {
+        LoeView::Immediate => "immed.",
+        LoeView::Capability => "capab.",
+        LoeView::Sustainability => "sustain.",
+    }
+}
+
 fn offers_text(c: &CaseSummary) -> String {
     if c.offers.is_empty() {
         return "-".into();
@@ -82,22 +101,22 @@ fn print_cases(list: &CaseList) -> Result<()> {
         out,
         "{}",
         style(format!(
-            "  {:<8} {:<11} {:<8} {:<14} {:>4} {:<6} {:<18} SUBJECT",
-            "ID", "STATE", "PRIORITY", "LOE", "AGE", "FROM", "OFFERS"
+            "  {:<8} {:<11} {:<4} {:<8} {:>4} {:<6} {:<12} SUBJECT",
+            "ID", "STATE", "PRI", "LOE", "AGE", "FROM", "OFFERS"
         ))
         .dim()
     )?;
     for c in &list.cases {
         let mark = if c.waiting_on_you { '!' } else { ' ' };
         let line = format!(
-            "{mark} {:<8} {:<11} {:<8} {:<14} {:>4} {} {} {}",
+            "{mark} {:<8} {:<11} {:<4} {:<8} {:>4} {} {} {}",
             c.id.get(..8).unwrap_or(&c.id),
             c.state,
-            label(&c.priority),
-            label(&c.loe),
+            short_priority(&c.priority),
+            short_loe(&c.loe),
             fmt_age(now.saturating_sub(c.opened_at_ms)),
             fit(&esc(&c.requester), 6),
-            fit(&offers_text(c), 18),
+            fit(&offers_text(c), 12),
             esc(&c.subject)
         );
         writeln!(
