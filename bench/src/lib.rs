@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod coordination;
 pub mod forwarder;
 pub mod load;
 pub mod nats;

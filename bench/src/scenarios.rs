@@ -302,16 +302,19 @@ async fn login_device(
     }
 }
 
-/// `archive`: a client archive with `n` records: insert rate, first page of
-/// a channel and of a text search, export and verify rates.
+/// `archive`: a client archive with `n` records of coordination traffic
+/// ([`crate::coordination::seal_mix`]: requests, offers, status updates,
+/// notes): insert rate (tracker index included), first page of a channel
+/// and of a text search, the request tracker's listings, export and verify
+/// rates.
 ///
 /// # Errors
 /// Setup failures.
 pub fn archive(n: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let setup = Setup::create(dir.path(), 2)?;
-    println!("archive: sealing {n} envelopes (1 KiB)…");
-    let envelopes = seal_many(&setup, 0, n, true)?;
+    let setup = Setup::create(dir.path(), 3)?;
+    println!("archive: sealing {n} envelopes (1 KiB; requests, offers, statuses, notes)…");
+    let envelopes = crate::coordination::seal_mix(&setup, n)?;
     let me = &setup.ids[1];
     let opened: Vec<_> = envelopes
         .iter()
@@ -361,6 +364,7 @@ pub fn archive(n: usize) -> Result<()> {
         hits.len(),
         t.elapsed().as_secs_f64() * 1e3
     );
+    crate::coordination::tracker_queries(&a)?;
     let t = Instant::now();
     let out = std::io::BufWriter::new(std::fs::File::create(dir.path().join("export.jsonl"))?);
     let exported =

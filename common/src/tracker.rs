@@ -19,7 +19,8 @@
 //!   `Acknowledged` accepts the offer and `Declined` declines it, the other
 //!   states apply to the case.
 //! - An **offerer** reports on its own offer: `InProgress`, `Fulfilled`, or
-//!   `Declined`/`Closed` to withdraw it.
+//!   `Declined`/`Closed` to withdraw it; a status it sends about the request
+//!   itself is a report on each of its offers.
 //! - A status by **anyone else** (a member commenting on another's request,
 //!   the chair included) is kept in the history but changes nothing: only
 //!   the parties to a pledge speak for it.
@@ -352,13 +353,21 @@ impl CaseFacts {
     ) -> Effect {
         let by_requester = e.sender == self.requester;
         if about == self.request {
-            if !by_requester {
+            if by_requester {
+                if s != State::Acknowledged {
+                    *said = Some(s);
+                }
+                return Effect::Recorded;
+            }
+            // An offerer reporting on the request speaks for its own offers.
+            let mut theirs = offers.iter_mut().filter(|o| o.from == e.sender).peekable();
+            if theirs.peek().is_none() {
                 return Effect::Ignored(
                     "only the requester sets the state of its request; an offerer reports on its offer",
                 );
             }
-            if s != State::Acknowledged {
-                *said = Some(s);
+            for offer in theirs {
+                report(offer, s);
             }
             return Effect::Recorded;
         }
@@ -373,11 +382,7 @@ impl CaseFacts {
             }
             Effect::Recorded
         } else if e.sender == offer.from {
-            match s {
-                State::Acknowledged => {}
-                State::InProgress | State::Fulfilled => offer.progress = Some(s),
-                State::Declined | State::Closed => offer.withdrawn = true,
-            }
+            report(offer, s);
             Effect::Recorded
         } else {
             Effect::Ignored("only the requester and the offerer speak for an offer")
@@ -400,6 +405,15 @@ impl CaseFacts {
             }
         }
         out
+    }
+}
+
+/// An offerer's report on its offer.
+fn report(offer: &mut OfferView, s: State) {
+    match s {
+        State::Acknowledged => {}
+        State::InProgress | State::Fulfilled => offer.progress = Some(s),
+        State::Declined | State::Closed => offer.withdrawn = true,
     }
 }
 

@@ -10,7 +10,8 @@
 //! | `b't'` | `[1]`: the index is complete (built for every record) |
 //!
 //! `flag` is 0 for every case, 1 for cases this participant requested or
-//! pledged to, 2 for cases waiting on this participant; `updated` is the
+//! pledged to, 2 for cases waiting on this participant, 3 for cases nobody
+//! has offered for; `updated` is the
 //! latest receive time of anything in the case. A listing reads, for each
 //! bucket its filters select, the newest `limit` keys backwards, and merges
 //! them by priority and recency: with the default limit that is a few
@@ -51,6 +52,10 @@ impl CaseScope {
         }
     }
 }
+
+/// The bucket flag of cases nobody has offered for (kept apart so that
+/// `--unanswered` reads only those).
+const UNANSWERED_FLAG: u8 = 3;
 
 /// What `tallinn requests` asks for.
 #[derive(Debug, Clone)]
@@ -190,12 +195,15 @@ impl Archive {
     }
 
     fn bucket_keys(&self, case: u64, facts: &CaseFacts, view: &CaseView) -> Vec<Vec<u8>> {
-        let mut flags = vec![CaseScope::All];
+        let mut flags = vec![CaseScope::All.flag()];
         if view.involves(facts, &self.me) {
-            flags.push(CaseScope::Mine);
+            flags.push(CaseScope::Mine.flag());
         }
         if view.waiting_on.contains(&self.me) {
-            flags.push(CaseScope::WaitingOnMe);
+            flags.push(CaseScope::WaitingOnMe.flag());
+        }
+        if view.unanswered() {
+            flags.push(UNANSWERED_FLAG);
         }
         flags
             .into_iter()
@@ -212,15 +220,10 @@ impl Archive {
             .collect()
     }
 
-    fn bucket(&self, scope: CaseScope, state: CaseState, loe: Loe, priority: Priority) -> [u8; 16] {
+    fn bucket(&self, flag: u8, state: CaseState, loe: Loe, priority: Priority) -> [u8; 16] {
         self.tok(
             "case",
-            &[
-                scope.flag(),
-                state.code(),
-                loe_code(loe),
-                priority_code(priority),
-            ],
+            &[flag, state.code(), loe_code(loe), priority_code(priority)],
         )
     }
 
@@ -466,11 +469,18 @@ impl Archive {
         };
         let loes: Vec<Loe> = q.loe.map_or_else(|| LOES.to_vec(), |l| vec![l]);
         let prios: Vec<Priority> = q.priority.map_or_else(|| PRIORITIES.to_vec(), |p| vec![p]);
+        // Unanswered cases have buckets of their own (a narrower scope is
+        // then checked on each).
+        let flag = if q.unanswered {
+            UNANSWERED_FLAG
+        } else {
+            q.scope.flag()
+        };
         let mut found: Vec<Case> = Vec::new();
         for state in &states {
             for loe in &loes {
                 for prio in &prios {
-                    let prefix = Self::key(b'T', &[&self.bucket(q.scope, *state, *loe, *prio)]);
+                    let prefix = Self::key(b'T', &[&self.bucket(flag, *state, *loe, *prio)]);
                     let mut taken = 0;
                     for kv in self.tree.scan_prefix(&prefix).rev() {
                         if taken >= q.limit {
@@ -484,7 +494,12 @@ impl Archive {
                             continue;
                         };
                         let view = facts.view();
-                        if q.unanswered && !view.unanswered() {
+                        let in_scope = match q.scope {
+                            CaseScope::All => true,
+                            CaseScope::Mine => view.involves(&facts, &self.me),
+                            CaseScope::WaitingOnMe => view.waiting_on.contains(&self.me),
+                        };
+                        if !in_scope || (q.unanswered && !view.unanswered()) {
                             continue;
                         }
                         found.push(Case {

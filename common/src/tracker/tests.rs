@@ -184,6 +184,20 @@ fn a_status_from_a_non_requester_is_kept_but_changes_nothing() {
 }
 
 #[test]
+fn an_offerer_reporting_on_the_request_speaks_for_its_offer() {
+    // As in the demo's round: PL reports the request fulfilled.
+    let v = with(vec![
+        offer(2, "PL", 2_000),
+        offer(3, "DE", 2_500),
+        status(4, "UA", 2, State::InProgress, 3_000),
+        status(5, "PL", REQ, State::Fulfilled, 4_000),
+    ]);
+    assert_eq!(v.state, CaseState::Fulfilled);
+    assert_eq!(v.offers[0].progress, Some(State::Fulfilled));
+    assert_eq!(v.offers[1].progress, None);
+}
+
+#[test]
 fn closed_is_final_and_the_order_is_the_senders_not_the_archives() {
     // Received in reverse order; derived in signed order.
     let mut c = case();
