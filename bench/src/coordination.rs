@@ -39,17 +39,32 @@ fn plan(i: usize, pass: u8, ids: &[Option<MsgId>]) -> Option<(usize, Message)> {
                 Kind::Request {
                     loe: [Loe::Immediate, Loe::Capability, Loe::Sustainability][b % 3],
                     category: "hardware".into(),
-                    priority: [Priority::Low, Priority::Normal, Priority::High, Priority::Critical]
-                        [b % 4],
+                    priority: [
+                        Priority::Low,
+                        Priority::Normal,
+                        Priority::High,
+                        Priority::Critical,
+                    ][b % 4],
                 },
                 Tlp::Amber,
                 format!("request {b}"),
             ),
         ),
-        (1, 1) if answered => (2, with(Kind::Offer { request: id(base)? }, Tlp::Amber, format!("offer {b}"))),
-        (2, 3) if answered && matches!(b % 5, 1..=3) => (0, status(id(base + 1)?, State::Acknowledged)),
+        (1, 1) if answered => (
+            2,
+            with(
+                Kind::Offer { request: id(base)? },
+                Tlp::Amber,
+                format!("offer {b}"),
+            ),
+        ),
+        (2, 3) if answered && matches!(b % 5, 1..=3) => {
+            (0, status(id(base + 1)?, State::Acknowledged))
+        }
         (2, 3) if answered && b % 5 == 4 => (0, status(id(base + 1)?, State::Declined)),
-        (2, 4) if answered && matches!(b % 5, 2 | 3) => (2, status(id(base + 1)?, State::InProgress)),
+        (2, 4) if answered && matches!(b % 5, 2 | 3) => {
+            (2, status(id(base + 1)?, State::InProgress))
+        }
         (2, 5) if answered && b % 5 == 3 => (2, status(id(base + 1)?, State::Fulfilled)),
         (2, 6) if answered && b % 5 == 3 && b % 2 == 0 => (0, status(id(base)?, State::Closed)),
         (3, _) if ids.get(i).copied().flatten().is_none() => {
@@ -96,7 +111,13 @@ pub fn seal_mix(setup: &Setup, n: usize) -> Result<Vec<Vec<u8>>> {
             let work = |part: &[(usize, usize, Message)]| -> Result<Vec<(usize, MsgId, Vec<u8>)>> {
                 part.iter()
                     .map(|(i, from, m)| {
-                        let e = seal(&setup.ids[*from], &setup.roster, "bench", m, base + *i as u64)?;
+                        let e = seal(
+                            &setup.ids[*from],
+                            &setup.roster,
+                            "bench",
+                            m,
+                            base + *i as u64,
+                        )?;
                         Ok((*i, e.msg_id(), e.into_bytes()))
                     })
                     .collect()
@@ -154,16 +175,24 @@ pub fn tracker_queries(a: &Archive) -> Result<()> {
     })?;
     println!("    {rows} rows");
     time("requests --state fulfilled,closed", runs, || {
-        Ok(a.cases(&q(&[CaseState::Fulfilled, CaseState::Closed], CaseScope::All))?.len())
-    })?;
-    time("requests --loe capability --priority critical", runs, || {
-        Ok(a.cases(&CaseQuery {
-            loe: Some(Loe::Capability),
-            priority: Some(Priority::Critical),
-            ..q(&[], CaseScope::All)
-        })?
+        Ok(a.cases(&q(
+            &[CaseState::Fulfilled, CaseState::Closed],
+            CaseScope::All,
+        ))?
         .len())
     })?;
+    time(
+        "requests --loe capability --priority critical",
+        runs,
+        || {
+            Ok(a.cases(&CaseQuery {
+                loe: Some(Loe::Capability),
+                priority: Some(Priority::Critical),
+                ..q(&[], CaseScope::All)
+            })?
+            .len())
+        },
+    )?;
     time("requests --unanswered", runs, || {
         Ok(a.cases(&CaseQuery {
             unanswered: true,

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod coordination;
 pub mod deployment;
 pub mod lifecycle;
 pub mod scenario;

@@ -13,6 +13,9 @@
 //! 4. GB revokes its lost back-office laptop (its client stops, saying so)
 //!    and enrols a new one.
 //! 5. Poland rotates its encryption key.
+//! 6. The coordination scenes ([`crate::coordination`]): the request
+//!    tracker, the chair's announcements, a bilateral conversation at
+//!    TLP:RED, plenary's history shared with Lithuania.
 //!
 //! At the end every participant syncs and every archive, the version-1
 //! records of the round included, verifies against the state of each
@@ -488,6 +491,18 @@ async fn scenes(w: &mut World<'_>, out: &mut dyn Write) -> Result<Vec<Row>> {
         &pl,
         ("PL", "default"),
         "Sealed to Poland's new key",
+        out,
+    )
+    .await?;
+    crate::coordination::scenes(
+        crate::coordination::Clients {
+            ua: &ua,
+            ee: &ee,
+            gb: &gb,
+            lt: &lt_client,
+            pl: &pl,
+        },
+        &mut w.failures,
         out,
     )
     .await?;

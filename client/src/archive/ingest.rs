@@ -136,10 +136,12 @@ impl Archive {
             self.sealer.seal(&plain, &aad(REC_AAD, index)),
         )?;
         self.write_index(&record)?;
+        // The tracker before the head: sled recovers a prefix of its
+        // writes, so a crash leaves either both or `repair_head` redoes it.
+        self.track(&record)?;
         self.write_head(index + 1, &hash)?;
         head.next_index = index + 1;
         head.hash = hash;
-        self.track(&record)?;
         Ok((Inserted::New(index), want_record.then_some(record)))
     }
 

@@ -227,29 +227,36 @@ impl Archive {
         )
     }
 
-    /// Writes a case's facts and moves its bucket keys.
+    /// Writes a case's facts and moves its bucket keys. Plain inserts, not
+    /// a `sled::Batch` (sled 0.34 writes out its buffer for every batch,
+    /// see `ingest`), in an order that a crash cannot leave inconsistent:
+    /// stale bucket keys go, new ones come, the facts last; the record's
+    /// head is written after all of it, and `repair_head` tracks a record
+    /// again (idempotently) if the crash came first.
     fn store_case(
         &self,
         case: u64,
         old: Option<&CaseFacts>,
         new: &CaseFacts,
     ) -> Result<(), ArchiveError> {
-        let mut batch = sled::Batch::default();
+        let new_view = new.view();
+        let new_keys = self.bucket_keys(case, new, &new_view);
         if let Some(o) = old {
             for k in self.bucket_keys(case, o, &o.view()) {
-                batch.remove(k);
+                if !new_keys.contains(&k) {
+                    self.tree.remove(k)?;
+                }
             }
         }
-        for k in self.bucket_keys(case, new, &new.view()) {
-            batch.insert(k, &[][..]);
+        for k in new_keys {
+            self.tree.insert(k, &[][..])?;
         }
         // invariant: plain data; postcard encoding cannot fail.
         let plain = Zeroizing::new(postcard::to_allocvec(new).expect("invariant: case encodes"));
-        batch.insert(
+        self.tree.insert(
             Self::key(b'C', &[&case.to_be_bytes()]),
             self.sealer.seal(&plain, &aad(CASE_AAD, case)),
-        );
-        self.tree.apply_batch(batch)?;
+        )?;
         Ok(())
     }
 
@@ -476,6 +483,11 @@ impl Archive {
         } else {
             q.scope.flag()
         };
+        // Without a filter that needs the facts, the keys alone decide:
+        // the newest `limit` of each bucket, merged by priority then
+        // recency, and only those cases are read.
+        let filtered = q.unanswered && q.scope != CaseScope::All;
+        let mut keys: Vec<(u8, u64, u64)> = Vec::new();
         let mut found: Vec<Case> = Vec::new();
         for state in &states {
             for loe in &loes {
@@ -487,9 +499,15 @@ impl Archive {
                             break;
                         }
                         let (k, _) = kv?;
-                        let Some(case) = key_tail_u64(&k) else {
+                        let (Some(case), Some(updated)) = (key_tail_u64(&k), key_updated(&k))
+                        else {
                             continue;
                         };
+                        if !filtered {
+                            keys.push((priority_code(*prio), updated, case));
+                            taken += 1;
+                            continue;
+                        }
                         let Some(facts) = self.load_case(case)? else {
                             continue;
                         };
@@ -499,32 +517,25 @@ impl Archive {
                             CaseScope::Mine => view.involves(&facts, &self.me),
                             CaseScope::WaitingOnMe => view.waiting_on.contains(&self.me),
                         };
-                        if !in_scope || (q.unanswered && !view.unanswered()) {
-                            continue;
+                        if in_scope && view.unanswered() {
+                            keys.push((priority_code(*prio), updated, case));
+                            taken += 1;
                         }
-                        found.push(Case {
-                            index: case,
-                            facts,
-                            view,
-                        });
-                        taken += 1;
                     }
                 }
             }
         }
-        found.sort_by(|a, b| {
-            (
-                priority_code(b.facts.priority),
-                b.view.updated_at_ms,
-                b.index,
-            )
-                .cmp(&(
-                    priority_code(a.facts.priority),
-                    a.view.updated_at_ms,
-                    a.index,
-                ))
-        });
-        found.truncate(q.limit);
+        keys.sort_by(|a, b| b.cmp(a));
+        keys.truncate(q.limit);
+        for (_, _, case) in keys {
+            if let Some(facts) = self.load_case(case)? {
+                found.push(Case {
+                    index: case,
+                    view: facts.view(),
+                    facts,
+                });
+            }
+        }
         Ok(found)
     }
 
@@ -549,6 +560,13 @@ impl Archive {
             facts,
         }))
     }
+}
+
+/// The `updated` time of a bucket key (`T tok updated case`).
+fn key_updated(k: &[u8]) -> Option<u64> {
+    k.get(17..25)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
 }
 
 /// The u64 at the end of a key (`... case:u64be`).

@@ -125,8 +125,12 @@ pub(super) async fn archive_cmd(cli: &Cli, command: &ArchiveCommand) -> Result<(
                 return print_json(&s);
             }
             println!(
-                "records {} ({} received, {} sent), quarantined {} ({} evicted, oldest first)",
-                s.records, s.received, s.sent, s.quarantined, s.quarantine_evicted
+                "records {} ({} received, {} sent, {} shared with you), quarantined {} ({} evicted, oldest first)",
+                s.records, s.received, s.sent, s.shared, s.quarantined, s.quarantine_evicted
+            );
+            println!(
+                "TLP violations {} (received above their channel's ceiling; `show` names each)",
+                s.tlp_violations
             );
             println!("head {}", s.head_hash);
             println!("on disk {} bytes", s.disk_bytes);
