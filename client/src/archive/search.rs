@@ -123,7 +123,11 @@ impl Archive {
                 && filter.tlp.is_none_or(|t| r.message.tlp == t)
                 && filter.since_ms.is_none_or(|s| r.received_at_ms >= s)
                 && filter.until_ms.is_none_or(|u| r.received_at_ms < u)
-                && filter.direction.is_none_or(|d| r.direction == d)
+                // Shared history counts as received (it was not sent here).
+                && filter.direction.is_none_or(|d| {
+                    r.direction == d
+                        || (d == Direction::Received && r.direction == Direction::Shared)
+                })
                 && (!filter.unread_only || !self.is_read(r).unwrap_or(true))
                 && (words.is_empty() || {
                     let mut hay =

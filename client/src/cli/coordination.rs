@@ -81,9 +81,16 @@ fn offers_text(c: &CaseSummary) -> String {
     }
     c.offers
         .iter()
-        .map(|o| match o.standing.as_str() {
-            "live" => esc(&o.from).into_owned(),
-            s => format!("{}({s})", esc(&o.from)),
+        .map(|o| {
+            let short = match o.standing.as_str() {
+                "accepted" => ":ok",
+                "in-progress" => ":wip",
+                "fulfilled" => ":done",
+                "declined" => ":no",
+                "withdrawn" => ":wd",
+                _ => "",
+            };
+            format!("{}{short}", esc(&o.from))
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -101,7 +108,7 @@ fn print_cases(list: &CaseList) -> Result<()> {
         out,
         "{}",
         style(format!(
-            "  {:<8} {:<11} {:<4} {:<8} {:>4} {:<6} {:<12} SUBJECT",
+            "  {:<8} {:<11} {:<4} {:<8} {:>4} {:<6} {:<14} SUBJECT",
             "ID", "STATE", "PRI", "LOE", "AGE", "FROM", "OFFERS"
         ))
         .dim()
@@ -116,7 +123,7 @@ fn print_cases(list: &CaseList) -> Result<()> {
             short_loe(&c.loe),
             fmt_age(now.saturating_sub(c.opened_at_ms)),
             fit(&esc(&c.requester), 6),
-            fit(&offers_text(c), 12),
+            fit(&offers_text(c), 14),
             esc(&c.subject)
         );
         writeln!(
@@ -128,7 +135,7 @@ fn print_cases(list: &CaseList) -> Result<()> {
     writeln!(
         out,
         "{}",
-        style("(! waits on you; `tallinn requests show ID` for a case's history)").dim()
+        style("(! waits on you; `tallinn requests show ID` for a case's history)\n(offers: :ok accepted, :wip in progress, :done fulfilled, :no declined, :wd withdrawn)").dim()
     )?;
     if list.more {
         writeln!(

@@ -149,12 +149,19 @@ pub(super) fn message_lines(rows: &[MessageView], width: usize) -> Vec<String> {
             } else {
                 esc(&r.sender)
             };
-            let mut subject = esc(&r.subject).into_owned();
+            let mut subject = match &r.kind {
+                // A share's own subject is empty: name what it carries.
+                KindView::Share { msg_id } => format!(
+                    "shares {}",
+                    msg_id.as_deref().and_then(|m| m.get(..8)).unwrap_or("?")
+                ),
+                _ => esc(&r.subject).into_owned(),
+            };
             if r.tlp_above.is_some() {
                 subject = format!("[TLP VIOLATION] {subject}");
             }
             if let Some(by) = &r.shared_by {
-                subject = format!("{subject} (shared by {})", esc(by));
+                subject = format!("[shared by {}] {subject}", esc(by));
             }
             if !r.attachments.is_empty() {
                 subject = format!("{subject} [{} att]", r.attachments.len());
