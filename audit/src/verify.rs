@@ -37,6 +37,8 @@ pub struct RecordSummary {
     pub recipients: Vec<(String, Option<String>)>,
     /// SHA-256 of the envelope bytes (zero when redacted).
     pub envelope_hash: [u8; 32],
+    /// A redacted line withheld for its TLP label (`withheld: "tlp"`).
+    pub withheld_tlp: bool,
 }
 
 /// One verified (or failed) export.
@@ -87,7 +89,18 @@ struct Walk {
     line: u64,
     /// The `Share` the last full record carried: its index, the original
     /// envelope and content key (a `shared` record must follow it).
-    last_share: Option<(u64, Vec<u8>, [u8; 32])>,
+    last_share: Option<LastShare>,
+}
+
+/// The `Share` a received record carried: a `shared` record must follow it.
+struct LastShare {
+    /// The Share's record index.
+    index: u64,
+    /// The original envelope and content key it carries.
+    envelope: Vec<u8>,
+    key: [u8; 32],
+    /// The Share's header (sender, conversation, epoch).
+    header: tallinn_common::envelope::Header,
 }
 
 /// The header fields the walk keeps.
@@ -304,6 +317,7 @@ impl Walk {
                 direction: None,
                 recipients: Vec::new(),
                 envelope_hash: [0; 32],
+                withheld_tlp: obj.contains_key("withheld"),
             });
             return Ok(());
         }
@@ -436,7 +450,14 @@ impl Walk {
             )
         })?;
         let shared_proven = direction == Direction::Shared
-            && self.check_shared(r, index, &envelope, &content_key)?;
+            && self.check_shared(
+                r,
+                index,
+                &verified,
+                &envelope,
+                &content_key,
+                opened.message().tlp,
+            )?;
         let rendered = message_fields(opened.message(), true);
         for field in CONTENT_FIELDS {
             if obj.get(*field) != rendered.get(*field) {
@@ -452,12 +473,21 @@ impl Walk {
         if shared_proven {
             self.report.shared += 1;
         }
-        if let tallinn_common::message::Kind::Share {
-            envelope: original,
-            content_key: original_key,
-        } = &opened.message().kind
+        // Only a Share this device received vouches for the next record.
+        if let (
+            tallinn_common::message::Kind::Share {
+                envelope: original,
+                content_key: original_key,
+            },
+            Direction::Received,
+        ) = (&opened.message().kind, direction)
         {
-            self.last_share = Some((index, original.clone(), *original_key));
+            self.last_share = Some(LastShare {
+                index,
+                envelope: original.clone(),
+                key: *original_key,
+                header: h.clone(),
+            });
         }
 
         // Every wrap recomputed from the content key: each listed device,
@@ -561,6 +591,7 @@ impl Walk {
             direction: Some(direction),
             recipients,
             envelope_hash: tallinn_common::evidence::envelope_hash(&record.envelope),
+            withheld_tlp: false,
         })
     }
 
@@ -572,30 +603,62 @@ impl Walk {
         &self,
         r: Option<u64>,
         index: u64,
+        verified: &VerifiedEnvelope,
         envelope: &[u8],
         content_key: &[u8; 32],
+        tlp: tallinn_common::message::Tlp,
     ) -> Result<bool, Failure> {
-        let previous_redacted = index > 0
-            && self
-                .records
-                .get((index - 1) as usize)
-                .is_some_and(|s| s.msg_id.is_none());
-        if previous_redacted {
-            return Ok(false);
+        let previous = index
+            .checked_sub(1)
+            .and_then(|i| self.records.get(usize::try_from(i).ok()?));
+        if let Some(p) = previous {
+            if p.msg_id.is_none() {
+                // A Share is at most AMBER: one withheld for TLP:RED never
+                // carried a shared record.
+                if p.withheld_tlp {
+                    return Err(self.fail(
+                        r,
+                        "share",
+                        "a shared record follows a record withheld for TLP:RED, which cannot be its Share",
+                    ));
+                }
+                return Ok(false);
+            }
         }
-        match &self.last_share {
-            Some((i, e, k)) if *i + 1 == index && e == envelope && k == content_key => Ok(true),
-            Some((i, ..)) if *i + 1 == index => Err(self.fail(
+        let Some(share) = self.last_share.as_ref().filter(|s| s.index + 1 == index) else {
+            return Err(self.fail(
+                r,
+                "share",
+                "a shared record must follow the received Share that carried it",
+            ));
+        };
+        if share.envelope != envelope || share.key != *content_key {
+            return Err(self.fail(
                 r,
                 "share",
                 "the Share before this shared record carries another envelope or content key",
-            )),
-            _ => Err(self.fail(
-                r,
-                "share",
-                "a shared record must follow the Share that carried it",
-            )),
+            ));
         }
+        // The sharing rules, against the roster of the Share's epoch.
+        let log = self
+            .log
+            .as_ref()
+            .ok_or_else(|| self.fail(r, "roster_log", "no roster log"))?;
+        let state = log
+            .state_for(&share.header)
+            .map_err(|e| self.fail(r, "share", e.to_string()))?;
+        tallinn_common::envelope::share::check_order(&share.header, verified.header())
+            .and_then(|()| {
+                tallinn_common::envelope::share::check_share(
+                    state,
+                    &share.header.sender,
+                    &share.header.channel,
+                    verified,
+                    tlp,
+                )
+            })
+            .map_err(|e| self.fail(r, "share", e.to_string()))?;
+        Ok(true)
     }
 
     /// A checkpoint: signed by the exported device with its key of the

@@ -59,9 +59,16 @@ impl Selection {
     }
 
     fn matches(&self, r: &Record, thread: &HashSet<MsgId>) -> bool {
-        self.channel.as_ref().is_none_or(|c| *c == r.channel)
-            && self.from.as_ref().is_none_or(|f| *f == r.sender)
-            && (self.thread.is_none() || thread.contains(&r.msg_id))
+        // A Share is selected as the original it carries (its content key
+        // opens the original): never a way around the selection.
+        let (channel, sender, msg_id) =
+            match tallinn_common::envelope::share::original_header(&r.message) {
+                Some(h) => (h.channel, h.sender, h.msg_id),
+                None => (r.channel.clone(), r.sender.clone(), r.msg_id),
+            };
+        self.channel.as_ref().is_none_or(|c| *c == channel)
+            && self.from.as_ref().is_none_or(|f| *f == sender)
+            && (self.thread.is_none() || thread.contains(&msg_id))
             && self.since_ms.is_none_or(|s| r.received_at_ms >= s)
             && self.until_ms.is_none_or(|u| r.received_at_ms < u)
     }

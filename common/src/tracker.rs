@@ -44,6 +44,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::{Loe, MsgId, Priority, State, Tlp};
 
+/// The most offers and statuses one case keeps. Each event rewrites the
+/// case (and is checked against every event before it), so a participant
+/// flooding statuses about one request would otherwise make every archive
+/// spend quadratic time on it; the messages themselves are archived all
+/// the same (`tallinn thread` shows them).
+pub const MAX_CASE_EVENTS: usize = 500;
+
 /// The state of a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum CaseState {
@@ -260,10 +267,13 @@ impl CaseView {
 }
 
 impl CaseFacts {
-    /// Adds an event unless the same message is already in (idempotent).
-    /// Returns whether it was new.
+    /// Adds an event unless the same message is already in (idempotent) or
+    /// the case holds [`MAX_CASE_EVENTS`] already. Returns whether it was
+    /// added.
     pub fn add(&mut self, event: CaseEvent) -> bool {
-        if self.events.iter().any(|e| e.msg_id == event.msg_id) {
+        if self.events.len() >= MAX_CASE_EVENTS
+            || self.events.iter().any(|e| e.msg_id == event.msg_id)
+        {
             return false;
         }
         self.events.push(event);

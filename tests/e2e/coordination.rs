@@ -7,7 +7,6 @@
 //! `share`.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -15,18 +14,17 @@ use tallinn_client::archive::Filter;
 use tallinn_client::outbox::{OutboxEntry, Refusal};
 use tallinn_client::{Client, ClientError};
 use tallinn_common::envelope::{seal_v2, seal_v2_to, SealedEnvelope};
-use tallinn_common::identity::{Identity, ParticipantId};
-use tallinn_common::message::{Kind, Loe, Message, Priority, Tlp};
-use tallinn_common::roster::{DeviceRecord, EntryKind, ParticipantRecord, PostError, Role};
+use tallinn_common::message::{Message, Tlp};
+use tallinn_common::roster::{EntryKind, PostError};
 use tallinn_common::wire::ErrorCode;
 
 use crate::roster::v2::V2;
 use crate::util::*;
 
 /// Seven members including the beneficiary and the chair (EE): the quorum.
-const QUORUM: [&str; 7] = ["CA", "DE", "DK", "EE", "FR", "PL", "UA"];
+pub(crate) const QUORUM: [&str; 7] = ["CA", "DE", "DK", "EE", "FR", "PL", "UA"];
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     tallinn_common::unix_ms(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -34,12 +32,16 @@ fn now() -> u64 {
     )
 }
 
-fn note(tlp: Tlp, subject: &str) -> Message {
+pub(crate) fn note(tlp: Tlp, subject: &str) -> Message {
     Message::note(tlp, subject, "body")
 }
 
 /// Every device of `ids` in the current roster, but `except`.
-fn devices(v2: &V2, ids: &[&str], except: (&str, &str)) -> Vec<(String, String, [u8; 32])> {
+pub(crate) fn devices(
+    v2: &V2,
+    ids: &[&str],
+    except: (&str, &str),
+) -> Vec<(String, String, [u8; 32])> {
     let s = v2.log.current();
     let mut out = Vec::new();
     for id in ids {
@@ -136,7 +138,7 @@ async fn inject(v2: &mut V2, sender: &str, items: Vec<(&SealedEnvelope, &[&str])
 }
 
 /// Amends the roster with `edit`, approved by the quorum, through `via`.
-async fn amend(
+pub(crate) async fn amend(
     v2: &mut V2,
     via: &Client,
     edit: impl FnOnce(&mut tallinn_common::roster::StateRecord),
@@ -374,7 +376,13 @@ async fn direct_conversations_always_include_ukraine_and_observers_only_when_nam
 
 /// Exports `c` (version 2) with or without TLP:RED, audits it; returns the
 /// lines and the audit report.
-fn export_and_audit(c: &Client, who: &str, v2: &V2, path: &Path, red: bool) -> (Vec<Value>, Value) {
+pub(crate) fn export_and_audit(
+    c: &Client,
+    who: &str,
+    v2: &V2,
+    path: &Path,
+    red: bool,
+) -> (Vec<Value>, Value) {
     let file = std::fs::File::create(path).unwrap();
     let options = tallinn_client::export::ExportOptions {
         recover_key: None,
@@ -489,197 +497,6 @@ async fn tlp_ceilings_are_refused_at_send_flagged_at_receipt_and_red_stays_out_o
         assert!(lines[1..].iter().all(|l| l["tlp"].is_string()), "{lines:?}");
         ua.close().await;
         drop(ua);
-    })
-    .await;
-}
-
-/// A client for a participant admitted after the migration: its own keys
-/// and archive, UA's connection settings.
-fn late_settings(v2: &V2, keys: Identity, dir: &Path) -> tallinn_client::Settings {
-    let mut s = v2.settings("UA");
-    s.identity = Arc::new(keys);
-    s.archive_dir = dir.to_path_buf();
-    s
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_shared_with_a_late_joiner_is_verified_and_forgeries_are_quarantined() {
-    timed(async {
-        let mut v2 = V2::new(limits()).await;
-        let ee = v2.client("EE").await;
-        let request = Message {
-            kind: Kind::Request {
-                loe: Loe::Immediate,
-                category: "hardware".into(),
-                priority: Priority::High,
-            },
-            ..note(Tlp::Amber, "Generators for Kharkiv")
-        };
-        let (req, _) = ee.send("plenary", &request).await.unwrap();
-        let (green, _) = ee
-            .send("plenary", &note(Tlp::Green, "Minutes of the last plenary"))
-            .await
-            .unwrap();
-        let (strict, _) = ee
-            .send("plenary", &note(Tlp::AmberStrict, "Not for newcomers"))
-            .await
-            .unwrap();
-        let (back, _) = ee
-            .send("back-office", &note(Tlp::Amber, "Back office only"))
-            .await
-            .unwrap();
-
-        // Lithuania is admitted: a member, in every all-member channel.
-        let lt = Identity::generate(ParticipantId::new("LT").unwrap());
-        let (lt_sign, lt_enc) = (lt.public().sign_key.to_bytes(), lt.public().enc_key);
-        let members: Vec<String> = v2
-            .log
-            .current()
-            .participants()
-            .filter(|p| p.role == Role::Member)
-            .map(|p| p.id.to_string())
-            .collect();
-        amend(&mut v2, &ee, |r| {
-            r.participants.push(ParticipantRecord {
-                id: "LT".into(),
-                name: "Lithuania".into(),
-                role: 0,
-                identity_key: lt_sign,
-                devices: vec![DeviceRecord {
-                    device: "default".into(),
-                    suite: 1,
-                    sign_key: lt_sign,
-                    enc_key: lt_enc,
-                }],
-            });
-            r.participants.sort_by(|a, b| a.id.cmp(&b.id));
-            for c in &mut r.channels {
-                if members.iter().all(|m| c.members.contains(m)) {
-                    c.members.push("LT".into());
-                    c.members.sort();
-                }
-            }
-        })
-        .await;
-        ee.sync(Duration::from_secs(20), |_| {}).await.unwrap();
-
-        // The chair shares plenary's history; AMBER+STRICT is refused, and
-        // a back-office message can never reach LT.
-        let (conv, added) = ee.direct_conversation(&["LT".into()]).unwrap();
-        assert_eq!(conv, "@EE+LT+UA");
-        assert_eq!(added, ["UA"]);
-        let mut history = ee
-            .archive()
-            .search(
-                &Filter {
-                    channel: Some("plenary".into()),
-                    ..Default::default()
-                },
-                100,
-            )
-            .unwrap();
-        history.reverse();
-        history.push(ee.archive().get(&back).unwrap().unwrap());
-        let outcome = ee.share(&conv, &history).unwrap();
-        let by_id = |id| outcome.iter().find(|(m, _)| *m == id).unwrap().1.clone();
-        assert!(by_id(req).is_ok() && by_id(green).is_ok(), "{outcome:?}");
-        assert!(by_id(strict).unwrap_err().contains("AMBER+STRICT"));
-        assert!(by_id(back)
-            .unwrap_err()
-            .contains("LT does not read back-office"));
-
-        // Two forged shares: content that does not match the original's
-        // commitment, and an original whose signature fails.
-        let original = ee.archive().get(&green).unwrap().unwrap();
-        let wrong_key = Message {
-            kind: Kind::Share {
-                envelope: original.envelope.clone(),
-                content_key: [7; 32],
-            },
-            ..note(Tlp::Green, "")
-        };
-        let mut bad_sig = original.envelope.clone();
-        let last = bad_sig.len() - 1;
-        bad_sig[last] ^= 1;
-        let forged_sig = Message {
-            kind: Kind::Share {
-                envelope: bad_sig,
-                content_key: original.content_key.unwrap(),
-            },
-            ..note(Tlp::Green, "")
-        };
-        for m in [&wrong_key, &forged_sig] {
-            ee.send(&conv, m).await.unwrap();
-        }
-        ee.sync(Duration::from_secs(20), |_| {}).await.unwrap();
-        ee.close().await;
-        drop(ee);
-
-        let lt_dir = v2.env.dir.path().join("LT-data");
-        let lt_client = Client::connect(late_settings(&v2, lt, &lt_dir))
-            .await
-            .unwrap();
-        lt_client.discard_events();
-        lt_client
-            .sync(Duration::from_secs(20), |_| {})
-            .await
-            .unwrap();
-        let a = lt_client.archive();
-        for id in [req, green] {
-            let r = a.get(&id).unwrap().unwrap();
-            assert_eq!(r.direction, tallinn_client::archive::Direction::Shared);
-            assert_eq!(r.sender, "EE", "the original's sender");
-            let share = a.record(r.index - 1).unwrap().unwrap();
-            assert_eq!(share.sender, "EE");
-            assert_eq!(share.channel, "@EE+LT+UA");
-        }
-        assert!(a.get(&strict).unwrap().is_none());
-        let q = a.quarantined().unwrap();
-        assert_eq!(q.len(), 2, "{q:?}");
-        assert!(
-            q.iter().any(|q| q.reason.contains("key commitment")),
-            "{q:?}"
-        );
-        assert!(
-            q.iter().any(|q| q
-                .reason
-                .contains("does not verify under the roster of its epoch")),
-            "{q:?}"
-        );
-        // The shared request is a case in LT's tracker.
-        let cases = a
-            .cases(&tallinn_client::archive::CaseQuery {
-                states: vec![],
-                loe: None,
-                priority: None,
-                scope: tallinn_client::archive::CaseScope::All,
-                unanswered: true,
-                limit: 10,
-            })
-            .unwrap();
-        assert_eq!(cases.len(), 1);
-        assert_eq!(cases[0].facts.request, req);
-        // Its export proves each shared record against the Share before it.
-        let (_, report) = export_and_audit(
-            &lt_client,
-            "LT",
-            &v2,
-            &v2.env.dir.path().join("lt.jsonl"),
-            false,
-        );
-        assert_eq!(report["shared"], 2, "{report}");
-
-        // Ukraine, always in the conversation, already had both: the shares
-        // are archived, the originals not twice.
-        let ua = v2.client("UA").await;
-        assert_eq!(
-            ua.archive().get(&req).unwrap().unwrap().direction,
-            tallinn_client::archive::Direction::Received
-        );
-        ua.close().await;
-        drop(ua);
-        lt_client.close().await;
-        drop(lt_client);
     })
     .await;
 }

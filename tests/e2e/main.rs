@@ -12,5 +12,6 @@ mod evidence;
 mod operator;
 mod pty;
 mod roster;
+mod sharing;
 mod system;
 mod util;

@@ -51,8 +51,18 @@ fn view(client: &Client, r: &Record) -> Result<MessageView, ApiError> {
         .tlp_violation(r.index)?
         .map(|(_, max)| max.label().to_string());
     if r.direction == crate::archive::Direction::Shared && r.index > 0 {
-        // The Share that carried it is the record before (PROTOCOL.md §18.4).
-        v.shared_by = archive.record(r.index - 1)?.map(|s| s.sender.clone());
+        // The Share that carried it is the record before (PROTOCOL.md
+        // §18.5); named only if it carries exactly this envelope.
+        v.shared_by = archive
+            .record(r.index - 1)?
+            .and_then(|s| match &s.message.kind {
+                tallinn_common::message::Kind::Share { envelope, .. }
+                    if *envelope == r.envelope =>
+                {
+                    Some(s.sender.clone())
+                }
+                _ => None,
+            });
     }
     Ok(v)
 }

@@ -46,19 +46,49 @@ impl Archive {
             .map(|(i, _)| i)
     }
 
-    /// Archives an original another participant shared with us (direction
-    /// `shared`; `seq` and the time are the share's), right after the share.
+    /// Archives a received `Share` and, right after it under the same
+    /// lock (nothing can come between), the original it carries (direction
+    /// `shared`; `seq` and the time are the share's), unless the archive
+    /// holds that message already. A `Share` already archived as the last
+    /// record whose original is missing (a crash came between the two) gets
+    /// its original now. Returns the share's and the original's outcome.
     ///
     /// # Errors
     /// [`ArchiveError`].
-    pub fn insert_shared(
+    pub fn insert_share_pair(
         &self,
         seq: u64,
         received_at_ms: u64,
-        opened: &Opened,
-    ) -> Result<Inserted, ArchiveError> {
-        self.insert(Direction::Shared, seq, received_at_ms, opened, false)
-            .map(|(i, _)| i)
+        share: &Opened,
+        original: &Opened,
+    ) -> Result<(Inserted, Option<Record>, Option<Inserted>), ArchiveError> {
+        self.writable()?;
+        let mut head = self.head.lock().map_err(|_| ArchiveError::Poisoned)?;
+        let (first, record) = self.insert_locked(
+            &mut head,
+            Direction::Received,
+            seq,
+            received_at_ms,
+            share,
+            true,
+        )?;
+        let last = head.next_index.checked_sub(1);
+        let follows = match first {
+            Inserted::New(_) => true,
+            Inserted::Duplicate(i) => Some(i) == last,
+        };
+        if !follows || self.lookup(&original.header().msg_id)?.is_some() {
+            return Ok((first, record, None));
+        }
+        let (second, _) = self.insert_locked(
+            &mut head,
+            Direction::Shared,
+            seq,
+            received_at_ms,
+            original,
+            false,
+        )?;
+        Ok((first, record, Some(second)))
     }
 
     /// Flags record `index` as above its channel's TLP ceiling.
@@ -103,6 +133,19 @@ impl Archive {
     ) -> Result<(Inserted, Option<Record>), ArchiveError> {
         self.writable()?;
         let mut head = self.head.lock().map_err(|_| ArchiveError::Poisoned)?;
+        self.insert_locked(&mut head, direction, seq, at, opened, want_record)
+    }
+
+    /// [`Archive::insert`] with the head lock held.
+    fn insert_locked(
+        &self,
+        head: &mut Head,
+        direction: Direction,
+        seq: u64,
+        at: u64,
+        opened: &Opened,
+        want_record: bool,
+    ) -> Result<(Inserted, Option<Record>), ArchiveError> {
         let h = opened.header();
         // Every record keeps its content key (a received one too): after a
         // rotation erased the device's old secret, deep verification and an

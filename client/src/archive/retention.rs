@@ -218,8 +218,18 @@ impl Archive {
         }
         batch.remove(Self::key(b'r', &[&self.tok("read", &r.msg_id.0)]));
         batch.remove(Self::key(b'Y', &[&ib]));
+        // The tracker is incomplete until its case is redone (a crash in
+        // between makes the next listing rebuild it from the records).
+        let tracked = self.tracker_built()?;
+        if tracked {
+            batch.remove(super::tracker::BUILT_KEY);
+        }
         self.tree.apply_batch(batch)?;
-        self.untrack(r)
+        if tracked {
+            self.untrack_case(r)?;
+            self.mark_tracker_built()?;
+        }
+        Ok(())
     }
 
     /// The index keys of a record other than its msg_id entry.
@@ -338,22 +348,33 @@ impl Archive {
                 threads.insert(*id);
             }
         }
+        // A Share is governed by the original it carries (its content key
+        // would otherwise outlive the original's redaction, or the other
+        // way round): the original's channel, sender, id and time.
+        let governing = |r: &Record| -> (String, String, MsgId, u64) {
+            match tallinn_common::envelope::share::original_header(&r.message) {
+                Some(h) => (h.channel, h.sender, h.msg_id, h.sent_at_ms),
+                None => (r.channel.clone(), r.sender.clone(), r.msg_id, r.sent_at_ms),
+            }
+        };
         let held = |r: &Record| {
+            let (channel, sender, msg_id, sent_at_ms) = governing(r);
             holds.iter().any(|h| match &h.scope {
-                HoldScope::Channel(c) => *c == r.channel,
-                HoldScope::From(p) => *p == r.sender,
-                HoldScope::Thread(_) => threads.contains(&r.msg_id),
+                HoldScope::Channel(c) => *c == channel,
+                HoldScope::From(p) => *p == sender,
+                HoldScope::Thread(_) => threads.contains(&msg_id),
                 HoldScope::Period { since_ms, until_ms } => {
                     (*since_ms..*until_ms).contains(&r.received_at_ms)
-                        || (*since_ms..*until_ms).contains(&r.sent_at_ms)
+                        || (*since_ms..*until_ms).contains(&sent_at_ms)
                 }
             })
         };
         let mut expired = Vec::new();
         self.for_each(|r| {
-            if let Some(days) = policy.days_for(&r.channel) {
+            let (channel, _, _, sent_at_ms) = governing(&r);
+            if let Some(days) = policy.days_for(&channel) {
                 let keep_ms = (days * 86_400_000.0) as u64;
-                let at = r.received_at_ms.max(r.sent_at_ms);
+                let at = r.received_at_ms.max(sent_at_ms);
                 if at.saturating_add(keep_ms) <= now_ms {
                     if held(&r) {
                         report.held += 1;

@@ -18,7 +18,7 @@
 //! hundred keys and as many small decryptions, whatever the archive's size.
 //!
 //! Offers and statuses that arrive before the message they refer to (a
-//! late joiner's shared history, or a request redacted and shared again) are
+//! late joiner's shared history) are
 //! found through the thread index (`b'p'`) when it arrives. An archive
 //! written before the tracker existed has no `b't'` marker: the first
 //! listing builds the index from the records once.
@@ -29,7 +29,7 @@ use tallinn_common::tracker::{CaseEvent, CaseFacts, CaseState, CaseView, EventKi
 use super::*;
 
 const CASE_AAD: &[u8] = b"tallinn/2 archive case";
-const BUILT_KEY: &[u8] = b"t";
+pub(super) const BUILT_KEY: &[u8] = b"t";
 
 /// Whose cases a listing shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -157,7 +157,7 @@ fn facts_of(r: &Record) -> Option<CaseFacts> {
 
 impl Archive {
     /// Whether the tracker index covers every record.
-    fn tracker_built(&self) -> Result<bool, ArchiveError> {
+    pub(super) fn tracker_built(&self) -> Result<bool, ArchiveError> {
         Ok(self.tree.get(BUILT_KEY)?.is_some())
     }
 
@@ -358,6 +358,10 @@ impl Archive {
                 let Some(old) = self.load_case(case)? else {
                     return Ok(());
                 };
+                if old.request != *request {
+                    // It names an offer, not the request: no part of the case.
+                    return Ok(());
+                }
                 let mut facts = old.clone();
                 if let Some(e) = event_of(r) {
                     facts.add(e);
@@ -390,10 +394,11 @@ impl Archive {
 
     /// Takes a redacted record out of the tracker: its case goes (a
     /// request) or is rebuilt without it (an offer or status).
-    pub(super) fn untrack(&self, r: &Record) -> Result<(), ArchiveError> {
-        if !self.tracker_built()? {
-            return Ok(());
-        }
+    ///
+    /// The caller removed the "built" marker in the same batch that
+    /// redacted the record and sets it again after this: a crash in between
+    /// leaves it off, and the next listing rebuilds from the records.
+    pub(super) fn untrack_case(&self, r: &Record) -> Result<(), ArchiveError> {
         let case = match &r.message.kind {
             Kind::Request { .. } => return self.drop_case(r.index),
             Kind::Offer { request } => self.case_of(request)?,

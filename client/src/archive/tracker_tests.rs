@@ -255,3 +255,32 @@ fn an_archive_without_the_tracker_index_builds_it_once() {
     assert_eq!(ids(&cases), [r, r2]);
     assert_eq!(cases[0].view.state, CaseState::Pledged);
 }
+
+#[test]
+fn an_offer_naming_an_offer_is_no_part_of_the_case() {
+    let w = world();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Archive::open(dir.path(), &w.ids["EE"]).unwrap();
+    let r = put(&w, &a, "UA", &request(Priority::High), 1_000);
+    let o = put(
+        &w,
+        &a,
+        "PL",
+        &msg(Kind::Offer { request: r }, "an offer"),
+        2_000,
+    );
+    // An "offer" answering PL's offer rather than the request.
+    put(
+        &w,
+        &a,
+        "EE",
+        &msg(Kind::Offer { request: o }, "misaddressed"),
+        3_000,
+    );
+    let incremental = a.case_for(&a.get(&r).unwrap().unwrap()).unwrap().unwrap();
+    assert_eq!(incremental.view.offers.len(), 1, "{:?}", incremental.view);
+    // And the index built from scratch agrees.
+    a.rebuild_tracker().unwrap();
+    let rebuilt = a.case_for(&a.get(&r).unwrap().unwrap()).unwrap().unwrap();
+    assert_eq!(rebuilt.facts, incremental.facts);
+}

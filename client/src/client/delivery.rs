@@ -193,7 +193,15 @@ pub(super) fn admit(
         let log = roster.log().ok_or_else(|| {
             EnvelopeError::SharedOriginal("shared history needs the roster log (version 2)".into())
         })?;
-        tallinn_common::envelope::share::open_shared(&opened, log)?
+        match tallinn_common::envelope::share::open_shared(&opened, log)? {
+            Some(original) => {
+                // The original's wraps, as if it had been delivered here.
+                check_wraps(inner, &original.verified, original.opened.content_key())
+                    .map_err(|e| EnvelopeError::SharedOriginal(format!("the original: {e}")))?;
+                Some(original.opened)
+            }
+            None => None,
+        }
     } else {
         None
     };
@@ -211,19 +219,26 @@ pub(super) fn archive_admitted(
     admitted: &Admitted,
 ) -> Result<(Inserted, Option<Record>), ArchiveError> {
     let roster = inner.roster();
-    let (inserted, record) =
-        inner
-            .archive
-            .insert_received_record(seq, received_at_ms, &admitted.opened)?;
-    let Inserted::New(index) = inserted else {
+    let Some(original) = &admitted.shared else {
+        let (inserted, record) =
+            inner
+                .archive
+                .insert_received_record(seq, received_at_ms, &admitted.opened)?;
+        if let Inserted::New(index) = inserted {
+            flag_tlp(inner, &roster, index, &admitted.opened)?;
+        }
         return Ok((inserted, record));
     };
-    flag_tlp(inner, &roster, index, &admitted.opened)?;
-    if let Some(original) = &admitted.shared {
-        if let Inserted::New(i) = inner.archive.insert_shared(seq, received_at_ms, original)? {
-            info!(index = i, msg_id = %original.msg_id(), shared_by = %esc(&admitted.opened.header().sender), "shared message archived");
-            flag_tlp(inner, &roster, i, original)?;
-        }
+    let (inserted, record, second) =
+        inner
+            .archive
+            .insert_share_pair(seq, received_at_ms, &admitted.opened, original)?;
+    if let Inserted::New(index) = inserted {
+        flag_tlp(inner, &roster, index, &admitted.opened)?;
+    }
+    if let Some(Inserted::New(i)) = second {
+        info!(index = i, msg_id = %original.msg_id(), shared_by = %esc(&admitted.opened.header().sender), "shared message archived");
+        flag_tlp(inner, &roster, i, original)?;
     }
     Ok((inserted, record))
 }

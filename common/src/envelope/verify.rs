@@ -144,6 +144,11 @@ impl Policy for RosterState {
                 .map(|(p, d)| (p.id.as_str(), Some(d.device.as_str())))
                 .collect()),
             None => {
+                // Version 1 has no direct conversations (decode refuses
+                // their names; refused here too, whatever the caller).
+                if crate::roster::is_direct(&header.channel) {
+                    return Err(EnvelopeError::Malformed("channel id"));
+                }
                 let c = self.check_post(&header.sender, &header.channel)?;
                 let ids: std::collections::BTreeSet<&str> = c
                     .members

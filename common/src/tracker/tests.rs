@@ -230,3 +230,15 @@ fn state_names_parse() {
     );
     assert!("done".parse::<CaseState>().is_err());
 }
+
+#[test]
+fn a_case_keeps_a_bounded_number_of_events() {
+    let mut c = case();
+    for i in 0..MAX_CASE_EVENTS + 10 {
+        let mut e = status(0, "GB", REQ, State::Fulfilled, 2_000 + i as u64);
+        e.msg_id = MsgId((i as u128 + 1000).to_be_bytes());
+        let added = c.add(e);
+        assert_eq!(added, i < MAX_CASE_EVENTS, "{i}");
+    }
+    assert_eq!(c.events.len(), MAX_CASE_EVENTS);
+}
