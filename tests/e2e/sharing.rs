@@ -219,6 +219,34 @@ async fn history_shared_with_a_late_joiner_is_verified_and_forgeries_are_quarant
             false,
         );
         assert_eq!(report["shared"], 2, "{report}");
+        // A selective export of the conversation the shares came in does not
+        // hand out the originals' content keys: a Share is selected as its
+        // original (plenary), so both are written redacted.
+        let sel_path = v2.env.dir.path().join("lt-conversation.jsonl");
+        let options = tallinn_client::export::ExportOptions {
+            recover_key: None,
+            selection: tallinn_client::export::Selection {
+                channel: Some("@EE+LT+UA".into()),
+                ..Default::default()
+            },
+        };
+        tallinn_client::export::export_with(
+            lt_client.archive(),
+            &v2.env.dep.roster,
+            "",
+            "LT",
+            "default",
+            now(),
+            &options,
+            std::fs::File::create(&sel_path).unwrap(),
+            |_| {},
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&sel_path).unwrap();
+        assert!(
+            !text.contains("\"name\":\"share\""),
+            "a Share exported outside its original's selection"
+        );
         // Cross-checked with the sharer's own export: no false alarm (a
         // shared record carries its Share's seq, not the original's).
         let dir = v2.env.dir.path().to_path_buf();

@@ -15,8 +15,10 @@ fn time_round_trip() {
     assert!(parse_time("2026-13-01").is_err());
     assert!(parse_time("yesterday").is_err());
     // Ages back from now.
-    let now = now_ms();
+    // `now` after the parse, so a millisecond passing in between cannot
+    // make the age look shorter than asked.
     let week = parse_time("7d").unwrap();
+    let now = now_ms();
     assert!(now - week >= 7 * 86_400_000 && now - week < 7 * 86_400_000 + 60_000);
     assert_eq!(parse_age("12h"), Some(Ok(12 * 3_600_000)));
     assert_eq!(parse_age("30m"), Some(Ok(30 * 60_000)));
