@@ -10,13 +10,6 @@ use serde_json::Value;
 use crate::roster::v2::V2;
 use crate::util::*;
 
-fn pin(v2: &V2, who: &str) {
-    let config = v2.env.dep.participant_dir(who).join("client.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let pin = format!("deployment = \"{}\"\n", hex::encode(v2.deployment));
-    std::fs::write(&config, format!("{text}{pin}")).unwrap();
-}
-
 fn ok(o: &Output) -> String {
     assert!(o.status.success(), "{}{}", stdout(o), stderr(o));
     stdout(o)
@@ -32,7 +25,7 @@ async fn requests_direct_conversations_tlp_and_share_from_the_command_line() {
         let v2 = V2::new(limits()).await;
         let cli = |who: &str, args: &[&str]| v2.env.cli(who, args);
         for who in ["UA", "PL", "EE"] {
-            pin(&v2, who);
+            v2.pin(who);
             ok(&cli(who, &["sync"]));
         }
 

@@ -100,7 +100,7 @@ fn tampered(
 /// An envelope `sender` sealed honestly, except that the wrap for
 /// `victim` is replaced by one that does not derive from the content key,
 /// then signed again: a doctored sender.
-fn doctor_wrap(envelope: &[u8], sender: &Identity, victim: &str) -> Vec<u8> {
+pub(crate) fn doctor_wrap(envelope: &[u8], sender: &Identity, victim: &str) -> Vec<u8> {
     let env: Envelope = postcard::from_bytes(envelope).unwrap();
     let mut body: SealedBodyV2 = postcard::from_bytes(&env.body).unwrap();
     let w = body
@@ -546,10 +546,7 @@ async fn a_rolled_back_archive_is_refused_until_recovered_and_the_recovery_is_re
     timed(async {
         let v2 = V2::new(limits()).await;
         let pdir = v2.env.dep.participant_dir("PL");
-        let config = pdir.join("client.toml");
-        let text = std::fs::read_to_string(&config).unwrap();
-        let pin = format!("deployment = \"{}\"\n", hex::encode(v2.deployment));
-        std::fs::write(&config, format!("{text}{pin}")).unwrap();
+        v2.pin("PL");
         let cli = |args: &[&str]| v2.env.cli("PL", args);
         let ee = v2.client("EE").await;
         ee.send("back-office", &Message::note(Tlp::Amber, "first", "1"))

@@ -154,6 +154,14 @@ pub(crate) mod v2 {
             }
         }
 
+        /// Pins the deployment in `id`'s `client.toml` (for the CLI).
+        pub fn pin(&self, id: &str) {
+            let config = self.env.dep.participant_dir(id).join("client.toml");
+            let text = std::fs::read_to_string(&config).unwrap();
+            let pin = format!("deployment = \"{}\"\n", hex::encode(self.deployment));
+            std::fs::write(&config, format!("{text}{pin}")).unwrap();
+        }
+
         pub fn settings(&self, id: &str) -> Settings {
             let mut s = self.env.settings(id, "default");
             s.deployment = Some(self.deployment);
@@ -550,13 +558,10 @@ pub(crate) mod v2 {
     async fn lithuania_is_admitted_by_messages_with_ukraines_veto() {
         timed(async {
             let v2 = V2::new(limits()).await;
-            let pin = format!("deployment = \"{}\"\n", hex::encode(v2.deployment));
             let mut who: Vec<&str> = SEVEN.to_vec();
             who.push("IT");
             for p in &who {
-                let config = v2.env.dep.participant_dir(p).join("client.toml");
-                let text = std::fs::read_to_string(&config).unwrap();
-                std::fs::write(&config, format!("{text}{pin}")).unwrap();
+                v2.pin(p);
             }
             let cli = |p: &str, args: &[&str]| {
                 let o = v2.env.cli(p, args);

@@ -11,13 +11,13 @@ use std::time::Duration;
 use serde_json::Value;
 use tallinn_client::archive::Filter;
 use tallinn_client::Client;
-use tallinn_common::defaults::ENVELOPE_SIGNATURE_CONTEXT_V2;
-use tallinn_common::envelope::{seal_v2, Envelope, SealedBodyV2};
+use tallinn_common::envelope::seal_v2;
 use tallinn_common::identity::{Identity, ParticipantId};
 use tallinn_common::message::{Kind, Loe, Message, Priority, Tlp};
 use tallinn_common::roster::{DeviceRecord, ParticipantRecord, Role};
 
 use crate::coordination::{amend, export_and_audit, note, now};
+use crate::evidence::doctor_wrap;
 use crate::roster::v2::V2;
 use crate::util::*;
 
@@ -318,23 +318,4 @@ async fn history_shared_with_a_late_joiner_is_verified_and_forgeries_are_quarant
         drop(lt_client);
     })
     .await;
-}
-
-/// `envelope`, honestly sealed by `sender`, with `victim`'s wrap replaced
-/// by one that does not derive from the content key, signed again.
-fn doctor_wrap(envelope: &[u8], sender: &Identity, victim: &str) -> Vec<u8> {
-    let env: Envelope = postcard::from_bytes(envelope).unwrap();
-    let mut body: SealedBodyV2 = postcard::from_bytes(&env.body).unwrap();
-    let w = body
-        .recipients
-        .iter_mut()
-        .find(|w| w.participant == victim)
-        .expect("the victim is a recipient");
-    let last = w.ct.len() - 1;
-    w.ct[last] ^= 1;
-    let body = postcard::to_allocvec(&body).unwrap();
-    let mut signed = ENVELOPE_SIGNATURE_CONTEXT_V2.to_vec();
-    signed.extend_from_slice(&body);
-    let signature = sender.sign(&signed);
-    postcard::to_allocvec(&Envelope { body, signature }).unwrap()
 }
