@@ -2,6 +2,7 @@
 //! after a crash, and the bounded quarantine.
 
 use super::*;
+use tallinn_common::envelope::Header;
 
 impl Archive {
     /// Archives a verified, opened delivery. Not durable until [`Archive::flush`].
@@ -14,12 +15,18 @@ impl Archive {
         received_at_ms: u64,
         opened: &Opened,
     ) -> Result<Inserted, ArchiveError> {
-        self.insert(Direction::Received, seq, received_at_ms, opened, false)
-            .map(|(i, _)| i)
+        self.insert(
+            Entry::new(Direction::Received, seq, received_at_ms, opened, None),
+            false,
+        )
+        .map(|(i, _)| i)
     }
 
     /// [`Archive::insert_received`], also returning the new record (without
-    /// reading it back), for callers that report it.
+    /// reading it back), for callers that report it. `max_tlp` is the
+    /// channel's TLP ceiling for this message: a label above it is flagged
+    /// (archive key `Y`) together with the record, never after it, so
+    /// neither a reader nor a crash sees the record without its flag.
     ///
     /// # Errors
     /// [`ArchiveError`].
@@ -28,8 +35,12 @@ impl Archive {
         seq: u64,
         received_at_ms: u64,
         opened: &Opened,
+        max_tlp: Option<Tlp>,
     ) -> Result<(Inserted, Option<Record>), ArchiveError> {
-        self.insert(Direction::Received, seq, received_at_ms, opened, true)
+        self.insert(
+            Entry::new(Direction::Received, seq, received_at_ms, opened, max_tlp),
+            true,
+        )
     }
 
     /// Archives our own accepted message with its content key.
@@ -42,8 +53,11 @@ impl Archive {
         accepted_at_ms: u64,
         opened: &Opened,
     ) -> Result<Inserted, ArchiveError> {
-        self.insert(Direction::Sent, seq, accepted_at_ms, opened, false)
-            .map(|(i, _)| i)
+        self.insert(
+            Entry::new(Direction::Sent, seq, accepted_at_ms, opened, None),
+            false,
+        )
+        .map(|(i, _)| i)
     }
 
     /// Archives a received `Share` and, right after it under the same
@@ -52,6 +66,8 @@ impl Archive {
     /// holds that message already. A `Share` already archived as the last
     /// record whose original is missing (a crash came between the two) gets
     /// its original now. Returns the share's and the original's outcome.
+    /// `max_tlp` gives a message's TLP ceiling, as for
+    /// [`Archive::insert_received_record`].
     ///
     /// # Errors
     /// [`ArchiveError`].
@@ -61,15 +77,19 @@ impl Archive {
         received_at_ms: u64,
         share: &Opened,
         original: &Opened,
+        max_tlp: &dyn Fn(&Header) -> Option<Tlp>,
     ) -> Result<(Inserted, Option<Record>, Option<Inserted>), ArchiveError> {
         self.writable()?;
         let mut head = self.head.lock().map_err(|_| ArchiveError::Poisoned)?;
         let (first, record) = self.insert_locked(
             &mut head,
-            Direction::Received,
-            seq,
-            received_at_ms,
-            share,
+            Entry::new(
+                Direction::Received,
+                seq,
+                received_at_ms,
+                share,
+                max_tlp(share.header()),
+            ),
             true,
         )?;
         let last = head.next_index.checked_sub(1);
@@ -82,25 +102,37 @@ impl Archive {
         }
         let (second, _) = self.insert_locked(
             &mut head,
-            Direction::Shared,
-            seq,
-            received_at_ms,
-            original,
+            Entry::new(
+                Direction::Shared,
+                seq,
+                received_at_ms,
+                original,
+                max_tlp(original.header()),
+            ),
             false,
         )?;
         Ok((first, record, Some(second)))
     }
 
-    /// Flags record `index` as above its channel's TLP ceiling.
-    ///
-    /// # Errors
-    /// [`ArchiveError::Db`].
-    pub fn flag_tlp(&self, index: u64, tlp: Tlp, max: Tlp) -> Result<(), ArchiveError> {
+    /// Writes record `index`'s TLP flag: set when `tlp` is above
+    /// `max_tlp`, removed otherwise (a crash may have left one for a
+    /// record that never got this index).
+    pub(super) fn write_tlp_flag(
+        &self,
+        index: u64,
+        tlp: Tlp,
+        max_tlp: Option<Tlp>,
+    ) -> Result<(), ArchiveError> {
         use tallinn_common::roster::state::tlp_code;
-        self.tree.insert(
-            Self::key(b'Y', &[&index.to_be_bytes()]),
-            &[tlp_code(tlp), tlp_code(max)][..],
-        )?;
+        let key = Self::key(b'Y', &[&index.to_be_bytes()]);
+        match max_tlp {
+            Some(max) if tlp > max => {
+                self.tree.insert(key, &[tlp_code(tlp), tlp_code(max)][..])?;
+            }
+            _ => {
+                self.tree.remove(key)?;
+            }
+        }
         Ok(())
     }
 
@@ -121,31 +153,32 @@ impl Archive {
             }))
     }
 
-    /// Appends a record of `opened`: its exact envelope bytes, header and
-    /// message, and for a sent message its content key.
-    pub(super) fn insert(
+    /// Appends a record of `e.opened`: its exact envelope bytes, header and
+    /// message, and its content key.
+    fn insert(
         &self,
-        direction: Direction,
-        seq: u64,
-        at: u64,
-        opened: &Opened,
+        e: Entry<'_>,
         want_record: bool,
     ) -> Result<(Inserted, Option<Record>), ArchiveError> {
         self.writable()?;
         let mut head = self.head.lock().map_err(|_| ArchiveError::Poisoned)?;
-        self.insert_locked(&mut head, direction, seq, at, opened, want_record)
+        self.insert_locked(&mut head, e, want_record)
     }
 
     /// [`Archive::insert`] with the head lock held.
     fn insert_locked(
         &self,
         head: &mut Head,
-        direction: Direction,
-        seq: u64,
-        at: u64,
-        opened: &Opened,
+        e: Entry<'_>,
         want_record: bool,
     ) -> Result<(Inserted, Option<Record>), ArchiveError> {
+        let Entry {
+            direction,
+            seq,
+            at,
+            opened,
+            max_tlp,
+        } = e;
         let h = opened.header();
         // Every record keeps its content key (a received one too): after a
         // rotation erased the device's old secret, deep verification and an
@@ -173,15 +206,20 @@ impl Archive {
         // invariant: plain data; postcard encoding cannot fail.
         let plain =
             Zeroizing::new(postcard::to_allocvec(&record).expect("invariant: record encodes"));
-        // Plain inserts, record first, head last (see `repair_head`).
+        // Plain inserts, the TLP flag and the record first, head last (see
+        // `repair_head`; sled recovers a prefix of them). The flag comes
+        // before the record: `repair_head` cannot redo it.
+        self.write_tlp_flag(index, record.message.tlp, max_tlp)?;
         self.tree.insert(
             Self::key(b'R', &[&index.to_be_bytes()]),
             self.sealer.seal(&plain, &aad(REC_AAD, index)),
         )?;
-        self.write_index(&record)?;
-        // The tracker before the head: sled recovers a prefix of its
-        // writes, so a crash leaves either both or `repair_head` redoes it.
+        // The tracker before the index and the head: a reader that finds
+        // the record by its id (`lookup`) finds its case up to date, and
+        // sled recovers a prefix of these writes, so after a crash
+        // `repair_head` redoes whatever is missing.
         self.track(&record)?;
+        self.write_index(&record)?;
         self.write_head(index + 1, &hash)?;
         head.next_index = index + 1;
         head.hash = hash;
@@ -239,8 +277,8 @@ impl Archive {
                 // Not a continuation of this chain: leave it to `verify`.
                 break;
             }
-            self.write_index(&r)?;
             self.track(&r)?;
+            self.write_index(&r)?;
             let hash = r.hash();
             self.write_head(r.index + 1, &hash)?;
             head.next_index = r.index + 1;
@@ -439,5 +477,36 @@ impl Archive {
     /// [`ArchiveError::Db`].
     pub fn flush(&self) -> Result<(), ArchiveError> {
         self.db.flush()
+    }
+}
+
+/// What one record is made of, before it has an index.
+struct Entry<'a> {
+    direction: Direction,
+    /// The relay's sequence number.
+    seq: u64,
+    /// The time it was received (or accepted), ms.
+    at: u64,
+    opened: &'a Opened,
+    /// The channel's TLP ceiling for it (a received message); `None`: no
+    /// flag.
+    max_tlp: Option<Tlp>,
+}
+
+impl<'a> Entry<'a> {
+    fn new(
+        direction: Direction,
+        seq: u64,
+        at: u64,
+        opened: &'a Opened,
+        max_tlp: Option<Tlp>,
+    ) -> Self {
+        Self {
+            direction,
+            seq,
+            at,
+            opened,
+            max_tlp,
+        }
     }
 }

@@ -670,3 +670,55 @@ fn a_relay_cannot_get_a_record_redacted_early_by_backdating_its_delivery() {
     );
     assert!(a.get(&s.msg_id()).unwrap().is_some());
 }
+
+/// A TLP violation is flagged with its record, not after it (a reader or a
+/// crash never sees the record without its flag), and a flag a crash left
+/// for a record that never got its index does not stick to the next one.
+#[test]
+fn a_tlp_flag_is_written_with_its_record_and_a_stale_one_is_cleared() {
+    let w = world();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Archive::open(dir.path(), &w.ee).unwrap();
+    let open = |m: &Message, at: u64| {
+        let s = seal(&w.ua, &w.roster, "plenary", m, at).unwrap();
+        UntrustedEnvelope::decode(s.as_bytes())
+            .unwrap()
+            .verify(&w.roster)
+            .unwrap()
+            .open(&w.ee)
+            .unwrap()
+    };
+    // A crash after the flag of a RED record at index 0, before the record.
+    a.write_tlp_flag(0, Tlp::Red, Some(Tlp::Amber)).unwrap();
+    assert!(a.tlp_violation(0).unwrap().is_some());
+    let green = open(&Message::note(Tlp::Green, "agenda", "at ten"), 1_000);
+    let (i, r) = a
+        .insert_received_record(1, 1_001, &green, Some(Tlp::Amber))
+        .unwrap();
+    assert_eq!(i, Inserted::New(0));
+    assert!(r.is_some());
+    assert_eq!(a.tlp_violation(0).unwrap(), None, "the stale flag is gone");
+    let red = open(&Message::note(Tlp::Red, "names", "of the team"), 2_000);
+    let (i, _) = a
+        .insert_received_record(2, 2_001, &red, Some(Tlp::Amber))
+        .unwrap();
+    assert_eq!(i, Inserted::New(1));
+    assert_eq!(a.tlp_violation(1).unwrap(), Some((Tlp::Red, Tlp::Amber)));
+    // A redelivery changes nothing.
+    let (i, _) = a
+        .insert_received_record(3, 3_001, &red, Some(Tlp::Amber))
+        .unwrap();
+    assert_eq!(i, Inserted::Duplicate(1));
+    assert_eq!(a.stats().unwrap().tlp_violations, 1);
+    // What a crash after the record can leave (head behind it) keeps the flag.
+    a.write_head(1, &a.record(0).unwrap().unwrap().hash())
+        .unwrap();
+    a.flush().unwrap();
+    drop(a);
+    let a = Archive::open(dir.path(), &w.ee).unwrap();
+    assert_eq!(a.len(), 2);
+    assert_eq!(a.tlp_violation(1).unwrap(), Some((Tlp::Red, Tlp::Amber)));
+    let report = a.verify(&w.roster, &w.ee, true, |_| {}).unwrap();
+    assert_eq!(report.first_error, None);
+    assert_eq!(report.records, 2);
+}

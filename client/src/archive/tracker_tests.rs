@@ -39,6 +39,17 @@ fn msg(kind: Kind, subject: &str) -> Message {
 /// sent it). Returns the message id.
 fn put(w: &W, a: &Archive, from: &str, m: &Message, at: u64) -> MsgId {
     let s = seal(&w.ids[from], &w.roster, "loe-immediate", m, at).unwrap();
+    archive_sealed(w, a, from, &s, at)
+}
+
+/// EE archives `s`, sealed by `from` at `at`.
+fn archive_sealed(
+    w: &W,
+    a: &Archive,
+    from: &str,
+    s: &tallinn_common::envelope::SealedEnvelope,
+    at: u64,
+) -> MsgId {
     let v = UntrustedEnvelope::decode(s.as_bytes())
         .unwrap()
         .verify(&w.roster)
@@ -283,4 +294,48 @@ fn an_offer_naming_an_offer_is_no_part_of_the_case() {
     a.rebuild_tracker().unwrap();
     let rebuilt = a.case_for(&a.get(&r).unwrap().unwrap()).unwrap().unwrap();
     assert_eq!(rebuilt.facts, incremental.facts);
+}
+
+/// A reader that finds a record by its id finds its case up to date: the
+/// tracker is written before the id index (the demo and the agent read the
+/// tracker as soon as `lookup` sees a message). The reader spins on each
+/// offer's id while another thread archives them.
+#[test]
+fn a_record_found_by_its_id_is_already_in_its_case() {
+    let w = world();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Archive::open(dir.path(), &w.ids["EE"]).unwrap();
+    a.ensure_tracker().unwrap();
+    let n = 150u64;
+    let requests: Vec<MsgId> = (0..n)
+        .map(|i| put(&w, &a, "UA", &request(Priority::High), 1_000 + i))
+        .collect();
+    let sealed: Vec<_> = requests
+        .iter()
+        .zip(10_000..)
+        .map(|(r, at)| {
+            let m = msg(Kind::Offer { request: *r }, "an offer");
+            (
+                seal(&w.ids["PL"], &w.roster, "loe-immediate", &m, at).unwrap(),
+                at,
+            )
+        })
+        .collect();
+    let offers: Vec<MsgId> = sealed.iter().map(|(s, _)| s.msg_id()).collect();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for (s, at) in &sealed {
+                archive_sealed(&w, &a, "PL", s, *at);
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        for (r, o) in requests.iter().zip(&offers) {
+            while a.lookup(o).unwrap().is_none() {
+                assert!(std::time::Instant::now() < deadline, "the writer stalled");
+                std::hint::spin_loop();
+            }
+            let case = a.case_for(&a.get(r).unwrap().unwrap()).unwrap().unwrap();
+            assert_eq!(case.view.state, CaseState::Pledged, "{:?}", case.view);
+        }
+    });
 }

@@ -219,45 +219,45 @@ pub(super) fn archive_admitted(
     admitted: &Admitted,
 ) -> Result<(Inserted, Option<Record>), ArchiveError> {
     let roster = inner.roster();
+    let max_tlp = |h: &tallinn_common::envelope::Header| roster.max_tlp_for(h);
     let Some(original) = &admitted.shared else {
-        let (inserted, record) =
-            inner
-                .archive
-                .insert_received_record(seq, received_at_ms, &admitted.opened)?;
+        let (inserted, record) = inner.archive.insert_received_record(
+            seq,
+            received_at_ms,
+            &admitted.opened,
+            max_tlp(admitted.opened.header()),
+        )?;
         if let Inserted::New(index) = inserted {
-            flag_tlp(inner, &roster, index, &admitted.opened)?;
+            warn_tlp(&roster, index, &admitted.opened);
         }
         return Ok((inserted, record));
     };
-    let (inserted, record, second) =
-        inner
-            .archive
-            .insert_share_pair(seq, received_at_ms, &admitted.opened, original)?;
+    let (inserted, record, second) = inner.archive.insert_share_pair(
+        seq,
+        received_at_ms,
+        &admitted.opened,
+        original,
+        &max_tlp,
+    )?;
     if let Inserted::New(index) = inserted {
-        flag_tlp(inner, &roster, index, &admitted.opened)?;
+        warn_tlp(&roster, index, &admitted.opened);
     }
     if let Some(Inserted::New(i)) = second {
         info!(index = i, msg_id = %original.msg_id(), shared_by = %esc(&admitted.opened.header().sender), "shared message archived");
-        flag_tlp(inner, &roster, i, original)?;
+        warn_tlp(&roster, i, original);
     }
     Ok((inserted, record))
 }
 
-/// Flags a message above its channel's TLP ceiling (kept, shown, counted).
-fn flag_tlp(
-    inner: &Inner,
-    roster: &ClientRoster,
-    index: u64,
-    opened: &tallinn_common::envelope::Opened,
-) -> Result<(), ArchiveError> {
+/// Logs a message archived above its channel's TLP ceiling (the archive
+/// flagged it with the record: kept, shown, counted).
+fn warn_tlp(roster: &ClientRoster, index: u64, opened: &tallinn_common::envelope::Opened) {
     let tlp = opened.message().tlp;
     if let Some(max) = roster.max_tlp_for(opened.header()) {
         if tlp > max {
             warn!(index, msg_id = %opened.msg_id(), channel = %esc(&opened.header().channel), %tlp, %max, "TLP label above the channel's ceiling; flagged");
-            inner.archive.flag_tlp(index, tlp, max)?;
         }
     }
-    Ok(())
 }
 
 /// Version 2: recomputes the beneficiary's wraps (or every wrap, with
