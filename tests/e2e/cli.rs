@@ -565,7 +565,7 @@ async fn tampering_is_detected_and_files_hold_no_plaintext() {
         std::fs::remove_dir_all(&dir).unwrap();
         copy_dir(&good, &dir);
         {
-            let db = sled::open(&dir).unwrap();
+            let db = tallinn_host::durable::retry_while_locked(|| sled::open(&dir)).unwrap();
             let t = db.open_tree("archive").unwrap();
             for i in [3u64, 4] {
                 let mut k = vec![b'R'];

@@ -340,7 +340,7 @@ fn sealed_note(
 fn tamper_closed(w: &W, dir: &std::path::Path, a: Archive, f: impl FnOnce(&sled::Tree)) -> Archive {
     drop(a);
     {
-        let db = sled::open(dir).unwrap();
+        let db = tallinn_host::durable::retry_while_locked(|| sled::open(dir)).unwrap();
         f(&db.open_tree("archive").unwrap());
         db.flush().unwrap();
     }
@@ -449,7 +449,7 @@ fn a_fresh_archive_has_an_authenticated_head_on_disk() {
     let w = world();
     let dir = tempfile::tempdir().unwrap();
     drop(Archive::open(dir.path(), &w.ee).unwrap());
-    let db = sled::open(dir.path()).unwrap();
+    let db = tallinn_host::durable::retry_while_locked(|| sled::open(dir.path())).unwrap();
     let v = db
         .open_tree("archive")
         .unwrap()

@@ -249,7 +249,7 @@ fn an_archive_without_the_tracker_index_builds_it_once() {
     drop(a);
     // As an archive written before the tracker: no marker, no index.
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = tallinn_host::durable::retry_while_locked(|| sled::open(dir.path())).unwrap();
         let t = db.open_tree("archive").unwrap();
         for prefix in [b"C", b"O", b"T", b"t"] {
             for k in t.scan_prefix(prefix).keys() {
