@@ -6,6 +6,8 @@ use tallinn_common::envelope::Header;
 
 impl Archive {
     /// Archives a verified, opened delivery. Not durable until [`Archive::flush`].
+    /// No TLP ceiling is checked (nothing is flagged): the client archives
+    /// deliveries with [`Archive::insert_received_record`].
     ///
     /// # Errors
     /// [`ArchiveError`].
@@ -141,6 +143,9 @@ impl Archive {
     /// # Errors
     /// [`ArchiveError::Db`].
     pub fn tlp_violation(&self, index: u64) -> Result<Option<(Tlp, Tlp)>, ArchiveError> {
+        if index >= self.len() {
+            return Ok(None); // a flag left by a crash before its record
+        }
         Ok(self
             .tree
             .get(Self::key(b'Y', &[&index.to_be_bytes()]))?
@@ -261,13 +266,15 @@ impl Archive {
 
     /// Completes records a crash left half-written.
     ///
-    /// A record is written as plain sled inserts (record, index entries,
-    /// head), not as one `sled::Batch`: sled 0.34 writes and syncs its I/O
-    /// buffer for every batch, which cost more than the crypto per record.
-    /// sled recovers a prefix of its writes, so after a crash the head may
-    /// lag records that exist (with some of their index entries). This walks
-    /// forward from the head while the next record exists and chains onto
-    /// it, rewrites its index entries and advances the head.
+    /// A record is written as plain sled inserts (TLP flag, record, tracker
+    /// entries, index entries, head), not as one `sled::Batch`: sled 0.34
+    /// writes and syncs its I/O buffer for every batch, which cost more than
+    /// the crypto per record. sled recovers a prefix of its writes, so after
+    /// a crash the head may lag records that exist (with some of their
+    /// tracker and index entries). This walks forward from the head while
+    /// the next record exists and chains onto it, redoes its tracker and
+    /// index entries and advances the head. A TLP flag past the last record
+    /// (written before a record that never was) is removed.
     pub(super) fn repair_head(&self) -> Result<u64, ArchiveError> {
         let mut head = self.head.lock().map_err(|_| ArchiveError::Poisoned)?;
         let mut repaired = 0;
@@ -283,6 +290,12 @@ impl Archive {
             self.write_head(r.index + 1, &hash)?;
             head.next_index = r.index + 1;
             head.hash = hash;
+            repaired += 1;
+        }
+        let stale = Self::key(b'Y', &[&head.next_index.to_be_bytes()]);
+        if self.record(head.next_index).ok().flatten().is_none()
+            && self.tree.remove(stale)?.is_some()
+        {
             repaired += 1;
         }
         if repaired > 0 {

@@ -688,9 +688,16 @@ fn a_tlp_flag_is_written_with_its_record_and_a_stale_one_is_cleared() {
             .open(&w.ee)
             .unwrap()
     };
-    // A crash after the flag of a RED record at index 0, before the record.
+    // A crash after the flag of a RED record at index 0, before the record:
+    // nothing shows it, and the next record's insert clears it.
     a.write_tlp_flag(0, Tlp::Red, Some(Tlp::Amber)).unwrap();
-    assert!(a.tlp_violation(0).unwrap().is_some());
+    assert!(a
+        .tree
+        .get(Archive::key(b'Y', &[&0u64.to_be_bytes()]))
+        .unwrap()
+        .is_some());
+    assert_eq!(a.tlp_violation(0).unwrap(), None);
+    assert_eq!(a.stats().unwrap().tlp_violations, 0);
     let green = open(&Message::note(Tlp::Green, "agenda", "at ten"), 1_000);
     let (i, r) = a
         .insert_received_record(1, 1_001, &green, Some(Tlp::Amber))
@@ -718,6 +725,16 @@ fn a_tlp_flag_is_written_with_its_record_and_a_stale_one_is_cleared() {
     let a = Archive::open(dir.path(), &w.ee).unwrap();
     assert_eq!(a.len(), 2);
     assert_eq!(a.tlp_violation(1).unwrap(), Some((Tlp::Red, Tlp::Amber)));
+    // A crash that left a flag past the last record: not counted, and gone
+    // once the archive is opened again.
+    let stale = Archive::key(b'Y', &[&2u64.to_be_bytes()]);
+    a.write_tlp_flag(2, Tlp::Red, Some(Tlp::Amber)).unwrap();
+    assert_eq!(a.stats().unwrap().tlp_violations, 1);
+    a.flush().unwrap();
+    drop(a);
+    let a = Archive::open(dir.path(), &w.ee).unwrap();
+    assert_eq!(a.tree.get(&stale).unwrap(), None);
+    assert_eq!(a.stats().unwrap().tlp_violations, 1);
     let report = a.verify(&w.roster, &w.ee, true, |_| {}).unwrap();
     assert_eq!(report.first_error, None);
     assert_eq!(report.records, 2);

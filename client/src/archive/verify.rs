@@ -207,7 +207,18 @@ impl Archive {
             Ok(())
         })?;
         s.quarantined = self.tree.scan_prefix(b"Q").count() as u64;
-        s.tlp_violations = self.tree.scan_prefix(b"Y").count() as u64;
+        // Flags of records in the chain (a crash can leave one past it).
+        let len = self.len();
+        s.tlp_violations = self
+            .tree
+            .scan_prefix(b"Y")
+            .keys()
+            .filter(|k| {
+                k.as_ref().is_ok_and(|k| {
+                    <[u8; 8]>::try_from(&k[1..]).is_ok_and(|b| u64::from_be_bytes(b) < len)
+                })
+            })
+            .count() as u64;
         s.quarantine_evicted = self.quarantine_totals()?.evicted;
         s.disk_bytes = self.db.size_on_disk()?;
         s.head_hash = hex::encode(self.head_hash());
