@@ -6,6 +6,8 @@
 //!   durable progress, ack clamping, close), events in and actions out;
 //! - `reader`: frames from the session stream;
 //! - `driver`: the async tasks that feed the core and carry out its actions;
+//! - `governance`: the roster log frames (entries owed, submissions) and
+//!   archive checkpoints kept per device;
 //! - this file: a connection from accept to close, and authentication.
 //!
 //! ```text
@@ -16,6 +18,7 @@
 pub mod checks;
 pub mod core;
 mod driver;
+mod governance;
 mod reader;
 
 pub use checks::{
