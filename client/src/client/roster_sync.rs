@@ -13,7 +13,8 @@ use tallinn_common::text::escape_line as esc;
 use tallinn_common::wire::{self, EntryBytes, Frame};
 use tracing::{info, warn};
 
-use super::{reseal, ClientError, Event, Inner};
+use super::sending::reseal;
+use super::{ClientError, Event, Inner};
 use crate::archive::{ArchiveError, Inserted};
 use crate::connection::ConnectError;
 use crate::roster::ClientRoster;

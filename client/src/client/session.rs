@@ -4,6 +4,7 @@
 //! one archive flush per batch before the acknowledgement.
 
 use super::delivery::{accepted, admit_batch, precheck_deliveries, receive};
+use super::sending::{reseal, schedule_retry};
 use super::*;
 
 pub(super) async fn manager(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
