@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use quinn::{Endpoint, RecvStream, SendStream};
+use tallinn_client::key_file::SecretKeyFile as _;
 use tallinn_common::defaults::{AUTH_EXPORTER_LABEL, SESSION_PREAMBLE};
 use tallinn_common::envelope::seal;
 use tallinn_common::identity::{Identity, KdfParams, ParticipantId};

@@ -22,6 +22,7 @@
 //! - [`outbox`]: messages waiting for `Accepted`.
 //! - [`export`]: JSON Lines export for auditors.
 //! - [`private_file`]: 0600, no-symlink, no-overwrite output files.
+//! - [`key_file`]: the participant's secret key file on disk (0600, synced).
 //! - [`config`]: the `client.toml` file.
 //! - [`agent`]: the local agent and its API (HTTP + JSON on a Unix socket).
 //! - [`attachment`]: saving received attachments under safe names.
@@ -44,6 +45,7 @@ pub mod connection;
 pub mod defaults;
 pub mod export;
 pub mod ids;
+pub mod key_file;
 pub mod outbox;
 pub mod private_file;
 pub mod roster;

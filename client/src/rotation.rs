@@ -26,6 +26,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::key_file::SecretKeyFile as _;
 use tallinn_common::identity::Identity;
 
 /// How long after a retirement a drained sync proves that nothing sealed to

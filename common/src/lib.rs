@@ -33,7 +33,8 @@
 //! - [`defaults`]: protocol labels and default limits, each with its reason.
 //!
 //! ## What it does not do
-//! No I/O beyond reading and writing the secret key file; no transport, no
+//! No I/O: no files (the secret key file's TOML forms are here, reading and
+//! writing the file is `tallinn_client::key_file`), no transport, no
 //! storage, no clock (syncing files and process behaviour live in
 //! `tallinn-host`). The wire
 //! codec works on byte buffers so that the relay and client drive it from

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
 use crate::util::*;
+use tallinn_client::key_file::SecretKeyFile as _;
 
 /// A pseudo-terminal: the master side (ours) and the slave's path.
 fn pty() -> (std::fs::File, std::path::PathBuf) {

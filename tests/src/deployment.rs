@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use tallinn_client::key_file::SecretKeyFile as _;
 use tallinn_client::Settings;
 use tallinn_common::identity::{DeviceId, Identity, KdfParams, ParticipantId};
 use tallinn_common::roster::Roster;

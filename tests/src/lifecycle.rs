@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use tallinn_client::archive::Filter;
+use tallinn_client::key_file::SecretKeyFile as _;
 use tallinn_client::{Client, ClientError, Settings};
 use tallinn_common::identity::{Identity, KdfParams, ParticipantId};
 use tallinn_common::message::{Message, Tlp};

@@ -29,6 +29,7 @@ use self::front::Front;
 use crate::agent::api::{DirectionView, SearchRequest};
 use crate::client::{Client, Event, Settings};
 use crate::config::ClientConfig;
+use crate::key_file::SecretKeyFile as _;
 
 mod agent_cmd;
 mod archive;

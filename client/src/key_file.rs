@@ -1,0 +1,142 @@
+//! Reading and writing a participant's secret key file: created with mode
+//! 0600 (never over an existing file), synced with its directory; read only
+//! if neither group nor others can read it, and only up to
+//! [`defaults::MAX_SECRET_FILE_LEN`] bytes. The file's two TOML forms
+//! (plain and passphrase-protected) are `tallinn-common`'s
+//! ([`Identity::to_secret_toml`], [`Identity::to_protected_toml`],
+//! [`Identity::from_secret_toml`]), which does no I/O.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use tallinn_common::defaults;
+use tallinn_common::identity::{Identity, IdentityError, KdfParams};
+use zeroize::Zeroizing;
+
+/// The secret key file of an [`Identity`] on disk. Bring it into scope
+/// (`use tallinn_client::key_file::SecretKeyFile as _;`) to call
+/// `identity.write_secret_file(..)` and `Identity::read_secret_file(..)`.
+pub trait SecretKeyFile: Sized {
+    /// Writes the secret key file to a new file created with mode 0600,
+    /// synced with its directory. Passphrase-protected if `passphrase` is
+    /// given.
+    ///
+    /// # Errors
+    /// [`IdentityError::AlreadyExists`] if the file exists,
+    /// [`IdentityError::Io`] on other failures.
+    fn write_secret_file(
+        &self,
+        path: &Path,
+        passphrase: Option<&[u8]>,
+        params: KdfParams,
+    ) -> Result<(), IdentityError>;
+
+    /// Reads a secret key file, refusing one that group or others can read.
+    ///
+    /// # Errors
+    /// [`IdentityError::InsecurePermissions`], [`IdentityError::Io`], and
+    /// the errors of [`Identity::from_secret_toml`].
+    fn read_secret_file(path: &Path, passphrase: Option<&[u8]>) -> Result<Self, IdentityError>;
+
+    /// Whether a secret key file is passphrase-protected (without
+    /// decrypting it).
+    ///
+    /// # Errors
+    /// As [`SecretKeyFile::read_secret_file`], minus decryption.
+    fn secret_file_is_protected(path: &Path) -> Result<bool, IdentityError>;
+}
+
+impl SecretKeyFile for Identity {
+    fn write_secret_file(
+        &self,
+        path: &Path,
+        passphrase: Option<&[u8]>,
+        params: KdfParams,
+    ) -> Result<(), IdentityError> {
+        let text = match passphrase {
+            Some(p) => self.to_protected_toml(p, params)?,
+            None => self.to_secret_toml(),
+        };
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let io = |action| {
+            move |source: std::io::Error| IdentityError::Io {
+                action,
+                path: path.into(),
+                source,
+            }
+        };
+        let mut file = opts.open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                IdentityError::AlreadyExists(path.into())
+            } else {
+                io("creating")(e)
+            }
+        })?;
+        file.write_all(text.as_bytes()).map_err(io("writing"))?;
+        file.sync_all().map_err(io("syncing"))?;
+        // The new name is durable only once its directory is synced.
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("syncing the directory of"))?;
+        Ok(())
+    }
+
+    fn read_secret_file(path: &Path, passphrase: Option<&[u8]>) -> Result<Self, IdentityError> {
+        let io = |action| {
+            move |source: std::io::Error| IdentityError::Io {
+                action,
+                path: path.into(),
+                source,
+            }
+        };
+        let file = std::fs::File::open(path).map_err(io("opening"))?;
+        let meta = file.metadata().map_err(io("reading metadata of"))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(IdentityError::InsecurePermissions {
+                    path: path.into(),
+                    mode,
+                });
+            }
+        }
+        if meta.len() > defaults::MAX_SECRET_FILE_LEN {
+            return Err(IdentityError::Malformed {
+                path: path.into(),
+                reason: format!("larger than {} bytes", defaults::MAX_SECRET_FILE_LEN),
+            });
+        }
+        let mut text = Zeroizing::new(String::new());
+        file.take(defaults::MAX_SECRET_FILE_LEN)
+            .read_to_string(&mut text)
+            .map_err(io("reading"))?;
+        Self::from_secret_toml(&text, passphrase, path)
+    }
+
+    fn secret_file_is_protected(path: &Path) -> Result<bool, IdentityError> {
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| IdentityError::Io {
+                    action: "reading",
+                    path: path.into(),
+                    source,
+                })?,
+            );
+        Ok(text.lines().any(|l| l.trim_start().starts_with("kdf")))
+    }
+}
+
+#[cfg(test)]
+mod tests;
