@@ -138,7 +138,11 @@ pub fn seal_mix(setup: &Setup, n: usize) -> Result<Vec<Vec<u8>>> {
     Ok(out.into_iter().flatten().collect())
 }
 
-fn time<T>(label: &str, runs: usize, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+/// Runs `f` `runs` times and prints the median and slowest time.
+///
+/// # Errors
+/// The first error of `f`.
+pub(crate) fn time<T>(label: &str, runs: usize, mut f: impl FnMut() -> Result<T>) -> Result<T> {
     let mut times = Vec::with_capacity(runs);
     let mut last = None;
     for _ in 0..runs {

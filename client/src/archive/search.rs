@@ -180,31 +180,28 @@ impl Archive {
                 // Newest first, in chunks that are each read forwards: sled's
                 // reverse iteration costs several times its forward one.
                 let mut hi = self.len();
-                while hi > 0 && out.len() < limit {
-                    let lo = hi.saturating_sub(SCAN_CHUNK);
-                    let mut raw = Vec::new();
+                // Each thread reads and decrypts its own half of a chunk
+                // (sled serves concurrent readers); decrypting dominates.
+                let scan = |from: u64, to: u64| -> Result<Vec<Record>, ArchiveError> {
+                    let mut hits = Vec::new();
                     for kv in self.tree.range(
-                        Self::key(b'R', &[&lo.to_be_bytes()])
-                            ..Self::key(b'R', &[&hi.to_be_bytes()]),
+                        Self::key(b'R', &[&from.to_be_bytes()])
+                            ..Self::key(b'R', &[&to.to_be_bytes()]),
                     ) {
                         let (k, v) = kv?;
-                        raw.push((key_u64(&k).unwrap_or(u64::MAX), v));
-                    }
-                    // Decrypting dominates: split the chunk over two threads.
-                    let scan = |part: &[(u64, sled::IVec)]| -> Result<Vec<Record>, ArchiveError> {
-                        let mut hits = Vec::new();
-                        for (index, v) in part {
-                            let r = self.decode_record(*index, v)?;
-                            if matches(&r) {
-                                hits.push(r);
-                            }
+                        let r = self.decode_record(key_u64(&k).unwrap_or(u64::MAX), &v)?;
+                        if matches(&r) {
+                            hits.push(r);
                         }
-                        Ok(hits)
-                    };
-                    let (older, newer) = raw.split_at(raw.len() / 2);
+                    }
+                    Ok(hits)
+                };
+                while hi > 0 && out.len() < limit {
+                    let lo = hi.saturating_sub(SCAN_CHUNK);
+                    let mid = lo + (hi - lo) / 2;
                     let (a, b) = std::thread::scope(|sc| {
-                        let t = sc.spawn(|| scan(newer));
-                        let a = scan(older);
+                        let t = sc.spawn(|| scan(mid, hi));
+                        let a = scan(lo, mid);
                         let b = t.join().unwrap_or_else(|_| {
                             Err(ArchiveError::Unreadable("search thread panicked".into()))
                         });

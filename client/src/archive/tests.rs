@@ -241,6 +241,61 @@ fn search_by_every_index_and_text() {
 }
 
 #[test]
+fn a_text_search_over_several_chunks_is_newest_first_and_misses_nothing() {
+    // More than two scan chunks, each split between two threads: every
+    // hit is found once, newest first, across chunk and half boundaries.
+    let w = world();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Archive::open(dir.path(), &w.ee).unwrap();
+    let chunk = super::search::SCAN_CHUNK;
+    let n = 2 * chunk + 300;
+    // The scan reads [n - chunk, n) first, split at its middle, then down.
+    let edges = [
+        0,
+        n - 1,
+        n - chunk,
+        n - chunk - 1,
+        n - chunk / 2,
+        n - chunk / 2 - 1,
+    ];
+    let hit = |i: u64| i % 97 == 5 || edges.contains(&i);
+    let mut expected = Vec::new();
+    for i in 0..n {
+        let subject = if hit(i) {
+            format!("Generator FAILURE {i}")
+        } else {
+            format!("note {i}")
+        };
+        let id = deliver(
+            &w,
+            &a,
+            "plenary",
+            &Message::note(Tlp::Green, subject, "x"),
+            i + 1,
+        );
+        if hit(i) {
+            expected.push(id);
+        }
+    }
+    expected.reverse();
+    let text = |limit| {
+        a.search(
+            &Filter {
+                text: Some("generator failure".into()),
+                ..Default::default()
+            },
+            limit,
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.msg_id)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(text(1000), expected);
+    assert_eq!(text(7), expected[..7].to_vec());
+}
+
+#[test]
 fn thread_view_follows_references() {
     let (_w, _dir, a, ids) = filled();
     let t: Vec<MsgId> = a
