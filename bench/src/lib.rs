@@ -21,4 +21,5 @@ pub mod forwarder;
 pub mod load;
 pub mod nats;
 pub mod scenarios;
+pub mod setup;
 pub mod system;
