@@ -92,50 +92,55 @@ impl SecretKeyFile for Identity {
     }
 
     fn read_secret_file(path: &Path, passphrase: Option<&[u8]>) -> Result<Self, IdentityError> {
-        let io = |action| {
-            move |source: std::io::Error| IdentityError::Io {
-                action,
-                path: path.into(),
-                source,
-            }
-        };
-        let file = std::fs::File::open(path).map_err(io("opening"))?;
-        let meta = file.metadata().map_err(io("reading metadata of"))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(IdentityError::InsecurePermissions {
-                    path: path.into(),
-                    mode,
-                });
-            }
-        }
-        if meta.len() > defaults::MAX_SECRET_FILE_LEN {
-            return Err(IdentityError::Malformed {
-                path: path.into(),
-                reason: format!("larger than {} bytes", defaults::MAX_SECRET_FILE_LEN),
-            });
-        }
-        let mut text = Zeroizing::new(String::new());
-        file.take(defaults::MAX_SECRET_FILE_LEN)
-            .read_to_string(&mut text)
-            .map_err(io("reading"))?;
+        let text = read_text(path)?;
         Self::from_secret_toml(&text, passphrase, path)
     }
 
     fn secret_file_is_protected(path: &Path) -> Result<bool, IdentityError> {
-        let text =
-            Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|source| IdentityError::Io {
-                    action: "reading",
-                    path: path.into(),
-                    source,
-                })?,
-            );
+        let text = read_text(path)?;
         Ok(text.lines().any(|l| l.trim_start().starts_with("kdf")))
     }
+}
+
+/// The text of a secret key file: refused if group or others can read it
+/// or if it is larger than [`defaults::MAX_SECRET_FILE_LEN`]; read into a
+/// buffer reserved up front, so no reallocation leaves a copy of a secret
+/// behind un-zeroized.
+fn read_text(path: &Path) -> Result<Zeroizing<String>, IdentityError> {
+    let io = |action| {
+        move |source: std::io::Error| IdentityError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    };
+    let file = std::fs::File::open(path).map_err(io("opening"))?;
+    let meta = file.metadata().map_err(io("reading metadata of"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(IdentityError::InsecurePermissions {
+                path: path.into(),
+                mode,
+            });
+        }
+    }
+    let max = defaults::MAX_SECRET_FILE_LEN;
+    if meta.len() > max {
+        return Err(IdentityError::Malformed {
+            path: path.into(),
+            reason: format!("larger than {max} bytes"),
+        });
+    }
+    // invariant: MAX_SECRET_FILE_LEN (64 KiB) fits in usize.
+    let cap = usize::try_from(max).expect("invariant: 64 KiB fits in usize") + 1;
+    let mut text = Zeroizing::new(String::with_capacity(cap));
+    file.take(max)
+        .read_to_string(&mut text)
+        .map_err(io("reading"))?;
+    Ok(text)
 }
 
 #[cfg(test)]

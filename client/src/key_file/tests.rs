@@ -57,6 +57,12 @@ fn a_file_group_or_others_can_read_is_refused() {
     );
     let msg = err.to_string();
     assert!(msg.contains("chmod 600") && msg.contains("0644"), "{msg}");
+    // Asking whether it is protected reads the secrets too: refused alike.
+    let err = Identity::secret_file_is_protected(&path).unwrap_err();
+    assert!(
+        matches!(err, IdentityError::InsecurePermissions { mode: 0o644, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -92,6 +98,9 @@ fn an_oversized_or_missing_file_is_a_typed_error() {
     std::fs::write(&path, vec![b'#'; len]).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let err = Identity::read_secret_file(&path, None).unwrap_err();
+    assert!(matches!(err, IdentityError::Malformed { .. }), "{err}");
+    // Never read whole: a hostile file of any size is refused by its size.
+    let err = Identity::secret_file_is_protected(&path).unwrap_err();
     assert!(matches!(err, IdentityError::Malformed { .. }), "{err}");
     let err = Identity::read_secret_file(&dir.path().join("none.key"), None).unwrap_err();
     assert!(
