@@ -23,7 +23,8 @@ pub trait SecretKeyFile: Sized {
     ///
     /// # Errors
     /// [`IdentityError::AlreadyExists`] if the file exists,
-    /// [`IdentityError::Io`] on other failures.
+    /// [`IdentityError::Io`] on other failures (the new file is removed
+    /// again, so a retry does not find a partial key in its way).
     fn write_secret_file(
         &self,
         path: &Path,
@@ -78,17 +79,26 @@ impl SecretKeyFile for Identity {
                 io("creating")(e)
             }
         })?;
-        file.write_all(text.as_bytes()).map_err(io("writing"))?;
-        file.sync_all().map_err(io("syncing"))?;
         // The new name is durable only once its directory is synced.
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("syncing the directory of"))?;
-        Ok(())
+        let written = file
+            .write_all(text.as_bytes())
+            .map_err(io("writing"))
+            .and_then(|()| file.sync_all().map_err(io("syncing")))
+            .and_then(|()| {
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io("syncing the directory of"))
+            });
+        if written.is_err() {
+            // The file is ours (create_new): a half-written or unsynced
+            // key must not block the next attempt as "already exists".
+            let _ = std::fs::remove_file(path);
+        }
+        written
     }
 
     fn read_secret_file(path: &Path, passphrase: Option<&[u8]>) -> Result<Self, IdentityError> {

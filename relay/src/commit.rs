@@ -128,7 +128,7 @@ enum Request {
 }
 
 /// Handle to the writer thread. Dropping every handle (and calling
-/// [`Committer::join`]) drains the queue, flushes and stops the thread.
+/// [`CommitterThread::join`]) drains the queue, flushes and stops the thread.
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::Sender<Request>,

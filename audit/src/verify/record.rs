@@ -279,7 +279,7 @@ impl Walk {
     /// carried exactly this envelope and content key. If that record is
     /// redacted (retention), the provenance cannot be shown and the record
     /// counts as received history only; anything else is a failure.
-    pub(super) fn check_shared(
+    fn check_shared(
         &self,
         r: Option<u64>,
         index: u64,

@@ -10,7 +10,7 @@
 //! message is safe in the outbox). Every read command takes `--json`.
 //!
 //! Every command that reads or changes the archive and outbox goes through
-//! [`front`]: to the running agent, or to the archive opened here.
+//! `front`: to the running agent, or to the archive opened here.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};

@@ -28,7 +28,7 @@ fn zoned(ms: u64) -> Option<jiff::ZonedDateTime> {
 }
 
 /// Unix ms as `YYYY-MM-DD HH:MM` in the display zone (local, or UTC with
-/// `--utc`); [`zone_label`] says which.
+/// `--utc`); `zone_label` says which.
 pub fn fmt_time(ms: u64) -> String {
     zoned(ms)
         .map(|z| z.strftime("%Y-%m-%d %H:%M").to_string())

@@ -40,7 +40,7 @@ impl Client {
         Ok(msg_id)
     }
 
-    pub(super) fn queue_inner(
+    fn queue_inner(
         &self,
         channel: &str,
         message: &Message,
@@ -168,7 +168,7 @@ impl Client {
 /// Seals an outbox message again with the current time and roster (after
 /// `clock_skew`, or `tallinn outbox resend` after a refusal): the same
 /// channel and plaintext under a new msg_id. The new entry replaces the old
-/// one (and its refusal) in one durable step ([`Outbox::replace`]), then it
+/// one (and its refusal) in one durable step ([`crate::outbox::Outbox::replace`]), then it
 /// is sent if a session is up.
 pub(super) fn reseal(inner: &Inner, old: &MsgId) -> Result<Option<MsgId>, ClientError> {
     let Some(entry) = inner.outbox.get(old)? else {

@@ -215,13 +215,13 @@ impl Identity {
         self.sign.sign(message).to_bytes()
     }
 
-    /// The X25519 secret, for HPKE opening and archive key derivation.
     /// The Ed25519 signing key, for tests that build signatures by hand.
     #[cfg(test)]
     pub(crate) fn signing_key(&self) -> &SigningKey {
         &self.sign
     }
 
+    /// The X25519 secret, for HPKE opening and archive key derivation.
     pub(crate) fn enc_secret(&self) -> &[u8; 32] {
         &self.enc_secret
     }

@@ -3,7 +3,7 @@
 //! traffic), that a store read never delivers past durable progress, ack
 //! clamping, and what happens once the session is closed (kicked,
 //! replaced, shutting down). Plain data: the async driver
-//! ([`super::driver`]) feeds it events and carries out the actions it
+//! (`super::driver`) feeds it events and carries out the actions it
 //! returns, and the tests below drive it without a socket.
 //!
 //! ```text
