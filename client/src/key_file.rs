@@ -79,19 +79,13 @@ impl SecretKeyFile for Identity {
                 io("creating")(e)
             }
         })?;
-        // The new name is durable only once its directory is synced.
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
         let written = file
             .write_all(text.as_bytes())
             .map_err(io("writing"))
             .and_then(|()| file.sync_all().map_err(io("syncing")))
             .and_then(|()| {
-                std::fs::File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io("syncing the directory of"))
+                // The new name is durable only once its directory is.
+                tallinn_host::durable::sync_parent(path).map_err(io("syncing the directory of"))
             });
         if written.is_err() {
             // The file is ours (create_new): a half-written or unsynced

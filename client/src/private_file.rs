@@ -107,10 +107,7 @@ impl PrivateFile {
             std::fs::remove_file(&self.tmp)?;
         }
         self.done = true;
-        if let Some(dir) = self.target.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        tallinn_host::durable::sync_parent(&self.target)
     }
 }
 

@@ -26,8 +26,10 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::key_file::SecretKeyFile as _;
 use tallinn_common::identity::Identity;
+use tallinn_host::durable::sync_parent;
+
+use crate::key_file::SecretKeyFile as _;
 
 /// How long after a retirement a drained sync proves that nothing sealed to
 /// the old key is still on its way (the relay's grace, clocks, retries).
@@ -88,10 +90,6 @@ pub fn load_retired(key: &Path, passphrase: Option<&[u8]>) -> anyhow::Result<Vec
     Ok(out)
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
 /// Switches the key files: `key` becomes `key.retired-<now_ms>`, `key.next`
 /// becomes `key`; the directory is synced.
 ///
@@ -101,11 +99,7 @@ pub fn switch(key: &Path, now_ms: u64) -> std::io::Result<PathBuf> {
     let retired = key.with_file_name(format!("{}.retired-{now_ms}", name_of(key)));
     std::fs::rename(key, &retired)?;
     std::fs::rename(next_path(key), key)?;
-    sync_dir(
-        key.parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new(".")),
-    )?;
+    sync_parent(key)?;
     Ok(retired)
 }
 
@@ -122,11 +116,7 @@ pub fn erase(path: &Path) -> std::io::Result<()> {
         f.sync_all()?;
     }
     std::fs::remove_file(path)?;
-    sync_dir(
-        path.parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new(".")),
-    )
+    sync_parent(path)
 }
 
 /// Whether a retired key may be erased now.

@@ -91,6 +91,20 @@ mod tests {
     }
 }
 
+/// Makes the directory entry of `path` durable (a file just created,
+/// renamed or removed): syncs its parent directory, the current directory
+/// for a bare file name.
+///
+/// # Errors
+/// The directory cannot be opened or synced.
+pub fn sync_parent(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
 /// Creates `dir` (and missing parents) with mode 0700, or checks that an
 /// existing one is not accessible to group or others: the relay's store and
 /// a client's archive hold metadata (who talks to whom, when) even where the
@@ -182,6 +196,16 @@ mod private_tests {
         assert!(e.to_string().contains("chmod 600"), "{e}");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         check_private_file(&File::open(&p).unwrap(), &p).unwrap();
+    }
+
+    #[test]
+    fn sync_parent_syncs_the_directory_a_name_lives_in() {
+        let t = tempfile::tempdir().unwrap();
+        sync_parent(&t.path().join("new.key")).unwrap();
+        // A bare name lives in the current directory.
+        sync_parent(Path::new("new.key")).unwrap();
+        let e = sync_parent(&t.path().join("missing/new.key")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

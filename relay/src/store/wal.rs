@@ -94,9 +94,7 @@ impl Wal {
             .truncate(false)
             .open(path)?;
         if !existed {
-            if let Some(dir) = path.parent() {
-                File::open(dir)?.sync_all()?;
-            }
+            tallinn_host::durable::sync_parent(path)?;
         }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
